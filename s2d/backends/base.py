@@ -1,0 +1,138 @@
+"""The one contract every generation backend implements.
+
+A backend takes a whole batch of :class:`Request` objects (one stage of a method over all inputs)
+and returns, per request, ``request.n`` :class:`Completion` objects. Batching, padding, KV-cache
+reuse and scheduling are the backend's business; callers never loop per example.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+# Fields a request may carry; anything else in an input record is an error (caught early).
+REQUEST_FIELDS = ("messages", "prompt", "max_new_tokens", "temperature", "top_p", "n", "stop", "seed",
+                  "adapter", "id")
+
+
+@dataclass
+class Request:
+    """One generation request: chat ``messages`` (rendered with the model's chat template) or raw
+    ``prompt`` text, plus sampling settings. ``seed=None`` means "derive from the run seed"."""
+
+    messages: list[dict] | None = None
+    prompt: str | None = None
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    adapter: str | None = None
+    id: str | None = None
+
+    def __post_init__(self):
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("a request needs exactly one of 'messages' or 'prompt'")
+        if self.messages is not None:
+            if not isinstance(self.messages, list) or not all(
+                    isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                    for m in self.messages) or not self.messages:
+                raise ValueError("'messages' must be a non-empty list of {'role': str, 'content': str}")
+        elif not isinstance(self.prompt, str):
+            raise ValueError("'prompt' must be a string")
+        if not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"'n' must be a positive integer, got {self.n!r}")
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"'max_new_tokens' must be a positive integer, got {self.max_new_tokens!r}")
+        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
+            raise ValueError(f"'temperature' must be >= 0, got {self.temperature!r}")
+        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+            raise ValueError(f"'top_p' must be in (0, 1], got {self.top_p!r}")
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        if not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop):
+            raise ValueError("'stop' must be a list of non-empty strings")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise ValueError(f"'seed' must be an integer, got {self.seed!r}")
+
+    @classmethod
+    def from_dict(cls, record: dict, defaults: dict | None = None) -> "Request":
+        if not isinstance(record, dict):
+            raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+        unknown = sorted(set(record) - set(REQUEST_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(REQUEST_FIELDS)}")
+        merged = {**(defaults or {}), **record}
+        return cls(**merged)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_seed(run_seed: int, request: Request, index: int, sample: int) -> int:
+    """The seed of one sample: the request's own seed, else one derived from the run seed and the
+    request's identity, never from its position in a batch (so batching does not change outputs)."""
+    base = request.seed
+    if base is None:
+        key = f"{run_seed}\x00{request.id if request.id is not None else index}"
+        base = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
+    return (base + sample * 1_000_003) % (2**31 - 1)
+
+
+class Backend:
+    """Base class for generation backends.
+
+    Subclasses set ``name`` and a docstring, take ``(model_path, **options)`` and implement
+    :meth:`generate`. Import heavy engines inside ``__init__``/``generate``, never at module import.
+    """
+
+    name: str = ""
+
+    def __init__(self, model_path: str, *, seed: int = 0, dtype: str = "auto", **options: Any):
+        self.model_path = model_path
+        self.seed = seed
+        self.dtype = dtype
+        self.options = options
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        """Whether the engine can run here, and why not (shown by ``s2d list backends``)."""
+        return True, ""
+
+    def generate(self, requests: Sequence[Request], *, progress: bool = True) -> list[list[Completion]]:
+        raise NotImplementedError
+
+    def versions(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        """Free the engine (GPU memory, worker processes)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` before the earliest stop string; return (text, whether a stop string was hit)."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

@@ -1,0 +1,68 @@
+"""Reading and writing s2d's files: JSONL with errors that name file and line, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+
+class InputError(ValueError):
+    """Bad input, with the file and line (or field) it came from."""
+
+
+def read_jsonl(path: str | os.PathLike, parse: Callable[[Any], Any] | None = None) -> list:
+    """Read every line of a JSONL file, failing on the first bad line with ``FILE:LINE: why``.
+    ``parse`` turns each decoded record into an object and may raise ValueError/TypeError."""
+    items = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            if parse is not None:
+                try:
+                    record = parse(record)
+                except (ValueError, TypeError) as exc:
+                    raise InputError(f"{path}:{lineno}: {exc}") from None
+            items.append(record)
+    return items
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
+    """Write to a temporary file beside ``path`` and rename it into place on success, so a kill
+    never leaves a half-written file under the final name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
+    n = 0
+    with atomic_write(path) as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")

