@@ -132,6 +132,17 @@ class Backend:
         self.close()
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU does bf16 matmuls natively (AVX-512 BF16 or AMX). Without them torch emulates
+    bf16 and is ~300x slower than fp32: measured 0.28 against 103 GFLOP/s on an AVX2-only EPYC."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut ``text`` before the earliest stop string; return (text, whether a stop string was hit)."""
     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)

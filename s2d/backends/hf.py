@@ -13,13 +13,15 @@ import os
 from contextlib import contextmanager, nullcontext
 from typing import Any, Sequence
 
-from s2d.backends.base import Backend, Completion, Request, cut_at_stop, sample_seed
+from s2d.backends.base import Backend, Completion, Request, cpu_has_fast_bf16, cut_at_stop, sample_seed
 from s2d.hookspecs import hookimpl
 
 
 def _torch_dtype(torch, name: str, device: str):
     if name == "auto":
-        return torch.bfloat16 if device == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+        if device == "cpu":
+            return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     try:
         return {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
                 "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}[name]

@@ -15,7 +15,7 @@ import json
 import os
 from typing import Any, Sequence
 
-from s2d.backends.base import Backend, Completion, Request, sample_seed
+from s2d.backends.base import Backend, Completion, Request, cpu_has_fast_bf16, sample_seed
 from s2d.hookspecs import hookimpl
 
 _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -49,7 +49,7 @@ class VLLMBackend(Backend):
             elif cpu_bind != "auto":
                 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_bind)
         self.engine_args = dict(
-            model=model_path, dtype="bfloat16" if dtype == "auto" and self.on_cpu else dtype, seed=seed,
+            model=model_path, dtype=self._dtype(dtype), seed=seed,
             tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
             trust_remote_code=trust_remote_code,
             # Eager starts in ~20 s instead of ~70 s on CPU for ~10% less throughput.
@@ -66,6 +66,11 @@ class VLLMBackend(Backend):
         self.llm = None
         self._engine_has_lora = False
         self._lora_ids: dict[str, int] = {}
+
+    def _dtype(self, dtype: str) -> str:
+        if dtype != "auto" or not self.on_cpu:
+            return dtype
+        return "bfloat16" if cpu_has_fast_bf16() else "float32"
 
     @classmethod
     def available(cls) -> tuple[bool, str]:

@@ -1,0 +1,89 @@
+"""Model references and the once-only, race-free GGUF conversion."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from s2d.cli import cli
+from s2d.models import ModelError, resolve_model
+
+RACE = r'''
+import sys, time, os
+from pathlib import Path
+import s2d.models as m
+
+def slow_convert(gguf, out):
+    with open(os.environ["COUNT_FILE"], "a") as f:
+        f.write("x")
+    time.sleep(1.0)
+    (Path(out) / "config.json").write_text("{}")
+
+m.convert_gguf = slow_convert
+print(m.ensure_converted(Path(sys.argv[1]), "racy"))
+'''
+
+
+def test_two_runs_converting_at_once_build_once(tmp_path):
+    gguf = tmp_path / "fake.gguf"
+    gguf.write_bytes(b"GGUF")
+    env = {"S2D_CACHE": str(tmp_path / "cache"), "COUNT_FILE": str(tmp_path / "count"), "PATH": ""}
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(gguf)], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = {p.communicate(timeout=60)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert outs == {str(tmp_path / "cache" / "models" / "racy")}
+    assert (tmp_path / "count").read_text() == "x"  # converted exactly once
+    leftovers = [p.name for p in (tmp_path / "cache" / "models").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_resolve_folder_hub_id_and_errors(tmp_path):
+    (tmp_path / "m").mkdir()
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_model(str(tmp_path / "m"))
+    (tmp_path / "m" / "config.json").write_text("{}")
+    assert resolve_model(str(tmp_path / "m")) == str((tmp_path / "m").resolve())
+    assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    with pytest.raises(ModelError, match="unknown model"):
+        resolve_model("not-an-alias")
+
+
+def test_models_command_lists_the_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("S2D_CACHE", str(tmp_path))
+    rows = json.loads(CliRunner().invoke(cli, ["models", "--json"]).output)
+    (default,) = [r for r in rows if r["default"]]
+    assert default["alias"] == "smollm2-135m" and default["source"].endswith(".gguf") and not default["cached"]
+
+
+@pytest.mark.slow
+def test_embedded_model_folder_is_complete(model_path):
+    p = Path(model_path)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json"):
+        assert (p / name).is_file(), name
+    assert not list(p.glob("*.bin")) and not list(p.glob("*.pt"))  # safetensors only
+    src = json.loads((p / "s2d_source.json").read_text())
+    assert len(src["gguf_sha256"]) == 64
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(model_path).chat_template
+
+
+@pytest.mark.slow
+def test_generate_command_on_the_embedded_model(model_path, tmp_path):
+    src = tmp_path / "p.jsonl"
+    src.write_text(json.dumps({"id": "fr", "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                               "max_new_tokens": 16}) + "\n" +
+                   json.dumps({"prompt": "Once upon a time", "n": 3, "temperature": 1.0, "max_new_tokens": 8}) + "\n")
+    out = tmp_path / "o.jsonl"
+    result = CliRunner().invoke(cli, ["generate", "--backend", "hf", "--input", str(src), "--out", str(out),
+                                      "--seed", "3", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    a, b = [json.loads(line) for line in out.read_text().splitlines()]
+    assert "Paris" in a["completions"][0]["text"] and a["seed"] is None and a["backend"] == "hf"
+    assert len(b["completions"]) == 3 and b["seed"] is not None and b["run_seed"] == 3
+    assert b["completion_tokens"] == sum(c["completion_tokens"] for c in b["completions"])
+    assert a["versions"]["transformers"] and a["model_path"] == model_path
