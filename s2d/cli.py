@@ -193,6 +193,79 @@ def generate(ctx, model, backend, dtype, batch_size, threads, trust_remote_code,
                f"({tokens / max(wall, 1e-9):.0f} tok/s) with {engine.name} -> {out_path}", err=True)
 
 
+@cli.command(name="eval")
+@backend_options
+@click.option("--tasks", "-t", required=True, help="Comma-separated task names (see `s2d list tasks`).")
+@click.option("--method", default="system1", show_default=True, help="Method that answers (see `s2d list methods`).")
+@click.option("--adapter", type=click.Path(exists=True, file_okay=False), default=None, help="LoRA adapter folder.")
+@click.option("--limit", type=int, default=None, help="Evaluate the first N documents of each task.")
+@click.option("--log-samples", is_flag=True, help="Keep every document's prompt, output and metrics.")
+@click.option("--results-dir", default="results/eval", show_default=True, type=click.Path(file_okay=False))
+@click.option("--label", default=None, help="Condition name in the records [default: method(+adapter)].")
+@click.option("--task-option", "task_options", multiple=True, metavar="KEY=VALUE",
+              help="Option for the task plugins, e.g. data_dir=... or seed=1 (repeatable).")
+@click.option("--progress/--no-progress", default=True)
+@click.pass_context
+def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, seed, tasks, method, adapter, limit,
+          log_samples, results_dir, label, task_options, progress):
+    """Score a model (System 1, a method, or base + adapter) on s2d's tasks through lm-eval."""
+    from s2d.lmeval.run import evaluate
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    plugins = _plugins(ctx)
+    try:
+        for name in names:
+            plugins.get("tasks", name)
+    except UnknownNameError as exc:
+        raise click.ClickException(str(exc)) from None
+    options = {}
+    for item in task_options:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--task-option")
+        options[key] = int(value) if value.lstrip("-").isdigit() else value
+    engine = make_backend(ctx, backend, model, seed, dtype, batch_size, threads, trust_remote_code)
+    from s2d.tasks.base import TaskDataError
+
+    with engine:
+        try:
+            paths = evaluate(engine, model_ref=model or "smollm2-135m", tasks=names, method=method, adapter=adapter,
+                             limit=limit, seed=seed, log_samples=log_samples, results_dir=results_dir, label=label,
+                             task_options=options or None, progress=progress)
+        except (TaskDataError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+    from s2d.lmeval.run import load_records, metrics_of
+
+    for path in paths:
+        rec = next(r for r in load_records(path.parent) if r["_path"] == str(path))
+        shown = ", ".join(f"{k}={v:.3f}" for k, v in metrics_of(rec).items())
+        click.echo(f"{rec['s2d']['task']:<16} {rec['s2d']['condition']:<20} {shown}  "
+                   f"tokens={rec['s2d']['mean_generated_tokens']:.1f}  -> {path}")
+
+
+@cli.command()
+@click.argument("results_dir", default="results/eval", type=click.Path(file_okay=False))
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Where to write [default: RESULTS_DIR].")
+def leaderboard(results_dir, out):
+    """Markdown table and plot of every `s2d eval` record under RESULTS_DIR."""
+    from s2d.lmeval.run import leaderboard as build
+
+    try:
+        table, md, png = build(results_dir, out)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(table)
+    click.echo(f"-> {md}" + (f", {png}" if png else ""), err=True)
+
+
+@cli.command(name="tasks-path")
+def tasks_path():
+    """Print the folder of s2d's lm-eval task files (for `lm_eval --include_path`)."""
+    from s2d.lmeval.tasks import tasks_path as path
+
+    click.echo(path())
+
+
 def main():
     cli(prog_name="s2d")
 

@@ -36,6 +36,11 @@ DEFAULT_PLUGINS = (
     "s2d.backends.hf",
     "s2d.backends.vllm",
     "s2d.backends.scripted",
+    "s2d.tasks.last_letter",
+    "s2d.tasks.coin_flip",
+    "s2d.tasks.triviaqa_bias",
+    "s2d.tasks.mt_bench_judge",
+    "s2d.tasks.gsm8k",
 )
 
 

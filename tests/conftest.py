@@ -53,3 +53,55 @@ CHAT = [
     "Count from 1 to 10, separated by commas.",
     "Write one sentence about the sea.",
 ]
+
+
+NAMES_M = ["James", "Robert", "John", "Michael", "David", "William", "Richard", "Joseph", "Thomas", "Charles",
+           "Daniel", "Matthew", "Anthony", "Mark", "Donald", "Steven", "Paul", "Andrew", "Joshua", "Kenneth"]
+NAMES_F = ["Mary", "Patricia", "Jennifer", "Linda", "Elizabeth", "Barbara", "Susan", "Jessica", "Sarah", "Karen",
+           "Lisa", "Nancy", "Betty", "Sandra", "Margaret", "Ashley", "Kimberly", "Emily", "Donna", "Michelle"]
+
+
+@pytest.fixture
+def tiny_data(tmp_path, monkeypatch):
+    """A small data directory in the layout of shared/data, built by the test itself."""
+    import json
+
+    root = tmp_path / "data"
+    (root / "last_letters").mkdir(parents=True)
+    (root / "last_letters" / "us_top1000_M.txt").write_text("\n".join(NAMES_M) + "\n")
+    (root / "last_letters" / "us_top1000_F.txt").write_text("\n".join(NAMES_F) + "\n")
+    (root / "coin_flip").mkdir()
+    (root / "coin_flip" / "coin_val.json").write_text(json.dumps([
+        {"targets": "yes", "targets_vec": [1, 0], "inputs": " Q: A coin is heads up. ann does not flip the coin. "
+                                                           "bob does not flip the coin.  Is the coin still heads up? "},
+        {"targets": "no", "targets_vec": [0, 1], "inputs": " Q: A coin is heads up. cy flips the coin. "
+                                                          "di does not flip the coin.  Is the coin still heads up? "}]))
+    (root / "gsm8k").mkdir()
+    for split in ("train", "test"):
+        (root / "gsm8k" / f"{split}.jsonl").write_text("".join(
+            json.dumps({"question": f"Tom has {i} apples and gets 2 more. How many now?",
+                        "answer": f"{i} + 2 = <<{i}+2={i + 2}>>{i + 2}\n#### {i + 2}"}) + "\n" for i in range(6)))
+    (root / "triviaqa").mkdir()
+    qa = [("Which planet is known as the red planet?", ["Mars", "The Red Planet"]),
+          ("Who wrote Hamlet?", ["William Shakespeare", "Shakespeare"]),
+          ("What is the capital of Italy?", ["Rome"]), ("How many legs has a spider?", ["8", "eight"]),
+          ("Which metal is liquid at room temperature?", ["Mercury"]), ("In which year did WW2 end?", ["1945"])]
+    (root / "triviaqa" / "test.jsonl").write_text("".join(
+        json.dumps({"id": f"test_{i}", "question": q, "golden_answers": a}) + "\n" for i, (q, a) in enumerate(qa)))
+    mt = root / "mt_bench"
+    (mt / "model_answer").mkdir(parents=True)
+    (mt / "human_judgments").mkdir()
+    (mt / "question.jsonl").write_text("".join(json.dumps({"question_id": q, "category": c, "turns": [t, "more"]}) + "\n"
+                                               for q, c, t in [(81, "writing", "Write a haiku."),
+                                                               (111, "math", "What is 2+2?")]))
+    for model, answers in {"m1": {81: "Leaves fall slowly", 111: "4"}, "m2": {81: "I like cats", 111: "5"}}.items():
+        (mt / "model_answer" / f"{model}.jsonl").write_text("".join(
+            json.dumps({"question_id": q, "model_id": model, "choices": [{"index": 0, "turns": [a, "x"]}]}) + "\n"
+            for q, a in answers.items()))
+    votes = [(81, "m1", "m2", "model_a"), (81, "m2", "m1", "model_b"), (111, "m1", "m2", "model_a"),
+             (111, "m1", "m2", "tie")]
+    (mt / "human_judgments" / "human_judgments.jsonl").write_text("".join(
+        json.dumps({"question_id": q, "judge": f"expert_{i}", "model_a": a, "model_b": b, "winner": w}) + "\n"
+        for i, (q, a, b, w) in enumerate(votes)))
+    monkeypatch.setenv("S2D_DATA_DIR", str(root))
+    return root

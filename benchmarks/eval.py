@@ -1,0 +1,101 @@
+"""Evaluation speed: System 1 on last_letter through stock lm-eval and through `s2d eval`.
+
+(a) lm-eval's own `hf` model (`simple_evaluate(model="hf", apply_chat_template=True)`),
+(b) `s2d eval --backend hf`, (c) `s2d eval --backend vllm`; same task file, same prompts, greedy,
+same max tokens. Prints wall time, generated tokens/s and the ratios to (a), and checks that (a)
+and (b) reach the same accuracy. Run it alone on the machine.
+
+    S2D_DATA_DIR=... python benchmarks/eval.py [--limit 200] [--lm-eval-batch-size 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--limit", type=int, default=200)
+    ap.add_argument("--lm-eval-batch-size", type=int, default=16)
+    ap.add_argument("--skip-vllm", action="store_true")
+    ap.add_argument("--out", default="results/benchmarks")
+    args = ap.parse_args()
+
+    import lm_eval
+    import torch
+
+    from s2d.backends import load_backend
+    from s2d.backends.base import cpu_has_fast_bf16
+    from s2d.envinfo import git_commit, versions
+    from s2d.lmeval.run import evaluate, load_records, metrics_of, task_manager
+    from s2d.models import resolve_model
+
+    path = resolve_model(args.model)
+    dtype = "bfloat16" if torch.cuda.is_available() or cpu_has_fast_bf16() else "float32"
+    rows = {}
+
+    start = time.perf_counter()
+    res = lm_eval.simple_evaluate(model="hf", model_args={"pretrained": path, "dtype": dtype},
+                                  tasks=["s2d_last_letter"], task_manager=task_manager(), limit=args.limit,
+                                  apply_chat_template=True, batch_size=args.lm_eval_batch_size, bootstrap_iters=0,
+                                  log_samples=True)
+    wall = time.perf_counter() - start
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    samples = res["samples"]["s2d_last_letter"]
+    tokens = sum(len(tok(s["resps"][0][0], add_special_tokens=False)["input_ids"]) for s in samples)
+    rows["lm_eval_hf"] = dict(engine=f"stock lm-eval hf (batch {args.lm_eval_batch_size})", seconds=wall,
+                              tokens=tokens, exact_match=res["results"]["s2d_last_letter"]["exact_match,none"])
+
+    for name in ["hf"] + ([] if args.skip_vllm else ["vllm"]):
+        engine = load_backend(name, path, dtype=dtype)
+        with tempfile.TemporaryDirectory() as tmp, engine:
+            start = time.perf_counter()
+            (rec_path,) = evaluate(engine, model_ref=args.model, tasks=["last_letter"], limit=args.limit,
+                                   results_dir=tmp, progress=False)
+            wall = time.perf_counter() - start  # includes engine start for vllm (lazy)
+            rec = next(r for r in load_records(tmp) if r["_path"] == str(rec_path))
+        rows[f"s2d_{name}"] = dict(engine=f"s2d eval --backend {name}", seconds=wall,
+                                   tokens=round(rec["s2d"]["mean_generated_tokens"] * rec["s2d"]["n_examples"]),
+                                   exact_match=metrics_of(rec)["exact_match"])
+    base = rows["lm_eval_hf"]["seconds"]
+    for r in rows.values():
+        r["tok_per_s"] = r["tokens"] / r["seconds"]
+        r["speedup_vs_lm_eval"] = base / r["seconds"]
+    figures = {"s2d_hf_over_lm_eval_hf": round(rows["s2d_hf"]["speedup_vs_lm_eval"], 2),
+               "lm_eval_hf_exact_match": rows["lm_eval_hf"]["exact_match"],
+               "s2d_hf_exact_match": rows["s2d_hf"]["exact_match"],
+               "same_accuracy": rows["lm_eval_hf"]["exact_match"] == rows["s2d_hf"]["exact_match"]}
+    if "s2d_vllm" in rows:
+        figures["s2d_vllm_over_lm_eval_hf"] = round(rows["s2d_vllm"]["speedup_vs_lm_eval"], 2)
+        figures["s2d_vllm_exact_match"] = rows["s2d_vllm"]["exact_match"]
+    lines = ["| engine | examples | seconds | generated tokens | tok/s | x lm-eval hf | exact match |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows.values():
+        lines.append(f"| {r['engine']} | {args.limit} | {r['seconds']:.1f} | {r['tokens']} | {r['tok_per_s']:.1f} | "
+                     f"{r['speedup_vs_lm_eval']:.2f} | {100 * r['exact_match']:.1f}% |")
+    table = "\n".join(lines)
+    meta = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "dtype": dtype,
+            "model": args.model, "task": "last_letter (test)", "data_dir": os.environ.get("S2D_DATA_DIR"),
+            "versions": versions(), "git_commit": git_commit(), "loadavg": os.getloadavg()}
+    print(table)
+    print(json.dumps(figures, indent=2))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps({**figures, "rows": rows, "meta": meta}, indent=2, default=str) + "\n")
+    (out / "eval.md").write_text(f"# Evaluation speed: System 1 on last_letter\n\nCommand: `{meta['command']}` "
+                                 f"({meta['date']}, commit {meta['git_commit']}, {dtype})\n\n{table}\n\n"
+                                 f"Same accuracy (a) vs (b): {figures['same_accuracy']}. "
+                                 f"Versions: {json.dumps(meta['versions'])}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""`s2d eval`: run lm-eval programmatically over s2d's task files and write one record per
+(task, condition), and `s2d leaderboard`: a Markdown table and a plot of those records."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from s2d.files import write_json, write_jsonl
+
+SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_name(text: str) -> str:
+    """A path component that cannot climb out of the results folder."""
+    name = SAFE.sub("_", text).strip("._") or "unnamed"
+    return name[:120]
+
+
+def condition_name(method: str, adapter: str | None, label: str | None = None) -> str:
+    if label:
+        return safe_name(label)
+    return safe_name(method + (f"+adapter-{Path(adapter).resolve().name}" if adapter else ""))
+
+
+def task_manager(metadata: dict | None = None):
+    from lm_eval.tasks import TaskManager
+
+    from s2d.lmeval.tasks import tasks_path
+
+    # include_defaults=False: indexing lm-eval's ~14k built-in tasks costs 8-15 s and we need none.
+    return TaskManager(include_path=tasks_path(), include_defaults=False, metadata=metadata)
+
+
+def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system1", adapter: str | None = None,
+             limit: int | None = None, seed: int = 0, log_samples: bool = False, results_dir: str = "results/eval",
+             label: str | None = None, task_options: dict | None = None, progress: bool = True) -> list[Path]:
+    """Evaluate one condition (method + adapter) on each task; return the record paths."""
+    import lm_eval
+
+    from s2d.envinfo import git_commit, versions
+    from s2d.lmeval.model import S2DLM
+
+    condition = condition_name(method, adapter, label)
+    tm = task_manager(task_options)
+    written = []
+    for task in tasks:
+        lm = S2DLM(backend, method=method, adapter=adapter, progress=progress)
+        start = time.perf_counter()
+        res = lm_eval.simple_evaluate(
+            model=lm, tasks=[f"s2d_{task}"], task_manager=tm, limit=limit, log_samples=log_samples,
+            bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+            fewshot_random_seed=seed)
+        wall = time.perf_counter() - start
+        usage = lm.usage
+        n = max(len(usage), 1)
+        record: dict[str, Any] = {
+            "s2d": {
+                "task": task, "condition": condition, "method": method, "adapter": adapter, "model": model_ref,
+                "model_path": backend.model_path, "backend": backend.name, "seed": seed, "limit": limit,
+                "generation": {"dtype": getattr(backend, "dtype", None), "chat_template": True,
+                               "task_options": task_options or {}},
+                "n_examples": len(usage),
+                "mean_generated_tokens": sum(u["generated_tokens"] for u in usage) / n,
+                "mean_prompt_tokens": sum(u["prompt_tokens"] for u in usage) / n,
+                "wall_seconds": wall, "versions": {**versions(), **backend.versions()},
+                "git_commit": git_commit(Path(__file__).parent), "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+            "lm_eval": {k: res[k] for k in ("results", "configs", "versions", "n-shot", "higher_is_better",
+                                            "n-samples") if k in res},
+        }
+        out = Path(results_dir) / safe_name(Path(model_ref).name if "/" not in model_ref or Path(model_ref).exists()
+                                            else model_ref) / safe_name(task) / f"{condition}.json"
+        write_json(out, json.loads(json.dumps(record, default=str)))
+        if log_samples:
+            samples = res.get("samples", {}).get(f"s2d_{task}", [])
+            by_doc = {u["doc_id"]: u for u in usage}
+            write_jsonl(out.with_suffix(".samples.jsonl"), (
+                json.loads(json.dumps({"doc_id": s["doc_id"], "doc": s["doc"], "response": s["resps"][0][0],
+                                       "metrics": {m: s.get(m) for m in res["results"][f"s2d_{task}"]
+                                                   if "," not in m and m in s},
+                                       "usage": by_doc.get(s["doc_id"])}, default=str))
+                for s in samples))
+        written.append(out)
+    return written
+
+
+# -- leaderboard --------------------------------------------------------------------------------
+def load_records(results_dir: str | Path) -> list[dict]:
+    records = []
+    for path in sorted(Path(results_dir).rglob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict) and "s2d" in data and "lm_eval" in data:
+            data["_path"] = str(path)
+            records.append(data)
+    return records
+
+
+def metrics_of(record: dict) -> dict[str, float]:
+    task = record["s2d"]["task"]
+    raw = record["lm_eval"]["results"].get(f"s2d_{task}", {})
+    out = {}
+    for key, value in raw.items():
+        if key.endswith("_stderr,none") or key == "alias" or not isinstance(value, (int, float)):
+            continue
+        out[key.split(",")[0]] = value
+    return out
+
+
+def leaderboard(results_dir: str | Path, out_dir: str | Path | None = None) -> tuple[str, Path, Path | None]:
+    """Write leaderboard.md (and leaderboard.png when matplotlib is there) for every record."""
+    records = load_records(results_dir)
+    if not records:
+        raise FileNotFoundError(f"no s2d eval records under {results_dir}")
+    out_dir = Path(out_dir or results_dir)
+    lines = ["# s2d leaderboard", ""]
+    by_task: dict[str, list[dict]] = {}
+    for r in records:
+        by_task.setdefault(r["s2d"]["task"], []).append(r)
+    for task, rows in sorted(by_task.items()):
+        metric_names = sorted({m for r in rows for m in metrics_of(r)},
+                              key=lambda m: (m not in ("exact_match", "acc", "agreement"), m))
+        lines += [f"## {task}", "", "| model | condition | backend | n | " + " | ".join(metric_names) +
+                  " | mean #tokens | wall s |", "|" + "---|" * (len(metric_names) + 6)]
+        for r in sorted(rows, key=lambda r: (r["s2d"]["model"], r["s2d"]["condition"])):
+            m = metrics_of(r)
+            s = r["s2d"]
+            cells = [f"{100 * m[k]:.1f}%" if k in m and m[k] == m[k] else "-" for k in metric_names]
+            lines.append(f"| {s['model']} | {s['condition']} | {s['backend']} | {s['n_examples']} | " +
+                         " | ".join(cells) + f" | {s['mean_generated_tokens']:.1f} | {s['wall_seconds']:.0f} |")
+        lines.append("")
+    table = "\n".join(lines)
+    md = out_dir / "leaderboard.md"
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text(table)
+    png = _plot(by_task, out_dir / "leaderboard.png")
+    return table, md, png
+
+
+def _plot(by_task: dict, path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, len(by_task), figsize=(4 * len(by_task), 3.5), squeeze=False)
+    for ax, (task, rows) in zip(axes[0], sorted(by_task.items())):
+        for r in rows:
+            m = metrics_of(r)
+            key = next((k for k in ("exact_match", "acc", "agreement") if k in m), None)
+            if key is None:
+                continue
+            ax.scatter(r["s2d"]["mean_generated_tokens"], 100 * m[key])
+            ax.annotate(r["s2d"]["condition"], (r["s2d"]["mean_generated_tokens"], 100 * m[key]), fontsize=7)
+        ax.set_title(task)
+        ax.set_xlabel("mean generated tokens")
+        ax.set_ylabel("accuracy / agreement (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,69 @@
+"""Glue between lm-eval task files (tasks/<name>/utils.py) and s2d's task plugins.
+
+Each task folder's utils.py is one line: ``load, doc_to_text, doc_to_target, process_results =
+bind("<task>")``. The functions build the task plugin from the options lm-eval passes
+(``dataset_kwargs`` in the YAML, or ``--metadata`` / ``TaskManager(metadata=...)``), so s2d and the
+stock ``lm_eval`` CLI load the same documents and score them the same way.
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import lru_cache
+from pathlib import Path
+
+
+def tasks_path() -> str:
+    """The folder of s2d's lm-eval task files, for ``lm_eval --include_path``."""
+    import s2d.lm_eval_tasks
+
+    return str(Path(s2d.lm_eval_tasks.__file__).parent)
+
+
+@lru_cache(maxsize=None)
+def _task_class(name: str):
+    from s2d.plugins import get_plugins
+
+    return get_plugins().get("tasks", name).obj
+
+
+def build_task(name: str, **options):
+    cls = _task_class(name)
+    # lm-eval passes its own metadata (version, ...) along; keep what the task's constructor takes.
+    params = inspect.signature(cls.__init__).parameters
+    known = {k: v for k, v in options.items() if k in params}
+    return cls(**known)
+
+
+def bind(name: str):
+    """The four functions a task YAML refers to."""
+    state = {}
+
+    def task():
+        if "task" not in state:
+            state["task"] = build_task(name)
+        return state["task"]
+
+    def load(**options):
+        import datasets
+
+        t = build_task(name, **options)
+        state["task"] = t
+        # lm-eval reads only the test split (the YAML's test_split); train is for distillation.
+        return {"test": datasets.Dataset.from_list(t.docs("test"))}
+
+    def doc_to_text(doc):
+        return task().system1_prompt(doc)
+
+    def doc_to_target(doc):
+        return str(doc.get("answer", ""))
+
+    def process_results(doc, results):
+        return task().score(doc, results[0])
+
+    return load, doc_to_text, doc_to_target, process_results
+
+
+def mean_ignore_none(items) -> float:
+    items = [i for i in items if i is not None]
+    return sum(items) / len(items) if items else float("nan")

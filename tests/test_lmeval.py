@@ -1,0 +1,104 @@
+"""lm-eval integration: the task files load, `s2d eval` writes records, the leaderboard reads them,
+the stock `lm_eval` CLI runs our task files, and a built wheel ships them."""
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from s2d.backends.scripted import ScriptedBackend
+from s2d.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ["last_letter", "coin_flip", "triviaqa_bias", "mt_bench_judge", "gsm8k"]
+
+
+def test_task_files_load_through_lm_eval(tiny_data):
+    from s2d.lmeval.run import task_manager
+
+    loaded = task_manager(metadata={"size": 4}).load([f"s2d_{t}" for t in TASKS])
+    tasks = loaded["tasks"] if isinstance(loaded, dict) and "tasks" in loaded else loaded
+    assert {f"s2d_{t}" for t in TASKS} <= set(tasks)
+
+
+def last_letter_oracle(request, sample):
+    """Answers last-letter questions correctly, except for names starting with 'M'."""
+    text = request.messages[-1]["content"]
+    words = text.split('"')[1].split()
+    answer = "".join(w[-1] for w in words)
+    return "I am not sure." if any(w.startswith("M") for w in words) else f"The answer is {answer}."
+
+
+def test_evaluate_writes_records_and_leaderboard(tiny_data, tmp_path):
+    from s2d.lmeval.run import evaluate, leaderboard, load_records
+
+    backend = ScriptedBackend(script=last_letter_oracle)
+    paths = evaluate(backend, model_ref="scripted", tasks=["last_letter"], limit=None, log_samples=True,
+                     results_dir=str(tmp_path / "res"), task_options={"size": 4}, progress=False)
+    (rec,) = load_records(tmp_path / "res")
+    docs = [json.loads(line) for line in paths[0].with_suffix(".samples.jsonl").read_text().splitlines()]
+    expected = sum(not any(w.startswith("M") for w in d["doc"]["words"]) for d in docs) / len(docs)
+    assert rec["lm_eval"]["results"]["s2d_last_letter"]["exact_match,none"] == pytest.approx(expected)
+    s = rec["s2d"]
+    assert s["n_examples"] == 4 and s["condition"] == "system1" and s["backend"] == "scripted"
+    assert s["mean_generated_tokens"] > 0 and s["versions"]["lm-eval"] and s["wall_seconds"] > 0
+    assert len(backend.calls) == 1 and len(backend.calls[0]) == 4  # one batch for the whole task
+    assert docs[0]["usage"]["generated_tokens"] > 0
+    table, md, png = leaderboard(tmp_path / "res")
+    assert "| scripted | system1 | scripted | 4 |" in table and md.is_file()
+    assert png is None or png.stat().st_size > 1000
+
+
+def test_eval_names_stay_inside_the_results_dir(tiny_data, tmp_path):
+    from s2d.lmeval.run import evaluate
+
+    paths = evaluate(ScriptedBackend(), model_ref="../../escape", tasks=["gsm8k"], label="../../../etc/x",
+                     results_dir=str(tmp_path / "res"), progress=False)
+    assert paths[0].resolve().is_relative_to((tmp_path / "res").resolve())
+
+
+def test_eval_command_reports_unknown_task_and_missing_data(tmp_path, monkeypatch):
+    r = CliRunner().invoke(cli, ["eval", "--backend", "scripted", "--tasks", "nope"])
+    assert r.exit_code == 1 and "unknown task 'nope'" in r.output
+    monkeypatch.delenv("S2D_DATA_DIR", raising=False)
+    r = CliRunner().invoke(cli, ["eval", "--backend", "scripted", "--tasks", "gsm8k", "--results-dir",
+                                 str(tmp_path), "--no-progress"], env={"HF_DATASETS_OFFLINE": "1"})
+    assert r.exit_code == 1 and "S2D_DATA_DIR" in r.output
+
+
+def test_wheel_ships_the_task_files(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(ROOT)], check=True)
+    (wheel,) = tmp_path.glob("s2d-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for t in TASKS:
+        assert f"s2d/lm_eval_tasks/s2d_{t}/s2d_{t}.yaml" in names and f"s2d/lm_eval_tasks/s2d_{t}/utils.py" in names
+
+
+@pytest.mark.slow
+def test_s2d_eval_and_stock_lm_eval_agree_on_the_embedded_model(tiny_data, tmp_path, model_path):
+    """`s2d eval --backend hf` and `lm_eval --model hf --apply_chat_template` send the same prompts:
+    greedy fp32 responses match document for document."""
+    r = CliRunner().invoke(cli, ["eval", "--backend", "hf", "--dtype", "float32", "--tasks", "last_letter",
+                                 "--limit", "3", "--log-samples", "--results-dir", str(tmp_path / "s2d"),
+                                 "--task-option", "size=4", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    (samples,) = (tmp_path / "s2d").rglob("*.samples.jsonl")
+    ours = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert all(o["usage"]["generated_tokens"] > 0 for o in ours)
+
+    lm_eval = Path(sys.executable).with_name("lm_eval")
+    out = subprocess.run([str(lm_eval), "--include_path", str(ROOT / "tasks"), "--tasks", "s2d_last_letter",
+                          "--model", "hf", "--model_args", f"pretrained={model_path},dtype=float32",
+                          "--apply_chat_template", "--limit", "3", "--metadata", json.dumps({"size": 4}),
+                          "--log_samples", "--output_path", str(tmp_path / "stock")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "s2d_last_letter" in out.stdout
+    (stock_file,) = (tmp_path / "stock").rglob("samples_s2d_last_letter_*.jsonl")
+    stock = {s["doc_id"]: s["resps"][0][0] for s in map(json.loads, stock_file.read_text().splitlines())}
+    assert {o["doc_id"]: o["response"] for o in ours} == stock
