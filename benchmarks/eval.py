@@ -11,12 +11,13 @@ and (b) reach the same accuracy. Run it alone on the machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
-from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(__file__))
+from report import run_meta, write_report  # noqa: E402
 
 
 def main():
@@ -33,7 +34,6 @@ def main():
 
     from s2d.backends import load_backend
     from s2d.backends.base import cpu_has_fast_bf16
-    from s2d.envinfo import git_commit, versions
     from s2d.lmeval.run import evaluate, load_records, metrics_of, task_manager
     from s2d.models import resolve_model
 
@@ -83,19 +83,10 @@ def main():
         lines.append(f"| {r['engine']} | {args.limit} | {r['seconds']:.1f} | {r['tokens']} | {r['tok_per_s']:.1f} | "
                      f"{r['speedup_vs_lm_eval']:.2f} | {100 * r['exact_match']:.1f}% |")
     table = "\n".join(lines)
-    meta = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "dtype": dtype,
-            "model": args.model, "task": "last_letter (test)", "data_dir": os.environ.get("S2D_DATA_DIR"),
-            "versions": versions(), "git_commit": git_commit(), "loadavg": os.getloadavg()}
-    print(table)
-    print(json.dumps(figures, indent=2))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps({**figures, "rows": rows, "meta": meta}, indent=2, default=str) + "\n")
-    (out / "eval.md").write_text(f"# Evaluation speed: System 1 on last_letter\n\nCommand: `{meta['command']}` "
-                                 f"({meta['date']}, commit {meta['git_commit']}, {dtype})\n\n{table}\n\n"
-                                 f"Same accuracy (a) vs (b): {figures['same_accuracy']}. "
-                                 f"Versions: {json.dumps(meta['versions'])}\n")
-
+    meta = run_meta(dtype=dtype, model=args.model, task="last_letter (test)", limit=args.limit,
+                    data_dir=os.environ.get("S2D_DATA_DIR"))
+    write_report(args.out, "eval", "Evaluation speed: System 1 on last_letter", table, figures, rows, meta,
+                 notes=f"Same accuracy (a) vs (b): {figures['same_accuracy']}.\n")
 
 if __name__ == "__main__":
     main()

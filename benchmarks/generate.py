@@ -17,12 +17,12 @@ runs on the first --naive-prompts prompts (and n=8 on a quarter of those) and re
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
-from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(__file__))
+from report import run_meta, write_report  # noqa: E402
 
 TOPICS = ["the sea", "a cat", "mountains", "coffee", "a city at night", "rain", "a library", "trains",
           "the moon", "gardening", "a violin", "winter", "bees", "a lighthouse", "chess", "bread",
@@ -103,7 +103,6 @@ def main():
     import torch
 
     from s2d.backends.base import cpu_has_fast_bf16
-    from s2d.envinfo import git_commit, versions
 
     global DTYPE
     DTYPE = "bfloat16" if torch.cuda.is_available() or cpu_has_fast_bf16() else "float32"
@@ -151,23 +150,12 @@ def main():
         lines.append(f"| {r['engine']} | {r['mode']} | {r['prompts']} | {r['tokens']} | {r['seconds']:.1f} | "
                      f"{r['tok_per_s']:.1f} | {r['over_naive']:.2f} | {100 * r['compute_share']:.1f}% |")
     table = "\n".join(lines)
-    meta = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "model": args.model, "dtype": DTYPE, "max_new_tokens": MAX_NEW, "seed": 0,
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
-                        "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-            "versions": versions(), "git_commit": git_commit()}
-    print(table)
-    print(json.dumps(figures, indent=2))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "generate.json").write_text(json.dumps({**figures, "rows": rows, "meta": meta}, indent=2) + "\n")
-    (out / "generate.md").write_text(
-        f"# Generation throughput\n\nCommand: `{meta['command']}` ({meta['date']}, commit {meta['git_commit']})\n\n"
-        f"{table}\n\nMatmul bound: {figures['matmul_gflops']} GFLOP/s ({DTYPE}, 2048x2048, "
-        f"{torch.get_num_threads()} threads); compute share = 2 x {params} params x tok/s / that.\n"
-        f"Naive rows use the first prompts only (see the prompts column). Versions: "
-        f"{json.dumps(meta['versions'])}\n")
-
+    meta = run_meta(model=args.model, dtype=DTYPE, max_new_tokens=MAX_NEW, seed=0,
+                    torch_threads=torch.get_num_threads(), loadavg_before=load_before)
+    write_report(args.out, "generate", "Generation throughput", table, figures, rows, meta, notes=(
+        f"Matmul bound: {figures['matmul_gflops']} GFLOP/s ({DTYPE}, 2048x2048, {torch.get_num_threads()} threads); "
+        f"compute share = 2 x {params} params x tok/s / that.\n"
+        f"Naive rows use the first prompts only (see the prompts column).\n"))
 
 if __name__ == "__main__":
     main()
