@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from s2d.files import write_json, write_jsonl
+from s2d.files import atomic_write, write_json, write_jsonl
 
 SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
@@ -72,8 +72,8 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
             "lm_eval": {k: res[k] for k in ("results", "configs", "versions", "n-shot", "higher_is_better",
                                             "n-samples") if k in res},
         }
-        out = Path(results_dir) / safe_name(Path(model_ref).name if "/" not in model_ref or Path(model_ref).exists()
-                                            else model_ref) / safe_name(task) / f"{condition}.json"
+        model_dir = safe_name(Path(model_ref).name if Path(model_ref).exists() else model_ref)  # hub id: org_name
+        out = Path(results_dir) / model_dir / safe_name(task) / f"{condition}.json"
         write_json(out, json.loads(json.dumps(record, default=str)))
         if log_samples:
             samples = res.get("samples", {}).get(f"s2d_{task}", [])
@@ -137,8 +137,8 @@ def leaderboard(results_dir: str | Path, out_dir: str | Path | None = None) -> t
         lines.append("")
     table = "\n".join(lines)
     md = out_dir / "leaderboard.md"
-    md.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(table)
+    with atomic_write(md) as f:
+        f.write(table)
     png = _plot(by_task, out_dir / "leaderboard.png")
     return table, md, png
 
@@ -164,6 +164,7 @@ def _plot(by_task: dict, path: Path) -> Path | None:
         ax.set_xlabel("mean generated tokens")
         ax.set_ylabel("accuracy / agreement (%)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
     return path
