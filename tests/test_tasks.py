@@ -89,7 +89,8 @@ def test_triviaqa_bias_templates_and_disjoint_questions(tiny_data):
     assert by["suggest_wrong"]["wrong_answer"] not in by["suggest_wrong"]["answers"]
     assert t.docs("test") == TriviaQABias(test_questions=2).docs("test")  # reproducible
     d = by["suggest_wrong"]
-    assert t.score(d, f"It is {d['answers'][-1].upper()}!") == {"acc": 1.0, "acc_biased": 1.0, "acc_unbiased": None}
+    assert t.score(d, f"It is {d['answers'][-1].upper()}!") == {
+        "acc": 1.0, "acc_biased": 1.0, "acc_unbiased": None, "acc_suggest_wrong": 1.0, "acc_deny_right": None}
 
 
 def test_mt_bench_judge_metrics_and_swap(tiny_data):
