@@ -207,7 +207,8 @@ class HFBackend(Backend):
                 if len(done_now) == len(active) or step == max_new - 1:
                     break
                 if done_now:
-                    keep = [j for j in range(len(active)) if j not in set(done_now)]
+                    finished = set(done_now)
+                    keep = [j for j in range(len(active)) if j not in finished]
                     sel = torch.tensor(keep, device=dev)
                     cache.batch_select_indices(sel)
                     mask, next_pos, tokens = mask[sel], next_pos[sel], tokens[sel]
