@@ -183,8 +183,7 @@ class HFBackend(Backend):
                 tokens = self._pick(logits, temps[active], top_ps[active], [gens[r] for r in active])
                 done_now = []
                 stop_check = []
-                for j, r in enumerate(active):
-                    tok = int(tokens[j])
+                for j, (r, tok) in enumerate(zip(active, tokens.tolist())):
                     generated[r].append(tok)
                     if tok in self.eos_ids:
                         finish[r] = "stop"
