@@ -64,6 +64,10 @@ def test_coin_flip_generated_and_file(tiny_data):
     assert t.score(val[1], "No.") == {"exact_match": 1.0, "unparseable": 0.0}
     assert t.score(val[1], "Hard to say") == {"exact_match": 0.0, "unparseable": 1.0}
     assert t.extract("Let's see. Answer: yes, it is") == "yes"
+    assert t.extract("The coin is still heads up. The flip is random.") == "yes"
+    assert t.extract("The coin is not heads up anymore, it is tails up.") == "no"
+    assert t.extract("No, the coin is not still heads up.") == "no"
+    assert t.extract("The coin is still a fair coin, with no inherent bias.") is None
 
 
 def test_gsm8k_extraction(tiny_data):

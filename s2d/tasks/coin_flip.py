@@ -11,6 +11,9 @@ from s2d.tasks.base import Task, data_file
 from s2d.tasks.last_letter import names
 
 NOTE = ' Note that "flip" here means "reverse".'
+NEGATIVE = re.compile(r"\b(?:not|no longer|isn't|is not)\s+(?:still\s+)?heads[- ]up\b|\btails[- ]up\b|\blands? on tails\b",
+                      flags=re.I)
+POSITIVE = re.compile(r"\b(?:still|remains|is)\s+heads[- ]up\b", flags=re.I)
 
 
 class CoinFlip(Task):
@@ -64,10 +67,20 @@ class CoinFlip(Task):
         return doc["question"]
 
     def extract(self, text: str) -> str | None:
+        """yes/no from an explicit answer, a leading yes/no, or the first statement about the coin
+        ("is still heads up" -> yes, "not heads up" / "tails up" -> no): small models rarely say
+        yes or no outright."""
         marked = re.findall(r"(?:final answer|answer is|answer)\s*:?\s*\**\s*(yes|no)\b", text, flags=re.I)
         if marked:
             return marked[-1].lower()
-        found = re.findall(r"\b(yes|no)\b", text, flags=re.I)
+        lead = re.match(r"\W*(yes|no)\b", text, flags=re.I)
+        if lead:
+            return lead.group(1).lower()
+        statements = [(m.start(), "no") for m in NEGATIVE.finditer(text)] + \
+                     [(m.start(), "yes") for m in POSITIVE.finditer(text)]
+        if statements:
+            return min(statements)[1]
+        found = re.findall(r"(?:^|[.!?]\s+)(yes|no)\b", text, flags=re.I)
         return found[0].lower() if found else None
 
     def score(self, doc: dict, text: str) -> dict[str, float]:
