@@ -17,6 +17,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from s2d.files import current_umask
+
 DEFAULT_MODEL = "smollm2-135m"
 _DONE = ".s2d-complete"
 
@@ -118,8 +120,7 @@ def ensure_converted(gguf: Path, name: str) -> Path:
 
 def _share(folder: Path) -> None:
     """mkdtemp makes a private folder; the published model should be as readable as any file we write."""
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     folder.chmod(0o777 & ~umask)
     for f in folder.iterdir():
         f.chmod(0o666 & ~umask)

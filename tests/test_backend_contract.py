@@ -63,6 +63,9 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
             f.write("half")
             raise RuntimeError("killed")
     assert target.read_text() == "old\n" and list(tmp_path.iterdir()) == [target]
+    with atomic_write(target) as f:
+        f.write("new\n")
+    assert target.read_text() == "new\n" and target.stat().st_mode & 0o044  # readable like a plain write
 
 
 def test_generate_rejects_a_bad_line_before_loading_a_model(tmp_path):
