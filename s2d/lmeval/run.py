@@ -107,7 +107,7 @@ def metrics_of(record: dict) -> dict[str, float]:
     raw = record["lm_eval"]["results"].get(f"s2d_{task}", {})
     out = {}
     for key, value in raw.items():
-        if key.endswith("_stderr,none") or key == "alias" or not isinstance(value, (int, float)):
+        if "_stderr" in key or key in ("alias", "sample_len") or not isinstance(value, (int, float)):
             continue
         out[key.split(",")[0]] = value
     return out
