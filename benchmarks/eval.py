@@ -45,7 +45,7 @@ def main():
     res = lm_eval.simple_evaluate(model="hf", model_args={"pretrained": path, "dtype": dtype},
                                   tasks=["s2d_last_letter"], task_manager=task_manager(), limit=args.limit,
                                   apply_chat_template=True, batch_size=args.lm_eval_batch_size, bootstrap_iters=0,
-                                  log_samples=True)
+                                  log_samples=True, device="cuda" if torch.cuda.is_available() else "cpu")
     wall = time.perf_counter() - start
     from transformers import AutoTokenizer
 
