@@ -17,7 +17,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from report import run_meta, write_report  # noqa: E402
+from report import markdown_table, run_meta, write_report  # noqa: E402
 
 
 def main():
@@ -77,12 +77,10 @@ def main():
     if "s2d_vllm" in rows:
         figures["s2d_vllm_over_lm_eval_hf"] = round(rows["s2d_vllm"]["speedup_vs_lm_eval"], 2)
         figures["s2d_vllm_exact_match"] = rows["s2d_vllm"]["exact_match"]
-    lines = ["| engine | examples | seconds | generated tokens | tok/s | x lm-eval hf | exact match |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows.values():
-        lines.append(f"| {r['engine']} | {args.limit} | {r['seconds']:.1f} | {r['tokens']} | {r['tok_per_s']:.1f} | "
-                     f"{r['speedup_vs_lm_eval']:.2f} | {100 * r['exact_match']:.1f}% |")
-    table = "\n".join(lines)
+    table = markdown_table(
+        ["engine", "examples", "seconds", "generated tokens", "tok/s", "x lm-eval hf", "exact match"],
+        [[r["engine"], args.limit, f"{r['seconds']:.1f}", r["tokens"], f"{r['tok_per_s']:.1f}",
+          f"{r['speedup_vs_lm_eval']:.2f}", f"{100 * r['exact_match']:.1f}%"] for r in rows.values()])
     meta = run_meta(dtype=dtype, model=args.model, task="last_letter (test)", limit=args.limit,
                     data_dir=os.environ.get("S2D_DATA_DIR"))
     write_report(args.out, "eval", "Evaluation speed: System 1 on last_letter", table, figures, rows, meta,

@@ -22,7 +22,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from report import run_meta, write_report  # noqa: E402
+from report import markdown_table, run_meta, write_report  # noqa: E402
 
 TOPICS = ["the sea", "a cat", "mountains", "coffee", "a city at night", "rain", "a library", "trains",
           "the moon", "gardening", "a violin", "winter", "bees", "a lighthouse", "chess", "bread",
@@ -144,12 +144,10 @@ def main():
     figures["matmul_gflops"] = round(flops / 1e9, 1)
     figures["params"] = params
 
-    lines = ["| engine | mode | prompts | output tokens | seconds | tok/s | x naive | compute share |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows.values():
-        lines.append(f"| {r['engine']} | {r['mode']} | {r['prompts']} | {r['tokens']} | {r['seconds']:.1f} | "
-                     f"{r['tok_per_s']:.1f} | {r['over_naive']:.2f} | {100 * r['compute_share']:.1f}% |")
-    table = "\n".join(lines)
+    table = markdown_table(
+        ["engine", "mode", "prompts", "output tokens", "seconds", "tok/s", "x naive", "compute share"],
+        [[r["engine"], r["mode"], r["prompts"], r["tokens"], f"{r['seconds']:.1f}", f"{r['tok_per_s']:.1f}",
+          f"{r['over_naive']:.2f}", f"{100 * r['compute_share']:.1f}%"] for r in rows.values()])
     meta = run_meta(model=args.model, dtype=DTYPE, max_new_tokens=MAX_NEW, seed=0,
                     torch_threads=torch.get_num_threads(), loadavg_before=load_before)
     write_report(args.out, "generate", "Generation throughput", table, figures, rows, meta, notes=(

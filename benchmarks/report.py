@@ -19,6 +19,12 @@ def run_meta(**extra) -> dict:
             "versions": versions(), "git_commit": git_commit(), **extra}
 
 
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def write_report(out_dir: str, stem: str, title: str, table: str, figures: dict, rows: dict, meta: dict,
                  notes: str = "") -> None:
     """Print the table and figures; write <stem>.md and <stem>.json (every printed figure) to out_dir."""
