@@ -160,6 +160,8 @@ def _plot(by_task: dict, path: Path) -> Path | None:
                 continue
             ax.scatter(r["s2d"]["mean_generated_tokens"], 100 * m[key])
             ax.annotate(r["s2d"]["condition"], (r["s2d"]["mean_generated_tokens"], 100 * m[key]), fontsize=7)
+        ax.set_ylim(0, 100)  # a shared scale, so panels and conditions compare at a glance
+        ax.set_xlim(left=0)
         ax.set_title(task)
         ax.set_xlabel("mean generated tokens")
         ax.set_ylabel("accuracy / agreement (%)")
