@@ -189,8 +189,8 @@ def generate(ctx, model, backend, dtype, batch_size, threads, trust_remote_code,
 
     write_jsonl(out_path, records())
     tokens = sum(c.completion_tokens for outs in outputs for c in outs)
-    click.echo(f"{len(requests)} requests, {tokens} generated tokens in {wall:.1f} s "
-               f"({tokens / max(wall, 1e-9):.0f} tok/s) with {engine.name} -> {out_path}", err=True)
+    click.echo(f"{len(requests)} requests, {tokens} generated tokens in {wall:.1f} s including the engine's start "
+               f"with {engine.name} -> {out_path}", err=True)
 
 
 @cli.command(name="eval")
