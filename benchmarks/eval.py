@@ -33,12 +33,12 @@ def main():
     import torch
 
     from s2d.backends import load_backend
-    from s2d.backends.base import cpu_has_fast_bf16
-    from s2d.lmeval.run import evaluate, load_records, metrics_of, task_manager
+    from s2d.backends.base import cpu_dtype
+    from s2d.lmeval.run import evaluate, load_record, metrics_of, task_manager
     from s2d.models import resolve_model
 
     path = resolve_model(args.model)
-    dtype = "bfloat16" if torch.cuda.is_available() or cpu_has_fast_bf16() else "float32"
+    dtype = "bfloat16" if torch.cuda.is_available() else cpu_dtype()
     rows = {}
 
     start = time.perf_counter()
@@ -62,7 +62,7 @@ def main():
             (rec_path,) = evaluate(engine, model_ref=args.model, tasks=["last_letter"], limit=args.limit,
                                    results_dir=tmp, progress=False)
             wall = time.perf_counter() - start  # includes engine start for vllm (lazy)
-            rec = next(r for r in load_records(tmp) if r["_path"] == str(rec_path))
+            rec = load_record(rec_path)
         rows[f"s2d_{name}"] = dict(engine=f"s2d eval --backend {name}", seconds=wall,
                                    tokens=round(rec["s2d"]["mean_generated_tokens"] * rec["s2d"]["n_examples"]),
                                    exact_match=metrics_of(rec)["exact_match"])

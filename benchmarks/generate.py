@@ -102,10 +102,10 @@ def main():
 
     import torch
 
-    from s2d.backends.base import cpu_has_fast_bf16
+    from s2d.backends.base import cpu_dtype
 
     global DTYPE
-    DTYPE = "bfloat16" if torch.cuda.is_available() or cpu_has_fast_bf16() else "float32"
+    DTYPE = "bfloat16" if torch.cuda.is_available() else cpu_dtype()
     prompts = PROMPTS[: args.prompts]
     from s2d.models import resolve_model
 

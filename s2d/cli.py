@@ -234,10 +234,10 @@ def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, se
                              task_options=options or None, progress=progress)
         except (TaskDataError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
-    from s2d.lmeval.run import load_records, metrics_of
+    from s2d.lmeval.run import load_record, metrics_of
 
     for path in paths:
-        rec = next(r for r in load_records(path.parent) if r["_path"] == str(path))
+        rec = load_record(path)
         shown = ", ".join(f"{k}={v:.3f}" for k, v in metrics_of(rec).items())
         click.echo(f"{rec['s2d']['task']:<16} {rec['s2d']['condition']:<20} {shown}  "
                    f"tokens={rec['s2d']['mean_generated_tokens']:.1f}  -> {path}")

@@ -143,6 +143,11 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cpu_dtype() -> str:
+    """The ``auto`` dtype on a CPU: bf16 only where the CPU computes it natively."""
+    return "bfloat16" if cpu_has_fast_bf16() else "float32"
+
+
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut ``text`` before the earliest stop string; return (text, whether a stop string was hit)."""
     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)

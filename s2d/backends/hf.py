@@ -13,14 +13,14 @@ import os
 from contextlib import contextmanager, nullcontext
 from typing import Any, Sequence
 
-from s2d.backends.base import Backend, Completion, Request, cpu_has_fast_bf16, cut_at_stop, sample_seed
+from s2d.backends.base import Backend, Completion, Request, cpu_dtype, cut_at_stop, sample_seed
 from s2d.hookspecs import hookimpl
 
 
 def _torch_dtype(torch, name: str, device: str):
     if name == "auto":
         if device == "cpu":
-            return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+            return getattr(torch, cpu_dtype())
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     try:
         return {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,

@@ -15,7 +15,7 @@ import json
 import os
 from typing import Any, Sequence
 
-from s2d.backends.base import Backend, Completion, Request, cpu_has_fast_bf16, sample_seed
+from s2d.backends.base import Backend, Completion, Request, cpu_dtype, sample_seed
 from s2d.hookspecs import hookimpl
 
 _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -70,7 +70,7 @@ class VLLMBackend(Backend):
     def _dtype(self, dtype: str) -> str:
         if dtype != "auto" or not self.on_cpu:
             return dtype
-        return "bfloat16" if cpu_has_fast_bf16() else "float32"
+        return cpu_dtype()
 
     @classmethod
     def available(cls) -> tuple[bool, str]:

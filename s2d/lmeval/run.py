@@ -89,17 +89,20 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
 
 
 # -- leaderboard --------------------------------------------------------------------------------
+def load_record(path: str | Path) -> dict | None:
+    """One `s2d eval` record, or None for any other (or unreadable) JSON file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if isinstance(data, dict) and "s2d" in data and "lm_eval" in data:
+        data["_path"] = str(path)
+        return data
+    return None
+
+
 def load_records(results_dir: str | Path) -> list[dict]:
-    records = []
-    for path in sorted(Path(results_dir).rglob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(data, dict) and "s2d" in data and "lm_eval" in data:
-            data["_path"] = str(path)
-            records.append(data)
-    return records
+    return [r for r in map(load_record, sorted(Path(results_dir).rglob("*.json"))) if r is not None]
 
 
 def metrics_of(record: dict) -> dict[str, float]:
