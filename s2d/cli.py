@@ -139,23 +139,179 @@ def make_backend(ctx, backend, model, seed, dtype, batch_size, threads, trust_re
         raise click.ClickException(str(exc)) from None
 
 
+def parse_value(text: str):
+    """A KEY=VALUE option's value: JSON when it parses (numbers, true/false, lists), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_kv(items, hint: str) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=hint)
+        out[key] = parse_value(value)
+    return out
+
+
+def load_config(path: str | None) -> dict:
+    """A run config (YAML or JSON): method, method_options, templates, curator, curator_options, task_options."""
+    if not path:
+        return {}
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.ClickException(f"{path}: cannot read config ({exc})") from None
+    if not isinstance(data, dict):
+        raise click.ClickException(f"{path}: a config must be a mapping of settings")
+    allowed = {"method", "method_options", "templates", "curator", "curator_options", "task", "task_options",
+               "trainer", "trainer_options", "split", "n", "limit", "seed", "model", "backend", "eval_limit",
+               "eval_task_options", "train_limit", "description"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise click.ClickException(f"{path}: unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    for key in ("method_options", "templates", "curator_options", "task_options", "trainer_options"):
+        if not isinstance(data.get(key, {}), dict):
+            raise click.ClickException(f"{path}: {key} must be a mapping")
+    return data
+
+
+def method_settings(config: dict, options: dict) -> dict:
+    """Method options from a config file (method_options, templates) overridden by -o KEY=VALUE."""
+    merged = dict(config.get("method_options") or {})
+    if config.get("templates"):
+        merged["templates"] = dict(config["templates"])
+    merged.update(options)
+    return merged
+
+
+def method_options_decorator(f):
+    for opt in reversed([
+        click.option("--method", default=None, help="Method (see `s2d list methods`) [default: system1]."),
+        click.option("--method-option", "-o", "method_option", multiple=True, metavar="KEY=VALUE",
+                     help="Method option, e.g. n=8, shots=4, respond_n=8 (repeatable)."),
+        click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="YAML/JSON with method, method_options, templates (prompt overrides), task_options."),
+        click.option("--task-option", "task_option", multiple=True, metavar="KEY=VALUE",
+                     help="Option for the task plugin, e.g. data_dir=... or seed=1 (repeatable)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _task(ctx, name: str, options: dict):
+    from s2d.tasks.base import TaskDataError
+
+    plugins = _plugins(ctx)
+    try:
+        cls = plugins.get("tasks", name).obj
+    except UnknownNameError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        return cls(**options)
+    except (TypeError, ValueError, TaskDataError) as exc:
+        raise click.ClickException(f"task {name!r}: {exc}") from None
+
+
+def _method(ctx, name: str, task, options: dict):
+    from s2d.methods.base import MethodConfigError
+    from s2d.traces import build_method
+
+    _plugins(ctx)
+    try:
+        return build_method(name, task, **options)
+    except (UnknownNameError, MethodConfigError, TypeError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _docs(task, split: str, limit: int | None):
+    from s2d.tasks.base import TaskDataError
+
+    try:
+        docs = task.docs(split)
+    except (TaskDataError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    return docs[:limit] if limit else docs
+
+
 @cli.command()
 @backend_options
-@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="JSONL: one request per line, {'messages': [...]} or {'prompt': '...'} plus optional "
-                   "max_new_tokens, temperature, top_p, n, stop, seed, adapter, id.")
+@method_options_decorator
+@click.option("--task", "task_name", default=None, help="Run a method over a task split (writes traces).")
+@click.option("--split", default="train", show_default=True, help="Task split (train is used unlabeled).")
+@click.option("--limit", type=int, default=None, help="Only the first N documents of the split.")
+@click.option("--perturb", is_flag=True, help="Also run every input's perturbation (for the perturb curator).")
+@click.option("--cache", "cache_dir", default=None, type=click.Path(file_okay=False),
+              help="Generation cache folder [default: $S2D_CACHE/generations].")
+@click.option("--no-cache", is_flag=True, help="Generate everything afresh and store nothing.")
+@click.option("--chunk-sequences", type=int, default=2048, show_default=True,
+              help="Sequences per engine call within a stage; a kill loses at most one chunk.")
+@click.option("--input", "input_path", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Instead of --task: JSONL of raw requests, {'messages': [...]} or {'prompt': '...'} plus "
+                   "optional max_new_tokens, temperature, top_p, n, stop, seed, adapter, id, first_sample.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output JSONL.")
-@click.option("--n", type=int, default=1, show_default=True, help="Samples per request.")
-@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--n", type=int, default=None, help="Samples per input [default: 1].")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True, help="--input only.")
 @click.option("--temperature", type=float, default=None, help="[default: 0 (greedy) for n=1, 0.7 for n>1]")
-@click.option("--top-p", type=float, default=1.0, show_default=True)
-@click.option("--stop", multiple=True, help="Stop string (repeatable).")
+@click.option("--top-p", type=float, default=None, help="[default: 1.0, or the method's own]")
+@click.option("--stop", multiple=True, help="Stop string (repeatable; --input only).")
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False), default=None, help="LoRA adapter folder.")
 @click.option("--progress/--no-progress", default=True)
 @click.pass_context
-def generate(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, seed, input_path, out_path, n,
+def generate(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, seed, method, method_option,
+             config_path, task_option, task_name, split, limit, perturb, cache_dir, no_cache, chunk_sequences,
+             input_path, out_path, n,
              max_new_tokens, temperature, top_p, stop, adapter, progress):
-    """Batched generation over a JSONL of requests; per-line fields override the options."""
+    """Run a method over a task split and write traces (--task), or generate for raw requests (--input).
+
+    Traces go through the generation cache: rerunning a killed run generates only what is missing."""
+    if (task_name is None) == (input_path is None):
+        raise click.UsageError("give exactly one of --task (run a method) or --input (raw requests)")
+    if input_path:
+        if method or method_option or config_path or task_option or perturb:
+            raise click.UsageError("--method/-o/--config/--task-option/--perturb go with --task, not --input")
+        return _generate_requests(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, seed,
+                                  input_path, out_path, n or 1, max_new_tokens, temperature, top_p or 1.0, stop,
+                                  adapter, progress)
+    from s2d.files import write_jsonl
+    from s2d.traces import generate_traces, open_cache
+
+    config = load_config(config_path)
+    method = method or config.get("method") or "system1"
+    options = method_settings(config, parse_kv(method_option, "--method-option"))
+    for key, value in (("n", n), ("temperature", temperature), ("top_p", top_p)):
+        if value is not None:
+            options[key] = value
+    task = _task(ctx, task_name, {**(config.get("task_options") or {}), **parse_kv(task_option, "--task-option")})
+    m = _method(ctx, method, task, options)
+    docs = _docs(task, split, limit)
+    cache = open_cache(None if no_cache else (cache_dir or True))
+    engine = make_backend(ctx, backend, model, seed, dtype, batch_size, threads, trust_remote_code)
+    start = time.perf_counter()
+    from s2d.methods.base import MethodConfigError
+
+    with engine:
+        try:
+            traces, stats = generate_traces(engine, task, m, docs, split=split, cache=cache, seed=seed,
+                                            adapter=adapter, perturb=perturb, progress=progress,
+                                            chunk_sequences=chunk_sequences)
+        except (MethodConfigError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+    write_jsonl(out_path, traces)
+    tokens = [s["total_tokens"] for t in traces for s in t["samples"]]
+    click.echo(f"{len(traces)} inputs x {m.n} samples of {method} on {task_name}/{split}: {stats['generated']} "
+               f"generated, {stats['reused']} from the cache, mean {sum(tokens) / max(len(tokens), 1):.1f} tokens "
+               f"per sample, {time.perf_counter() - start:.1f} s -> {out_path}", err=True)
+
+
+def _generate_requests(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, seed, input_path,
+                       out_path, n, max_new_tokens, temperature, top_p, stop, adapter, progress):
     from s2d.backends.base import Request
     from s2d.envinfo import versions
     from s2d.files import InputError, read_jsonl, write_jsonl
@@ -183,7 +339,7 @@ def generate(ctx, model, backend, dtype, batch_size, threads, trust_remote_code,
                    "completions": [c.as_dict() for c in outs],
                    "prompt_tokens": outs[0].prompt_tokens,
                    "completion_tokens": sum(c.completion_tokens for c in outs),
-                   "seed": None if req.greedy else sample_seed(seed, req, i, 0), "run_seed": seed,
+                   "seed": None if req.greedy else sample_seed(seed, req, i, req.first_sample), "run_seed": seed,
                    "backend": engine.name, "model": model or "smollm2-135m", "model_path": engine.model_path,
                    "versions": vers}
 
@@ -193,46 +349,141 @@ def generate(ctx, model, backend, dtype, batch_size, threads, trust_remote_code,
                f"with {engine.name} -> {out_path}", err=True)
 
 
+@cli.command()
+@click.option("--curator", "-c", default="majority", show_default=True, help="See `s2d list curators`.")
+@click.option("--traces", "traces_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Traces JSONL written by `s2d generate --task ...`.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="Training set (TRL prompt-completion JSONL); .dropped.jsonl and .summary.json go beside it.")
+@click.option("--curator-option", "curator_option", multiple=True, metavar="KEY=VALUE",
+              help="Curator option, e.g. threshold=0.5 (repeatable).")
+@click.option("--task-option", "task_option", multiple=True, metavar="KEY=VALUE")
+@click.option("--model", "-m", default=None, help="Model for curators that ask one (usc) [default: smollm2-135m].")
+@click.option("--backend", "-b", default=None)
+@click.option("--dtype", default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache", "cache_dir", default=None, type=click.Path(file_okay=False))
+@click.option("--no-cache", is_flag=True)
+@click.option("--progress/--no-progress", default=True)
+@click.pass_context
+def curate(ctx, curator, traces_path, out_path, curator_option, task_option, model, backend, dtype, seed, cache_dir,
+           no_cache, progress):
+    """Turn traces into a training set with an unsupervised curator; print the summary."""
+    from s2d.curators.base import write_curated
+    from s2d.files import InputError
+    from s2d.traces import build_curator, load_traces, make_runner, open_cache
+
+    try:
+        traces = load_traces(traces_path)
+    except (InputError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not traces:
+        raise click.ClickException(f"{traces_path}: no traces")
+    tasks = {t.get("task") for t in traces}
+    if len(tasks) != 1 or None in tasks:
+        raise click.ClickException(f"{traces_path}: traces must come from one task, found {sorted(map(str, tasks))}")
+    task = _task(ctx, tasks.pop(), parse_kv(task_option, "--task-option"))
+    try:
+        cur = build_curator(curator, task, **parse_kv(curator_option, "--curator-option"))
+    except (UnknownNameError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    engine = None
+    if cur.needs_model:
+        engine = make_backend(ctx, backend, model, seed, dtype, None, None, False)
+    try:
+        runner = make_runner(engine, f"curator:{curator}", cache=open_cache(None if no_cache else (cache_dir or True)),
+                             seed=seed, progress=progress) if engine else None
+        decisions = cur.curate(traces, runner)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        if engine is not None:
+            engine.close()
+    summary = write_curated(out_path, traces, decisions, curator=curator,
+                            extra={"traces": str(traces_path), "method": traces[0].get("method")})
+    click.echo(json.dumps(summary, indent=2))
+
+
+@cli.command(name="show-prompts")
+@method_options_decorator
+@click.option("--task", "task_name", required=True)
+@click.option("--split", default="test", show_default=True)
+@click.option("--index", type=int, default=0, show_default=True, help="Which document of the split.")
+@click.pass_context
+def show_prompts(ctx, method, method_option, config_path, task_option, task_name, split, index):
+    """Print every rendered stage of a method for one document (nothing is generated)."""
+    from s2d.methods.base import MethodConfigError, run_method
+    from s2d.traces import make_runner
+
+    config = load_config(config_path)
+    method = method or config.get("method") or "system1"
+    task = _task(ctx, task_name, {**(config.get("task_options") or {}), **parse_kv(task_option, "--task-option")})
+    m = _method(ctx, method, task, {**method_settings(config, parse_kv(method_option, "--method-option")), "n": 1})
+    docs = _docs(task, split, None)
+    if not 0 <= index < len(docs):
+        raise click.ClickException(f"--index {index}: {task_name}/{split} has {len(docs)} documents")
+    shown = []
+    runner = make_runner(None, method, record=lambda stage, prompts: shown.append((stage, prompts)))
+    try:
+        run_method(m, runner, [docs[index]])
+    except MethodConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    for stage, prompts in shown:
+        for j, prompt in enumerate(prompts):
+            suffix = f" [{j + 1}/{len(prompts)}]" if len(prompts) > 1 else ""
+            click.echo(click.style(f"=== {method} / stage {stage}{suffix} ===", bold=True))
+            click.echo(prompt)
+            click.echo()
+
+
 @cli.command(name="eval")
 @backend_options
+@method_options_decorator
 @click.option("--tasks", "-t", required=True, help="Comma-separated task names (see `s2d list tasks`).")
-@click.option("--method", default="system1", show_default=True, help="Method that answers (see `s2d list methods`).")
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False), default=None, help="LoRA adapter folder.")
 @click.option("--limit", type=int, default=None, help="Evaluate the first N documents of each task.")
 @click.option("--log-samples", is_flag=True, help="Keep every document's prompt, output and metrics.")
 @click.option("--results-dir", default="results/eval", show_default=True, type=click.Path(file_okay=False))
-@click.option("--label", default=None, help="Condition name in the records [default: method(+adapter)].")
-@click.option("--task-option", "task_options", multiple=True, metavar="KEY=VALUE",
-              help="Option for the task plugins, e.g. data_dir=... or seed=1 (repeatable).")
+@click.option("--label", default=None, help="Condition name in the records [default: method(+options)(+adapter)].")
+@click.option("--cache", "cache_dir", default=None, type=click.Path(file_okay=False),
+              help="Use a generation cache folder (resume a killed eval); off by default.")
 @click.option("--progress/--no-progress", default=True)
 @click.pass_context
-def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, seed, tasks, method, adapter, limit,
-          log_samples, results_dir, label, task_options, progress):
-    """Score a model (System 1, a method, or base + adapter) on s2d's tasks through lm-eval."""
+def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, seed, method, method_option,
+          config_path, task_option, tasks, adapter, limit, log_samples, results_dir, label, cache_dir, progress):
+    """Score a model (System 1, a method, or base + adapter) on s2d's tasks through lm-eval.
+
+    Task options subset=N subset_seed=S evaluate a seeded random subset of at least N documents
+    (judged pairs stay whole), the same for every condition."""
     from s2d.lmeval.run import evaluate
+    from s2d.traces import open_cache
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     plugins = _plugins(ctx)
+    config = load_config(config_path)
+    method = method or config.get("method") or "system1"
     try:
         for name in names:
             plugins.get("tasks", name)
+        plugins.get("methods", method)
     except UnknownNameError as exc:
         raise click.ClickException(str(exc)) from None
-    options = {}
-    for item in task_options:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--task-option")
-        options[key] = int(value) if value.lstrip("-").isdigit() else value
+    options = {**(config.get("task_options") or {}), **parse_kv(task_option, "--task-option")}
+    m_options = method_settings(config, parse_kv(method_option, "--method-option"))
+    for name in names:  # check the method's options against each task before any model loads
+        _method(ctx, method, _task(ctx, name, {k: v for k, v in options.items()
+                                               if k not in ("subset", "subset_seed")}), m_options)
     engine = make_backend(ctx, backend, model, seed, dtype, batch_size, threads, trust_remote_code)
+    from s2d.methods.base import MethodConfigError
     from s2d.tasks.base import TaskDataError
 
     with engine:
         try:
             paths = evaluate(engine, model_ref=model or "smollm2-135m", tasks=names, method=method, adapter=adapter,
                              limit=limit, seed=seed, log_samples=log_samples, results_dir=results_dir, label=label,
-                             task_options=options or None, progress=progress)
-        except (TaskDataError, ValueError) as exc:
+                             task_options=options or None, progress=progress, method_options=m_options or None,
+                             cache=open_cache(cache_dir))
+        except (TaskDataError, MethodConfigError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
     from s2d.lmeval.run import load_record, metrics_of
 

@@ -41,6 +41,15 @@ DEFAULT_PLUGINS = (
     "s2d.tasks.triviaqa_bias",
     "s2d.tasks.mt_bench_judge",
     "s2d.tasks.gsm8k",
+    "s2d.methods.system1",
+    "s2d.methods.cot",
+    "s2d.methods.rar",
+    "s2d.methods.s2a",
+    "s2d.methods.bsm",
+    "s2d.curators.majority",
+    "s2d.curators.perturb",
+    "s2d.curators.usc",
+    "s2d.curators.none",
 )
 
 

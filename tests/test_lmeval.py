@@ -49,7 +49,7 @@ def test_evaluate_writes_records_and_leaderboard(tiny_data, tmp_path):
     assert len(backend.calls) == 1 and len(backend.calls[0]) == 4  # one batch for the whole task
     assert docs[0]["usage"]["generated_tokens"] > 0
     table, md, png = leaderboard(tmp_path / "res")
-    assert "| scripted | system1 | scripted | 4 |" in table and md.is_file()
+    assert "| scripted | system1 | scripted | 4 (size=4) |" in table and md.is_file()  # task options named
     assert png is None or png.stat().st_size > 1000
 
 

@@ -119,3 +119,15 @@ def test_mt_bench_judge_metrics_and_swap(tiny_data):
     train = t.docs("train")
     assert len(train) == 4 and all("human_winners" not in d for d in train)
     assert not {d["question"] for d in train} & {d["question"] for d in docs}
+
+
+def test_seeded_subset_keeps_pairs_whole_and_order():
+    from s2d.tasks.base import subset
+
+    docs = [{"id": f"{p}-{o}", "pair": str(p)} for p in range(50) for o in "ab"]
+    picked = subset(docs, 31, seed=3)
+    assert len(picked) == 32 and picked == subset(docs, 31, seed=3) != subset(docs, 31, seed=4)
+    assert all(sum(d["pair"] == x["pair"] for d in picked) == 2 for x in picked)
+    assert picked == sorted(picked, key=docs.index)
+    plain = [{"id": str(i)} for i in range(10)]
+    assert len(subset(plain, 4)) == 4 and len(subset(plain, 40)) == 10

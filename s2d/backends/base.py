@@ -13,13 +13,17 @@ from typing import Any, Sequence
 
 # Fields a request may carry; anything else in an input record is an error (caught early).
 REQUEST_FIELDS = ("messages", "prompt", "max_new_tokens", "temperature", "top_p", "n", "stop", "seed",
-                  "adapter", "id")
+                  "adapter", "id", "first_sample")
 
 
 @dataclass
 class Request:
     """One generation request: chat ``messages`` (rendered with the model's chat template) or raw
-    ``prompt`` text, plus sampling settings. ``seed=None`` means "derive from the run seed"."""
+    ``prompt`` text, plus sampling settings. ``seed=None`` means "derive from the run seed".
+
+    Samples are seeded by index: the request returns samples ``first_sample .. first_sample + n - 1``,
+    and sample ``j`` is the same text whether it was asked for alone or among others (the generation
+    cache relies on this to add samples later)."""
 
     messages: list[dict] | None = None
     prompt: str | None = None
@@ -31,6 +35,7 @@ class Request:
     seed: int | None = None
     adapter: str | None = None
     id: str | None = None
+    first_sample: int = 0
 
     def __post_init__(self):
         if (self.messages is None) == (self.prompt is None):
@@ -54,6 +59,8 @@ class Request:
             self.stop = [self.stop]
         if not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop):
             raise ValueError("'stop' must be a list of non-empty strings")
+        if not isinstance(self.first_sample, int) or self.first_sample < 0:
+            raise ValueError(f"'first_sample' must be an integer >= 0, got {self.first_sample!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
             raise ValueError(f"'seed' must be an integer, got {self.seed!r}")
 

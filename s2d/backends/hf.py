@@ -156,7 +156,7 @@ class HFBackend(Backend):
                 gens.append(None)
             else:
                 g = torch.Generator(device="cpu")
-                g.manual_seed(sample_seed(self.seed, reqs[b], indices[b], s))
+                g.manual_seed(sample_seed(self.seed, reqs[b], indices[b], reqs[b].first_sample + s))
                 gens.append(g)
         max_new = max(r.max_new_tokens for r in reqs)
         limits = [reqs[b].max_new_tokens for b in owner]

@@ -110,26 +110,33 @@ class VLLMBackend(Backend):
         tokenizer = llm.get_tokenizer()
         from s2d.backends.hf import render
 
-        prompts, params, loras = [], [], []
+        # One engine request per sample, seeded by the sample's index (vLLM fans n>1 out into child
+        # requests anyway, and prefix caching shares the prompt): sample j is then the same text
+        # whether it is generated alone or with others, as the Request contract promises.
+        prompts, params, loras, owner = [], [], [], []
         for i, r in enumerate(requests):
-            prompts.append({"prompt_token_ids": render(tokenizer, r)})
-            params.append(SamplingParams(
-                n=r.n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens,
-                stop=list(r.stop) or None, seed=None if r.greedy else sample_seed(self.seed, r, i, 0)))
+            ids = render(tokenizer, r)
+            lora = None
             if r.adapter:
                 path = os.path.abspath(r.adapter)
                 lid = self._lora_ids.setdefault(path, len(self._lora_ids) + 1)
-                loras.append(LoRARequest(f"s2d-{lid}", lid, path))
-            else:
-                loras.append(None)
+                lora = LoRARequest(f"s2d-{lid}", lid, path)
+            for s in range(r.n):
+                prompts.append({"prompt_token_ids": ids})
+                params.append(SamplingParams(
+                    n=1, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens,
+                    stop=list(r.stop) or None,
+                    seed=None if r.greedy else sample_seed(self.seed, r, i, r.first_sample + s)))
+                loras.append(lora)
+                owner.append(i)
         outputs = llm.generate(prompts, params, use_tqdm=progress,
                                lora_request=loras if any(loras) else None)
-        results = []
-        for out in outputs:
-            n_prompt = len(out.prompt_token_ids)
-            results.append([Completion(text=c.text, prompt_tokens=n_prompt, completion_tokens=len(c.token_ids),
-                                       finish_reason="length" if c.finish_reason == "length" else "stop")
-                            for c in out.outputs])
+        results: list[list[Completion]] = [[] for _ in requests]
+        for i, out in zip(owner, outputs):
+            c = out.outputs[0]
+            results[i].append(Completion(text=c.text, prompt_tokens=len(out.prompt_token_ids),
+                                         completion_tokens=len(c.token_ids),
+                                         finish_reason="length" if c.finish_reason == "length" else "stop"))
         return results
 
     def close(self) -> None:

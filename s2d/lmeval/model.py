@@ -1,58 +1,89 @@
 """The ``s2d`` model inside lm-eval: every ``generate_until`` request of a run goes, all at once,
-through an s2d backend (System 1 prompting; the methods issue adds System 2 methods).
+through an s2d method (System 1 or a System 2 program of stages) and backend.
 
-lm-eval hands us the task's ``doc_to_text`` output; we send it as the user turn of a chat, so the
-model's chat template applies exactly as with ``lm_eval --model hf --apply_chat_template``.
+lm-eval hands us each request's document; the method builds its own prompts from it through the
+task plugin, so System 1 sees exactly the task file's ``doc_to_text`` as the user turn (the model's
+chat template applies, as with ``lm_eval --model hf --apply_chat_template``) and System 2 methods
+wrap the same input in their stages. The response lm-eval scores is the method's final response;
+usage records generated tokens per stage, every stage counted.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from s2d.backends.base import Backend, Request
+from s2d.backends.base import Backend
 
 
 @register_model("s2d")
 class S2DLM(LM):
-    """Routes lm-eval generation requests through an s2d backend in one batch."""
+    """Routes lm-eval generation requests through an s2d method and backend, one batch per stage."""
 
     def __init__(self, backend: Backend, method: str = "system1", adapter: str | None = None,
-                 progress: bool = True, **kwargs: Any):
+                 progress: bool = True, method_options: dict | None = None, task_options: dict | None = None,
+                 cache=None, seed: int = 0, **kwargs: Any):
         super().__init__()
-        if method != "system1":
-            raise ValueError(f"method {method!r} is not available yet; only system1 runs through s2d eval")
+        from s2d.plugins import get_plugins
+
+        get_plugins().get("methods", method)  # fail early on an unknown method
         self.backend, self.method, self.adapter, self.progress = backend, method, adapter, progress
+        self.method_options = dict(method_options or {})
+        self.task_options = dict(task_options or {})
+        self.cache, self.seed = cache, seed
         self.usage: list[dict] = []  # per request: prompt and generated tokens (every stage)
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        batch = []
-        for inst in requests:
-            context, gen_kwargs = inst.args
+        from s2d.lmeval.tasks import build_task
+        from s2d.methods.base import run_method
+        from s2d.traces import build_method, make_runner
+
+        texts: list[str | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, inst in enumerate(requests):
+            _, gen_kwargs = inst.args
             gen_kwargs = dict(gen_kwargs or {})
-            until = [s for s in (gen_kwargs.pop("until", None) or []) if s]
-            do_sample = bool(gen_kwargs.pop("do_sample", False))
-            batch.append(Request(
-                messages=[{"role": "user", "content": context}],
-                max_new_tokens=int(gen_kwargs.pop("max_gen_toks", 256)),
-                temperature=float(gen_kwargs.pop("temperature", 1.0 if do_sample else 0.0)) if do_sample else 0.0,
-                top_p=float(gen_kwargs.pop("top_p", 1.0)), stop=until, adapter=self.adapter,
-                id=f"{inst.task_name}/{inst.doc_id}"))
-        outputs = self.backend.generate(batch, progress=self.progress and not disable_tqdm)
-        texts = []
-        for inst, req, outs in zip(requests, batch, outputs):
-            c = outs[0]
-            self.usage.append({"task": inst.task_name, "doc_id": inst.doc_id, "prompt_tokens": c.prompt_tokens,
-                               "generated_tokens": c.completion_tokens, "stages": {"answer": c.completion_tokens},
-                               "finish_reason": c.finish_reason})
-            texts.append(c.text)
-            self.cache_hook.add_partial("generate_until", inst.args, c.text)
-        return texts
+            until = tuple(s for s in (gen_kwargs.get("until") or []) if s)
+            groups[(inst.task_name, int(gen_kwargs.get("max_gen_toks", 256)), until)].append(i)
+        for (task_name, max_gen, until), members in groups.items():
+            options = {k: v for k, v in self.task_options.items() if k not in ("subset", "subset_seed")}
+            task = build_task(task_name.removeprefix("s2d_"), **options)
+            method = build_method(self.method, task, **self.method_options)
+            # The task file's budget and stop strings apply wherever a stage sets none (System 1).
+            runner = make_runner(self.backend, self.method, cache=self.cache, seed=self.seed, adapter=self.adapter,
+                                 progress=self.progress and not disable_tqdm,
+                                 defaults={"max_new_tokens": max_gen, "stop": list(until)})
+            docs = [requests[i].doc for i in members]
+            per_doc = run_method(method, runner, docs)
+            for i, samples in zip(members, per_doc):
+                inst, s = requests[i], _majority(samples)
+                texts[i] = s["response"]
+                stages: dict[str, int] = {}
+                for sample in samples:  # with n > 1 (majority at test time) every sample's tokens count
+                    for k, v in sample["tokens"].items():
+                        stages[k] = stages.get(k, 0) + v
+                self.usage.append({"task": inst.task_name, "doc_id": inst.doc_id,
+                                   "prompt_tokens": sum(st["prompt_tokens"] for x in samples for st in x["stages"]),
+                                   "generated_tokens": sum(stages.values()), "stages": stages, "samples": len(samples),
+                                   "finish_reason": s["stages"][-1]["finish_reason"] if s["stages"] else None})
+                self.cache_hook.add_partial("generate_until", inst.args, s["response"])
+        return texts  # type: ignore[return-value]
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         raise NotImplementedError("s2d's lm-eval model generates only; s2d tasks use generate_until")
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
         raise NotImplementedError("s2d's lm-eval model generates only; s2d tasks use generate_until")
+
+
+def _majority(samples: list[dict]) -> dict:
+    """The sample lm-eval scores: the only one, or (n > 1) the first giving the most common answer."""
+    from s2d.curators.base import vote
+
+    if len(samples) == 1:
+        return samples[0]
+    _, top, _, _ = vote([s["answer"] for s in samples])
+    return next((s for s in samples if s["answer"] == top), samples[0])

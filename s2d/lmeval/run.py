@@ -11,7 +11,7 @@ from typing import Any
 
 from s2d.files import atomic_write, write_json, write_jsonl
 
-SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+SAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 
 
 def safe_name(text: str) -> str:
@@ -20,10 +20,20 @@ def safe_name(text: str) -> str:
     return name[:120]
 
 
-def condition_name(method: str, adapter: str | None, label: str | None = None) -> str:
+def condition_name(method: str, adapter: str | None, label: str | None = None,
+                   method_options: dict | None = None) -> str:
+    """``method[+key=value...][+adapter-NAME]``; long option values (templates) become a short hash."""
     if label:
         return safe_name(label)
-    return safe_name(method + (f"+adapter-{Path(adapter).resolve().name}" if adapter else ""))
+    name = method
+    for key, value in sorted((method_options or {}).items()):
+        text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+        if len(text) > 24:
+            import hashlib
+
+            text = hashlib.sha256(text.encode()).hexdigest()[:8]
+        name += f"+{key}={text}"
+    return safe_name(name + (f"+adapter-{Path(adapter).resolve().name}" if adapter else ""))
 
 
 def task_manager(metadata: dict | None = None):
@@ -37,18 +47,23 @@ def task_manager(metadata: dict | None = None):
 
 def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system1", adapter: str | None = None,
              limit: int | None = None, seed: int = 0, log_samples: bool = False, results_dir: str = "results/eval",
-             label: str | None = None, task_options: dict | None = None, progress: bool = True) -> list[Path]:
+             label: str | None = None, task_options: dict | None = None, progress: bool = True,
+             method_options: dict | None = None, cache=None) -> list[Path]:
     """Evaluate one condition (method + adapter) on each task; return the record paths."""
     import lm_eval
 
     from s2d.envinfo import git_commit, versions
     from s2d.lmeval.model import S2DLM
 
-    condition = condition_name(method, adapter, label)
+    condition = condition_name(method, adapter, label, method_options)
+    if (task_options or {}).get("subset") and not label:  # a subset is a different condition: never overwrite
+        condition += f"+subset={task_options['subset']}" + (
+            f"-seed{task_options['subset_seed']}" if task_options.get("subset_seed") else "")
     tm = task_manager(task_options)
     written = []
     for task in tasks:
-        lm = S2DLM(backend, method=method, adapter=adapter, progress=progress)
+        lm = S2DLM(backend, method=method, adapter=adapter, progress=progress, method_options=method_options,
+                   task_options=task_options, cache=cache, seed=seed)
         start = time.perf_counter()
         res = lm_eval.simple_evaluate(
             model=lm, tasks=[f"s2d_{task}"], task_manager=tm, limit=limit, log_samples=log_samples,
@@ -57,14 +72,20 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
         wall = time.perf_counter() - start
         usage = lm.usage
         n = max(len(usage), 1)
+        stage_tokens: dict[str, float] = {}
+        for u in usage:
+            for k, v in u["stages"].items():
+                stage_tokens[k] = stage_tokens.get(k, 0) + v / n
         record: dict[str, Any] = {
             "s2d": {
-                "task": task, "condition": condition, "method": method, "adapter": adapter, "model": model_ref,
+                "task": task, "condition": condition, "method": method, "method_options": method_options or {},
+                "adapter": adapter, "model": model_ref,
                 "model_path": backend.model_path, "backend": backend.name, "seed": seed, "limit": limit,
                 "generation": {"dtype": getattr(backend, "dtype", None), "chat_template": True,
                                "task_options": task_options or {}},
                 "n_examples": len(usage),
                 "mean_generated_tokens": sum(u["generated_tokens"] for u in usage) / n,
+                "mean_generated_tokens_by_stage": stage_tokens,
                 "mean_prompt_tokens": sum(u["prompt_tokens"] for u in usage) / n,
                 "wall_seconds": wall, "versions": {**versions(), **backend.versions()},
                 "git_commit": git_commit(Path(__file__).parent), "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -135,7 +156,10 @@ def leaderboard(results_dir: str | Path, out_dir: str | Path | None = None) -> t
             m = metrics_of(r)
             s = r["s2d"]
             cells = [f"{100 * m[k]:.1f}%" if k in m and m[k] == m[k] else "-" for k in metric_names]
-            lines.append(f"| {s['model']} | {s['condition']} | {s['backend']} | {s['n_examples']} | " +
+            opts = (s.get("generation") or {}).get("task_options") or {}
+            n_cell = f"{s['n_examples']}" + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(opts.items())) + ")"
+                                             if opts else "")
+            lines.append(f"| {s['model']} | {s['condition']} | {s['backend']} | {n_cell} | " +
                          " | ".join(cells) + f" | {s['mean_generated_tokens']:.1f} | {s['wall_seconds']:.0f} |")
         lines.append("")
     table = "\n".join(lines)

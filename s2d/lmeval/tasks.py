@@ -47,10 +47,16 @@ def bind(name: str):
     def load(**options):
         import datasets
 
+        from s2d.tasks.base import subset
+
+        size, seed = options.pop("subset", None), options.pop("subset_seed", 0)
         t = build_task(name, **options)
         state["task"] = t
         # lm-eval reads only the test split (the YAML's test_split); train is for distillation.
-        return {"test": datasets.Dataset.from_list(t.docs("test"))}
+        docs = t.docs("test")
+        if size:
+            docs = subset(docs, int(size), int(seed))
+        return {"test": datasets.Dataset.from_list(docs)}
 
     def doc_to_text(doc):
         return task().system1_prompt(doc)

@@ -10,6 +10,7 @@ answers. lm-eval task files under ``tasks/`` call these same functions, so s2d a
 from __future__ import annotations
 
 import os
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,15 @@ class Task:
         """The user message a System 1 model (and the distilled model) sees."""
         raise NotImplementedError
 
+    def question(self, doc: dict) -> str:
+        """The bare input a System 2 method wraps in its own prompts (default: the System 1 prompt)."""
+        return self.system1_prompt(doc)
+
+    def target(self, answer: str) -> str:
+        """The training completion for a curated answer: the answer alone, in the form the System 1
+        prompt asks for, so the distilled model's direct answer parses the same way."""
+        return answer
+
     def extract(self, text: str) -> str | None:
         """The answer in a model's free text, or None when none can be found."""
         raise NotImplementedError
@@ -81,6 +91,22 @@ class Task:
     def unperturb_answer(self, answer: str | None) -> str | None:
         """Map an answer to the perturbed doc back to the original's terms."""
         return answer
+
+
+def subset(docs: list[dict], size: int, seed: int = 0) -> list[dict]:
+    """A seeded random subset of at least ``size`` documents, in their original order. Documents of
+    one group (``pair``: the two orders of a judged pair) are taken or left together."""
+    groups: dict[str, list[int]] = {}
+    for i, d in enumerate(docs):
+        groups.setdefault(str(d.get("pair", d.get("id", i))), []).append(i)
+    order = list(groups)
+    random.Random(seed).shuffle(order)
+    chosen: list[int] = []
+    for g in order:
+        if len(chosen) >= size:
+            break
+        chosen += groups[g]
+    return [docs[i] for i in sorted(chosen)]
 
 
 def normalize(text: str) -> str:

@@ -66,6 +66,24 @@ class CoinFlip(Task):
     def system1_prompt(self, doc: dict) -> str:
         return doc["question"]
 
+    def target(self, answer: str) -> str:
+        return answer.capitalize()
+
+    def worked_example(self, doc: dict) -> tuple[str, str] | None:
+        """A few-shot CoT exemplar: one flip per step, then the final-answer line."""
+        steps = re.findall(r"(\w[\w' -]*?) (flips|does not flip) the coin\.", doc["question"])
+        if not steps:
+            return None
+        state, lines = "heads", []
+        for person, act in steps:
+            if act == "flips":
+                state = "tails" if state == "heads" else "heads"
+                lines.append(f"{person} flips the coin, so it is now {state} up.")
+            else:
+                lines.append(f"{person} does not flip the coin, so it stays {state} up.")
+        answer = "Yes" if state == "heads" else "No"
+        return doc["question"], "The coin starts heads up. " + " ".join(lines) + f"\nFinal answer: {answer}"
+
     def extract(self, text: str) -> str | None:
         """yes/no from an explicit answer, a leading yes/no, or the first statement about the coin
         ("is still heads up" -> yes, "not heads up" / "tails up" -> no): small models rarely say

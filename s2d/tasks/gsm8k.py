@@ -34,7 +34,9 @@ class GSM8k(Task):
         else:
             rows = self._hub(split)
         return [{"id": f"{split}-{i}", "question": r["question"],
-                 "answer": to_number(r["answer"].split("####")[-1])} for i, r in enumerate(rows)]
+                 "answer": to_number(r["answer"].split("####")[-1]),
+                 "solution": re.sub(r"<<[^>]*>>", "", r["answer"].split("####")[0]).strip()}
+                for i, r in enumerate(rows)]
 
     def _hub(self, split: str) -> list[dict]:
         try:
@@ -44,6 +46,18 @@ class GSM8k(Task):
         except Exception as exc:  # noqa: BLE001 - offline, no datasets, hub down: one clear message
             raise TaskDataError(f"task 'gsm8k': no data dir (set S2D_DATA_DIR to a folder holding gsm8k/{split}.jsonl) "
                                 f"and the hub dataset openai/gsm8k could not be loaded ({exc})") from None
+
+    def question(self, doc: dict) -> str:
+        return doc["question"]
+
+    def target(self, answer: str) -> str:
+        return f"Final answer: {answer}"
+
+    def worked_example(self, doc: dict) -> tuple[str, str] | None:
+        """A few-shot CoT exemplar: the reference solution, then the final-answer line."""
+        if not doc.get("solution") or doc.get("answer") is None:
+            return None
+        return doc["question"], f"{doc['solution']}\nFinal answer: {doc['answer']}"
 
     def system1_prompt(self, doc: dict) -> str:
         return f"{doc['question']}\nGive only the final answer as a number, in the form \"Final answer: <number>\"."

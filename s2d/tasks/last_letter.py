@@ -71,6 +71,11 @@ class LastLetter(Task):
     def system1_prompt(self, doc: dict) -> str:
         return doc["question"]
 
+    def worked_example(self, doc: dict) -> tuple[str, str]:
+        """A few-shot CoT exemplar: one word per step, then the final-answer line."""
+        steps = " ".join(f'The last letter of "{w}" is "{w[-1]}".' for w in doc["words"])
+        return doc["question"], f'{steps} Concatenating them gives "{doc["answer"]}".\nFinal answer: {doc["answer"]}'
+
     def extract(self, text: str) -> str | None:
         # An explicit final answer wins; else the last quoted or bold token; else the last short word.
         m = re.findall(r"(?:final answer|answer is|result is)\s*:?\s*[\"'*]*([A-Za-z]+)", text, flags=re.I)

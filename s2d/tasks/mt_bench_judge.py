@@ -107,6 +107,9 @@ class MTBenchJudge(Task):
     def system1_prompt(self, doc: dict) -> str:
         return JUDGE_PROMPT.format(question=doc["question"], answer_a=doc["answer_a"], answer_b=doc["answer_b"])
 
+    def target(self, answer: str) -> str:
+        return f"[[{answer}]]"
+
     def extract(self, text: str) -> str | None:
         found = VERDICT.findall(text)
         return found[-1] if found else None

@@ -1,0 +1,105 @@
+"""What a curator is, and the trace and training-set formats around it.
+
+A *trace* (one JSONL line per input, written by ``s2d generate``) holds the System 1 prompt, every
+sample of the method (response, parsed answer, stage texts, tokens) and, with ``--perturb``, the
+same for the perturbed input. A curator reads traces only -- never labels -- and returns one
+:class:`Decision` per input. :func:`write_curated` turns decisions into TRL's conversational
+prompt-completion JSONL (``prompt``: the System 1 input, ``completion``: the final answer only) with
+provenance under ``s2d``, plus the dropped inputs and a summary beside it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from s2d.files import write_json, write_jsonl
+from s2d.options import apply_options
+
+
+@dataclass
+class Decision:
+    id: str
+    kept: bool
+    reason: str
+    answer: str | None = None
+    vote: dict = field(default_factory=dict)
+    # (prompt messages, completion text) pairs to train on; the perturb curator adds both orders
+    examples: list[tuple[list[dict], str]] = field(default_factory=list)
+
+
+class Curator:
+    """Base class for curator plugins: set ``name``, a docstring and :meth:`curate`.
+
+    ``needs_model``: the curator calls the model itself (USC); it then gets a stage runner.
+    """
+
+    name: str = ""
+    needs_model: bool = False
+
+    def __init__(self, task, **options: Any):
+        self.task = task
+        apply_options(self, "curator", options)
+
+    @classmethod
+    def options(cls) -> dict[str, Any]:
+        return {}
+
+    def curate(self, traces: list[dict], runner=None) -> list[Decision]:
+        raise NotImplementedError
+
+    def completion(self, answer: str, samples: list[dict]) -> str:
+        """The training target for a chosen answer: the task's answer-only form."""
+        return self.task.target(answer)
+
+
+def vote(answers: list[str | None]) -> tuple[Counter, str | None, int, bool]:
+    """Counts of parsed answers, the top answer, its count, and whether the top is tied."""
+    counts = Counter(a for a in answers if a is not None)
+    ranked = counts.most_common()
+    if not ranked:
+        return counts, None, 0, False
+    top, k = ranked[0]
+    return counts, top, k, len(ranked) > 1 and ranked[1][1] == k
+
+
+def write_curated(out: str | Path, traces: list[dict], decisions: list[Decision], *, curator: str,
+                  extra: dict | None = None) -> dict:
+    """Write OUT (kept, TRL prompt-completion), OUT.dropped.jsonl and OUT.summary.json; return the summary."""
+    out = Path(out)
+    by_id = {t["id"]: t for t in traces}
+    kept, dropped = [], []
+    reasons: Counter = Counter()
+    correct = judged = 0
+    for d in decisions:
+        t = by_id[d.id]
+        provenance = {
+            "id": d.id, "task": t.get("task"), "method": t.get("method"), "curator": curator,
+            "reason": d.reason, "answer": d.answer, "vote": d.vote,
+            "samples": [{"response": s["response"], "answer": s["answer"], "tokens": s.get("total_tokens")}
+                        for s in t["samples"]],
+        }
+        if d.kept:
+            for prompt, completion in d.examples:
+                kept.append({"prompt": prompt, "completion": [{"role": "assistant", "content": completion}],
+                             "s2d": provenance})
+            ref = t.get("reference")
+            if isinstance(ref, str) and d.answer is not None:  # analysis only: curators never saw it
+                judged += 1
+                correct += str(d.answer).strip().lower() == ref.strip().lower()
+        else:
+            dropped.append({"prompt": t["prompt"], "s2d": provenance})
+            reasons[d.reason] += 1
+    summary = {
+        "curator": curator, "inputs": len(decisions), "kept_inputs": sum(d.kept for d in decisions),
+        "records": len(kept), "dropped": sum(reasons.values()), "dropped_by_reason": dict(reasons.most_common()),
+        "target_accuracy": correct / judged if judged else None,
+        "target_accuracy_note": "against the split's reference answers, for analysis only; curation never reads them",
+        "out": str(out), **(extra or {}),
+    }
+    write_jsonl(out, kept)
+    write_jsonl(out.with_name(out.stem + ".dropped.jsonl"), dropped)
+    write_json(out.with_name(out.stem + ".summary.json"), summary)
+    return summary

@@ -1,0 +1,46 @@
+"""`majority`: self-consistency (Wang et al. 2022). Keep the answer whose share of the N parsed
+samples passes a threshold (default: a strict majority of all N, unparseable samples included);
+drop ties and sets with no parseable answer."""
+
+from __future__ import annotations
+
+from s2d.curators.base import Curator, Decision, vote
+from s2d.hookspecs import hookimpl
+
+
+class MajorityVote(Curator):
+    """Self-consistency: keep the answer more than half of the samples agree on."""
+
+    name = "majority"
+
+    @classmethod
+    def options(cls):
+        # threshold: the top answer's share of all N samples must exceed it (0.5 = strict majority,
+        # 0 = plurality). target: "answer" (the task's answer-only form) or "response" (the final
+        # response of the first sample that gave the answer).
+        return {"threshold": 0.5, "target": "answer"}
+
+    def curate(self, traces, runner=None):
+        out = []
+        for t in traces:
+            answers = [s["answer"] for s in t["samples"]]
+            counts, top, k, tied = vote(answers)
+            v = {"counts": dict(counts), "n": len(answers), "unparseable": sum(a is None for a in answers)}
+            if top is None:
+                out.append(Decision(t["id"], False, "unparseable", vote=v))
+            elif tied:
+                out.append(Decision(t["id"], False, "tie", vote=v))
+            elif k / len(answers) <= float(self.threshold):
+                out.append(Decision(t["id"], False, "below_threshold", top, v))
+            else:
+                if self.target == "response":
+                    text = next(s["response"] for s in t["samples"] if s["answer"] == top).strip()
+                else:
+                    text = self.task.target(top)
+                out.append(Decision(t["id"], True, f"majority {k}/{len(answers)}", top, v, [(t["prompt"], text)]))
+        return out
+
+
+@hookimpl
+def register_curators(register):
+    register(MajorityVote)

@@ -1,0 +1,30 @@
+"""`none`: no curation (the paper's ablation). Keep the first sample of every input: its answer in
+the task's answer-only form, or its raw response when no answer can be parsed."""
+
+from __future__ import annotations
+
+from s2d.curators.base import Curator, Decision
+from s2d.hookspecs import hookimpl
+
+
+class NoCuration(Curator):
+    """No curation: train on the first sample of every input."""
+
+    name = "none"
+
+    def curate(self, traces, runner=None):
+        out = []
+        for t in traces:
+            s = t["samples"][0] if t["samples"] else None
+            if s is None or not (s["answer"] or s["response"].strip()):
+                out.append(Decision(t["id"], False, "empty"))
+                continue
+            text = self.task.target(s["answer"]) if s["answer"] is not None else s["response"].strip()
+            out.append(Decision(t["id"], True, "first_sample", s["answer"], {"n": len(t["samples"])},
+                                [(t["prompt"], text)]))
+        return out
+
+
+@hookimpl
+def register_curators(register):
+    register(NoCuration)

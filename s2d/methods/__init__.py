@@ -1,0 +1,5 @@
+"""Method plugins: System 1 and the System 2 methods, each a program of batched prompting stages.
+
+The contract is in :mod:`s2d.methods.base`; each built-in is one module registered through the
+``register_methods`` hook, exactly like a third-party plugin (see plugins/s2d-step-back).
+"""

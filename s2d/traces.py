@@ -1,0 +1,103 @@
+"""Run a method over a task split and write traces; build methods, curators and stage runners.
+
+The glue the CLI, the lm-eval model and the distill loop share, so that each of them runs methods
+the same way (same cache keys, same trace format).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from s2d.methods.base import Method, StageRunner, run_method
+
+
+def model_identity(backend) -> str:
+    """What names the weights in cache keys: engine, resolved model path and dtype."""
+    path = backend.model_path
+    if path and os.path.exists(path):
+        path = os.path.realpath(path)
+    return f"{backend.name}:{path}:{getattr(backend, 'dtype', None)}"
+
+
+def default_cache_dir() -> Path:
+    from s2d.models import cache_dir
+
+    return cache_dir() / "generations"
+
+
+def open_cache(cache: str | os.PathLike | bool | None):
+    """``None``/``False``: no cache; ``True``: the default folder; else that folder."""
+    from s2d.cache import GenerationCache
+
+    if cache is None or cache is False:
+        return None
+    return GenerationCache(default_cache_dir() if cache is True else cache)
+
+
+def build_method(name: str, task, **options: Any) -> Method:
+    from s2d.plugins import get_plugins
+
+    cls = get_plugins().get("methods", name).obj
+    return cls(task, **options)
+
+
+def build_curator(name: str, task, **options: Any):
+    from s2d.plugins import get_plugins
+
+    cls = get_plugins().get("curators", name).obj
+    return cls(task, **options)
+
+
+def make_runner(backend, method: str, *, cache=None, seed: int = 0, adapter: str | None = None,
+                progress: bool = True, defaults: dict | None = None, record=None,
+                chunk_sequences: int = 2048) -> StageRunner:
+    return StageRunner(backend, method=method, model_id=model_identity(backend) if backend else "none",
+                       cache=cache, seed=seed, adapter=adapter, progress=progress, defaults=defaults, record=record,
+                       chunk_sequences=chunk_sequences)
+
+
+def generate_traces(backend, task, method: Method, docs: list[dict], *, split: str, cache=None, seed: int = 0,
+                    adapter: str | None = None, perturb: bool = False, progress: bool = True,
+                    chunk_sequences: int = 2048) -> tuple[list[dict], dict]:
+    """Run ``method`` on ``docs`` (and their perturbations) and return (traces, stats)."""
+    runner = make_runner(backend, method.name, cache=cache, seed=seed, adapter=adapter, progress=progress,
+                         chunk_sequences=chunk_sequences)
+    inputs = list(docs)
+    if perturb:
+        variants = [task.perturb(d) for d in docs]
+        if any(v is None for v in variants):
+            raise ValueError(f"task {task.name!r} defines no input perturbation; drop --perturb")
+        inputs += variants
+    samples = run_method(method, runner, inputs)
+    traces = []
+    for i, doc in enumerate(docs):
+        trace = {"id": str(doc["id"]), "task": task.name, "method": method.name, "split": split,
+                 "prompt": [{"role": "user", "content": task.system1_prompt(doc)}], "samples": samples[i]}
+        if perturb:
+            p = inputs[len(docs) + i]
+            trace["perturbed"] = {"id": str(p["id"]), "prompt": [{"role": "user", "content": task.system1_prompt(p)}],
+                                  "samples": samples[len(docs) + i]}
+        if isinstance(doc.get("answer"), str):
+            trace["reference"] = doc["answer"]  # analysis only (target accuracy); curators never read it
+        traces.append(trace)
+    return traces, {"generated": runner.generated, "reused": runner.reused}
+
+
+def load_traces(path: str | os.PathLike) -> list[dict]:
+    """Read a traces JSONL, checking each line has what curators need (errors name file:line)."""
+    from s2d.files import read_jsonl
+
+    def check(rec):
+        if not isinstance(rec, dict):
+            raise ValueError("a trace must be a JSON object")
+        for key in ("id", "prompt", "samples"):
+            if key not in rec:
+                raise ValueError(f"trace has no {key!r} field (write traces with `s2d generate --task ...`)")
+        for j, s in enumerate(rec["samples"]):
+            if not isinstance(s, dict) or "response" not in s or "answer" not in s:
+                raise ValueError(f"sample {j} needs 'response' and 'answer'")
+        return rec
+
+    return read_jsonl(path, check)

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The System 1 / System 2 evaluation matrix behind results/eval (issue: methods and curators).
+# Runs each condition with the default backend, greedy, seed 0, and skips conditions whose record
+# already exists, so a killed run is restarted by running this again.
+#   bash scripts/eval_matrix.sh [RESULTS_DIR]        (S2D_DATA_DIR must point at the data)
+# Conditions whose full test set would take over an hour here run on a seeded random subset
+# (`subset=N`: at least N documents, judged pairs kept whole), the same subset for every method.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${1:-results/eval}"
+S2D="${S2D:-.venv/bin/s2d}"
+: "${S2D_DATA_DIR:?set S2D_DATA_DIR to the data folder}"
+
+run() {  # run TASK METHOD CONDITION_FILE [extra s2d eval args...]
+  local task=$1 method=$2 cond=$3; shift 3
+  local rec="$OUT/smollm2-135m/$task/$cond.json"
+  if [[ -f "$rec" ]]; then echo "skip $task/$cond (exists)"; return; fi
+  echo "=== $task / $cond: $(date -u +%H:%M:%S)"
+  "$S2D" eval --tasks "$task" --method "$method" --results-dir "$OUT" --seed 0 --log-samples --no-progress "$@" \
+    || echo "FAILED: $task/$cond"
+}
+
+MATRIX="${MATRIX:-all}"
+if [[ $MATRIX == all || $MATRIX == system1 ]]; then
+  run last_letter system1 system1
+  run coin_flip system1 system1
+  run triviaqa_bias system1 system1
+  run gsm8k system1 system1
+  run mt_bench_judge system1 system1
+fi
+if [[ $MATRIX == all || $MATRIX == system2 ]]; then
+  for m in rar1 rar2 cot; do run last_letter $m $m; done
+  run triviaqa_bias s2a s2a
+  run gsm8k cot cot
+  # Subsets, same seed for every method (subset_seed=0): coin_flip's 1,333 System 2 runs take
+  # 30-50 min each here, mt_bench_judge's 1,820 ~600-token judgements several times that with BSM.
+  run coin_flip system1 system1+subset=400 --task-option subset=400
+  for m in rar1 rar2 cot; do run coin_flip $m $m+subset=400 --task-option subset=400; done
+  run mt_bench_judge system1 system1+subset=300 --task-option subset=300
+  for m in cot bsm; do run mt_bench_judge $m $m+subset=300 --task-option subset=300; done
+fi
+"$S2D" leaderboard "$OUT" > /dev/null

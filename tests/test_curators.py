@@ -1,0 +1,113 @@
+"""Curators on hand-built sample sets: exact keep/drop decisions and the files they write."""
+
+import json
+
+import pytest
+
+from s2d.backends.scripted import ScriptedBackend
+from s2d.plugins import get_plugins
+from s2d.traces import build_curator, make_runner
+
+
+def task(name, **options):
+    return get_plugins().get("tasks", name).obj(**options)
+
+
+def trace(id_, answers, responses=None, task_name="gsm8k", **extra):
+    responses = responses or [f"... Final answer: {a}" if a is not None else "no idea" for a in answers]
+    return {"id": id_, "task": task_name, "method": "cot", "prompt": [{"role": "user", "content": f"Q{id_}"}],
+            "samples": [{"response": r, "answer": a, "total_tokens": 5} for r, a in zip(responses, answers)], **extra}
+
+
+def decide(curator, traces, **options):
+    return {d.id: d for d in build_curator(curator, task("gsm8k"), **options).curate(traces)}
+
+
+def test_majority_keeps_strict_majorities_only():
+    traces = [trace("win", ["4", "4", "4", "5"]),          # 3/4 > 1/2: keep
+              trace("half", ["4", "4", "5", "6"]),         # 2/4 is not a strict majority
+              trace("tie", ["4", "4", "5", "5"]),
+              trace("none", [None, None, None]),
+              trace("with_unparseable", ["7", "7", None, None, None]),  # 2/5: unparseable samples count in N
+              trace("single", ["9"])]
+    d = decide("majority", traces)
+    assert {k: (v.kept, v.reason) for k, v in d.items()} == {
+        "win": (True, "majority 3/4"), "half": (False, "below_threshold"), "tie": (False, "tie"),
+        "none": (False, "unparseable"), "with_unparseable": (False, "below_threshold"), "single": (True, "majority 1/1")}
+    assert d["win"].examples == [([{"role": "user", "content": "Qwin"}], "Final answer: 4")]
+    assert d["win"].vote["counts"] == {"4": 3, "5": 1}
+    plural = decide("majority", traces, threshold=0)
+    assert plural["half"].kept and plural["with_unparseable"].kept and not plural["tie"].kept
+
+
+def test_majority_can_keep_the_response_instead_of_the_answer_form():
+    d = decide("majority", [trace("a", ["4", "4"], ["It is 4. Final answer: 4", "Final answer: 4"])], target="response")
+    assert d["a"].examples[0][1] == "It is 4. Final answer: 4"
+
+
+def test_perturb_keeps_swap_consistent_verdicts(tiny_data):
+    t = task("mt_bench_judge")
+    p = lambda answers: {"id": "x-swapped", "prompt": [{"role": "user", "content": "swapped"}],  # noqa: E731
+                         "samples": [{"response": f"[[{a}]]" if a else "?", "answer": a} for a in answers]}
+    traces = [trace("same", ["A"], task_name="mt_bench_judge", perturbed=p(["B"])),    # A wins both times
+              trace("flip", ["A"], task_name="mt_bench_judge", perturbed=p(["A"])),    # position bias
+              trace("tie", ["C"], task_name="mt_bench_judge", perturbed=p(["C"])),     # a consistent tie
+              trace("unparsed", [None], task_name="mt_bench_judge", perturbed=p(["B"]))]
+    d = {x.id: x for x in build_curator("perturb", t).curate(traces)}
+    assert {k: (v.kept, v.reason) for k, v in d.items()} == {
+        "same": (True, "consistent"), "flip": (False, "inconsistent"), "tie": (True, "consistent"),
+        "unparsed": (False, "unparseable")}
+    assert [c for _, c in d["same"].examples] == ["[[A]]", "[[B]]"]  # both orders, each with its own label
+    with pytest.raises(ValueError, match="--perturb"):
+        build_curator("perturb", t).curate([trace("n", ["A"], task_name="mt_bench_judge")])
+
+
+def test_usc_asks_the_model_once_for_all_inputs():
+    backend = ScriptedBackend(script={"Qa": "Most say 4. FINAL: The answer is 4.", "*": "I cannot tell."})
+    traces = [trace("a", ["4", "4", "5"]), trace("b", ["1", "2"]), trace("c", [])]
+    cur = build_curator("usc", task("gsm8k"))
+    d = {x.id: x for x in cur.curate(traces, make_runner(backend, "curator:usc"))}
+    assert len(backend.calls) == 1 and len(backend.calls[0]) == 2
+    assert (d["a"].kept, d["a"].examples[0][1]) == (True, "The answer is 4.")
+    assert (d["b"].kept, d["b"].reason) == (False, "usc_unparseable")
+    assert (d["c"].kept, d["c"].reason) == (False, "no_samples")
+    assert "[Response 3]" in backend.calls[0][0].messages[0]["content"]
+    with pytest.raises(ValueError, match="backend"):
+        cur.curate(traces)
+
+
+def test_none_keeps_the_first_sample():
+    d = decide("none", [trace("a", ["5", "4", "4"]), trace("b", [None], ["free text"]), trace("c", [None], ["  "])])
+    assert d["a"].examples[0][1] == "Final answer: 5"
+    assert d["b"].examples[0][1] == "free text"
+    assert (d["c"].kept, d["c"].reason) == (False, "empty")
+
+
+def test_curate_cli_writes_trl_records_dropped_and_summary(tmp_path):
+    from click.testing import CliRunner
+
+    from s2d.cli import cli
+
+    traces = [trace("a", ["4", "4", "5"], reference="4"), trace("b", ["1", "2"], reference="2"),
+              trace("c", ["3", "3"], reference="9")]
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(t) + "\n" for t in traces))
+    out = tmp_path / "sft.jsonl"
+    res = CliRunner().invoke(cli, ["curate", "--curator", "majority", "--traces", str(path), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert (summary["kept_inputs"], summary["dropped"], summary["dropped_by_reason"]) == (2, 1, {"tie": 1})
+    assert summary["target_accuracy"] == 0.5
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert rows[0]["prompt"] == [{"role": "user", "content": "Qa"}]
+    assert rows[0]["completion"] == [{"role": "assistant", "content": "Final answer: 4"}]
+    assert rows[0]["s2d"]["method"] == "cot" and len(rows[0]["s2d"]["samples"]) == 3
+    assert "..." not in rows[0]["completion"][0]["content"]  # no intermediate text
+    dropped = [json.loads(x) for x in (tmp_path / "sft.dropped.jsonl").read_text().splitlines()]
+    assert dropped[0]["s2d"]["id"] == "b" and dropped[0]["s2d"]["reason"] == "tie"
+    assert json.loads((tmp_path / "sft.summary.json").read_text())["records"] == 2
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(traces[0]) + "\n" + json.dumps({"id": "x", "prompt": []}) + "\n")
+    res = CliRunner().invoke(cli, ["curate", "--traces", str(bad), "--out", str(tmp_path / "o.jsonl")])
+    assert res.exit_code != 0 and f"{bad}:2" in res.output and "samples" in res.output

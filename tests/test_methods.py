@@ -1,0 +1,178 @@
+"""Method plugins: one batched backend call per stage, fan-out, templates, and the real model."""
+
+import json
+
+import pytest
+
+from s2d.backends.scripted import ScriptedBackend
+from s2d.methods.base import MethodConfigError, run_method
+from s2d.plugins import get_plugins
+from s2d.traces import build_method, generate_traces, make_runner
+
+
+def judge_script(request, sample):
+    """Stage-aware replies, so every method's parsing has something real to parse."""
+    text = request.messages[-1]["content"]
+    if "list up to five criteria" in text:
+        return "1. Accuracy: is it correct\n2. Clarity: is it clear\n3. Accuracy: duplicate"
+    if "one criterion only" in text:
+        return "A is better here. Assistant A: 4/5, Assistant B: 2/5"
+    if "[[A]]" in text:
+        return "A is better overall.\n[[A]]"
+    if "Rewrite this" in text or "Copy out only" in text:
+        return f"REWRITTEN({sample}) " + text.split("\n")[0] + " " + text.split("\n")[-1]
+    return "Some reasoning: 3 steps.\nFinal answer: yes"
+
+
+SMALL = {"last_letter": {"size": 4}, "coin_flip": {"train_size": 8, "validation_size": 4}}
+
+
+def task(name):
+    return get_plugins().get("tasks", name).obj(**SMALL.get(name, {}))
+
+
+CASES = [("system1", "last_letter"), ("cot", "gsm8k"), ("rar1", "coin_flip"), ("rar2", "last_letter"),
+         ("s2a", "triviaqa_bias"), ("bsm", "mt_bench_judge")]
+
+
+@pytest.mark.parametrize("method_name,task_name", CASES)
+def test_each_stage_is_one_batched_call(tiny_data, method_name, task_name):
+    t = task(task_name)
+    docs = t.docs("test")[:3]
+    m = build_method(method_name, t)
+    backend = ScriptedBackend(script=judge_script)
+    per_doc = run_method(m, make_runner(backend, method_name), docs)
+    assert len(backend.calls) == len(m.stages)  # never a call per example
+    # Identical prompts (BSM's branch for both orders of a pair) are generated once.
+    assert len(backend.calls[0]) == len({json.dumps(r.messages) for r in backend.calls[0]}) >= 2
+    for doc, samples in zip(docs, per_doc):
+        assert len(samples) == 1
+        s = samples[0]
+        assert [st["stage"] for st in s["stages"]][-1] == m.stages[-1]
+        assert set(s["tokens"]) == set(m.stages)
+        assert s["total_tokens"] == sum(st["tokens"] for st in s["stages"]) > 0
+        assert s["answer"] == t.extract(s["response"]) is not None
+
+
+def test_bsm_fans_in_criteria_and_parses_verdict(tiny_data):
+    t = task("mt_bench_judge")
+    docs = t.docs("test")[:2]
+    backend = ScriptedBackend(script=judge_script)
+    per_doc = run_method(build_method("bsm", t), make_runner(backend, "bsm"), docs)
+    # Both orders share the question (one branch prompt) and, with this script, the same merge input;
+    # the solve call holds 2 distinct criteria x 2 orders.
+    assert [len(c) for c in backend.calls] == [1, 4, 1]
+    s = per_doc[0][0]
+    assert [st["stage"] for st in s["stages"]] == ["branch", "solve", "solve", "merge"]
+    assert s["answer"] == "A"
+    assert "Criterion: Accuracy" in s["stages"][-1]["prompt"] and "Criterion: Clarity" in s["stages"][-1]["prompt"]
+
+
+def test_samples_fan_out_across_stages(tiny_data):
+    t = task("coin_flip")
+    docs = t.docs("test")[:2]
+    backend = ScriptedBackend(script=judge_script)
+    m = build_method("rar2", t, n=3, respond_n=2)
+    per_doc = run_method(m, make_runner(backend, "rar2"), docs)
+    assert [len(s) for s in per_doc] == [6, 6]
+    assert [len(c) for c in backend.calls] == [2, 6]
+    assert all(r.n == 3 for r in backend.calls[0]) and all(r.n == 2 for r in backend.calls[1])
+    assert all(r.temperature == 0.7 for c in backend.calls for r in c)  # n > 1 samples by default
+    rephrasings = {s["stages"][0]["text"] for s in per_doc[0]}
+    assert len(rephrasings) == 3
+
+
+def test_templates_are_overridable_and_checked(tiny_data):
+    t = task("coin_flip")
+    m = build_method("rar2", t, templates={"respond@coin_flip": "Q: {rephrased} -- yes or no?",
+                                           "respond@gsm8k": "never used here {rephrased}"})
+    backend = ScriptedBackend(script=judge_script)
+    run_method(m, make_runner(backend, "rar2"), t.docs("test")[:1])
+    assert backend.calls[1][0].messages[0]["content"].endswith("-- yes or no?")
+    with pytest.raises(MethodConfigError, match="no stage 'answer'"):
+        build_method("rar2", t, templates={"answer": "x"})
+    with pytest.raises(MethodConfigError, match="unknown option"):
+        build_method("rar2", t, shots=3)
+    bad = build_method("rar2", t, templates={"respond": "{nope}"})
+    with pytest.raises(MethodConfigError, match=r"\{nope\}"):
+        run_method(bad, make_runner(ScriptedBackend(script=judge_script), "rar2"), t.docs("test")[:1])
+
+
+def test_few_shot_cot_uses_worked_train_examples(tiny_data):
+    t = task("last_letter")
+    m = build_method("cot", t, shots=2)
+    backend = ScriptedBackend(script=judge_script)
+    run_method(m, make_runner(backend, "cot"), t.docs("test")[:1])
+    msgs = backend.calls[0][0].messages
+    assert [x["role"] for x in msgs] == ["user", "assistant", "user", "assistant", "user"]
+    assert msgs[1]["content"].endswith("Final answer: " + msgs[1]["content"].rsplit(" ", 1)[-1])
+    train_questions = {d["question"] for d in t.docs("train")}
+    assert msgs[0]["content"].split("\n")[0].removeprefix("Question: ") in train_questions
+
+
+def test_bsm_needs_a_pairwise_task(tiny_data):
+    with pytest.raises(MethodConfigError, match="answer_a"):
+        run_method(build_method("bsm", task("gsm8k")), make_runner(ScriptedBackend(), "bsm"), task("gsm8k").docs("test"))
+
+
+def test_traces_with_perturbation(tiny_data):
+    t = task("mt_bench_judge")
+    docs = t.docs("test")[::2]  # one order of each pair: the perturbation is the other
+    traces, stats = generate_traces(ScriptedBackend(script=judge_script), t, build_method("system1", t), docs,
+                                    split="test", perturb=True)
+    assert stats["generated"] == 4
+    assert traces[0]["perturbed"]["id"] == docs[0]["id"] + "-swapped"
+    assert traces[0]["perturbed"]["prompt"][0]["content"] != traces[0]["prompt"][0]["content"]
+    assert traces[0]["prompt"][0]["content"] == t.system1_prompt(docs[0])
+
+
+def test_eval_scores_a_method_through_lm_eval(tiny_data, tmp_path):
+    from s2d.lmeval.run import evaluate
+
+    def script(request, sample):
+        text = request.messages[-1]["content"]
+        return "Rewritten: " + text.split("\n")[0] if "Rewrite this" in text else "Final answer: ny"
+
+    backend = ScriptedBackend(script=script)
+    [path] = evaluate(backend, model_ref="scripted", tasks=["last_letter"], method="rar2", limit=3,
+                      results_dir=str(tmp_path), log_samples=True, progress=False, task_options={"size": 4})
+    rec = json.loads(path.read_text())
+    assert rec["s2d"]["method"] == "rar2" and path.stem == "rar2"
+    assert set(rec["s2d"]["mean_generated_tokens_by_stage"]) == {"rephrase", "respond"}
+    by_stage = rec["s2d"]["mean_generated_tokens_by_stage"]
+    assert rec["s2d"]["mean_generated_tokens"] == pytest.approx(sum(by_stage.values()))
+    assert [len(c) for c in backend.calls] == [3, 3]  # one call per stage for all documents
+    lines = [json.loads(x) for x in path.with_suffix(".samples.jsonl").read_text().splitlines()]
+    assert lines[0]["response"] == "Final answer: ny" and set(lines[0]["usage"]["stages"]) == {"rephrase", "respond"}
+
+
+def test_eval_majority_at_test_time_counts_every_sample(tiny_data, tmp_path):
+    from s2d.lmeval.run import evaluate
+
+    backend = ScriptedBackend(script={"*": ["Final answer: 2", "Final answer: 3", "Final answer: 3"]})
+    [path] = evaluate(backend, model_ref="scripted", tasks=["gsm8k"], method="cot", limit=2, progress=False,
+                      results_dir=str(tmp_path), method_options={"n": 3})
+    rec = json.loads(path.read_text())
+    assert path.stem == "cot+n=3"
+    assert rec["lm_eval"]["results"]["s2d_gsm8k"]["exact_match,none"] == 0.5  # gold answers 2 and 3; the majority says 3
+    assert rec["s2d"]["mean_generated_tokens"] == pytest.approx(3 * 3)
+
+
+@pytest.mark.slow
+def test_every_method_on_the_embedded_model(tiny_data, model_path):
+    """The real model through the real engine: every stage runs, parsing works, tokens per stage."""
+    from s2d.backends import load_backend
+
+    with load_backend("hf", model_path) as backend:
+        for method_name, task_name in CASES:
+            t = task(task_name)
+            docs = t.docs("test")[:2]
+            budget = {s: 48 if s == "branch" else 12 for s in get_plugins().get("methods", method_name).obj.stages}
+            m = build_method(method_name, t, max_new_tokens=budget)
+            per_doc = run_method(m, make_runner(backend, method_name, progress=False), docs)
+            for samples in per_doc:
+                s = samples[0]
+                assert set(s["tokens"]) == set(m.stages), method_name
+                assert all(st["tokens"] > 0 for st in s["stages"]), method_name
+                assert all(st["prompt_tokens"] > 0 for st in s["stages"])
+                assert s["answer"] == t.extract(s["response"])
