@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -172,7 +173,7 @@ def load_config(path: str | None) -> dict:
         raise click.ClickException(f"{path}: a config must be a mapping of settings")
     allowed = {"method", "method_options", "templates", "curator", "curator_options", "task", "task_options",
                "trainer", "trainer_options", "split", "n", "limit", "seed", "model", "backend", "eval_limit",
-               "eval_task_options", "train_limit", "description"}
+               "eval_task_options", "eval_method_options", "train_limit", "description", "scale"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise click.ClickException(f"{path}: unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
@@ -402,6 +403,129 @@ def curate(ctx, curator, traces_path, out_path, curator_option, task_option, mod
     summary = write_curated(out_path, traces, decisions, curator=curator,
                             extra={"traces": str(traces_path), "method": traces[0].get("method")})
     click.echo(json.dumps(summary, indent=2))
+
+
+@cli.command()
+@click.option("--data", "data_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Curated prompt-completion JSONL (from `s2d curate`).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Adapter (lora) or model (full) folder; checkpoints go under OUT/checkpoints.")
+@click.option("--trainer", default="lora", show_default=True, help="See `s2d list trainers`.")
+@click.option("--trainer-option", "-O", "trainer_option", multiple=True, metavar="KEY=VALUE",
+              help="e.g. epochs=3 learning_rate=2e-4 rank=16 batch_size=8 (repeatable).")
+@click.option("--model", "-m", default=None, help="Base model [default: smollm2-135m].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--progress/--no-progress", default=True)
+@click.pass_context
+def train(ctx, data_path, out_dir, trainer, trainer_option, model, seed, progress):
+    """Fine-tune on a curated set; resumes from OUT's last checkpoint after a kill.
+
+    Runs data-parallel under `accelerate launch -m s2d.cli train ...`."""
+    from s2d.models import ModelError, resolve_model
+    from s2d.trainers.base import TrainerError
+
+    plugins = _plugins(ctx)
+    try:
+        cls = plugins.get("trainers", trainer).obj
+        t = cls(**parse_kv(trainer_option, "--trainer-option"))
+        path = resolve_model(model)
+        out = t.train(path, data_path, out_dir, seed=seed, progress=progress)
+    except (UnknownNameError, TrainerError, ModelError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{trainer} -> {out}")
+
+
+@cli.command()
+@click.option("--task", "task_name", default=None, help="Task (see `s2d list tasks`).")
+@click.option("--method", default=None, help="System 2 method to distil [default: rar2]; system1 = 'Distill System 1'.")
+@click.option("--curator", default=None, help="Curator [default: majority]; none = no curation.")
+@click.option("--trainer", default=None, help="Trainer [default: lora].")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Run config (YAML/JSON); flags override it.")
+@click.option("--name", default=None, help="Run name [default: task-method-curator-trainer].")
+@click.option("--runs-dir", default="runs/distill", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Run folder [default: RUNS_DIR/NAME].")
+@click.option("--n", type=int, default=None, help="Samples per train input [default: 8].")
+@click.option("--train-limit", type=int, default=None, help="Only the first N train inputs.")
+@click.option("--eval-limit", type=int, default=None, help="Only the first N test documents.")
+@click.option("--method-option", "-o", "method_option", multiple=True, metavar="KEY=VALUE")
+@click.option("--curator-option", "curator_option", multiple=True, metavar="KEY=VALUE")
+@click.option("--trainer-option", "-O", "trainer_option", multiple=True, metavar="KEY=VALUE")
+@click.option("--task-option", "task_option", multiple=True, metavar="KEY=VALUE")
+@click.option("--model", "-m", default=None, help="[default: smollm2-135m]")
+@click.option("--backend", "-b", default=None, help="[default: vllm if it imports, else hf]")
+@click.option("--dtype", default=None)
+@click.option("--seed", type=int, default=None, help="[default: 0]")
+@click.option("--scale", default=None, help="Apply the config's `scale: {NAME: overrides}` (e.g. paper).")
+@click.option("--progress/--no-progress", default=True)
+@click.pass_context
+def distill(ctx, task_name, method, curator, trainer, config_path, name, runs_dir, out_dir, n, train_limit,
+            eval_limit, method_option, curator_option, trainer_option, task_option, model, backend, dtype, seed,
+            scale, progress):
+    """Generate on the train split, curate, train, and score System 1, System 2 and the distilled
+    model through lm-eval; every stage resumes after a kill. Prints a three-row summary."""
+    from s2d.distill import DistillError, DistillRun, RunConfig, apply_scale, format_summary
+    from s2d.lmeval.run import safe_name
+
+    _plugins(ctx)
+    try:
+        config = apply_scale(load_config(config_path), scale)
+    except DistillError as exc:
+        raise click.ClickException(f"{config_path}: {exc}") from None
+    flags = {"task": task_name, "method": method, "curator": curator, "trainer": trainer, "n": n,
+             "train_limit": train_limit, "eval_limit": eval_limit, "model": model, "backend": backend, "seed": seed}
+    for key, items, hint in (("method_options", method_option, "--method-option"),
+                             ("curator_options", curator_option, "--curator-option"),
+                             ("trainer_options", trainer_option, "--trainer-option"),
+                             ("task_options", task_option, "--task-option")):
+        if items:
+            flags[key] = {**(config.get(key) or {}), **parse_kv(items, hint)}
+    try:
+        cfg = RunConfig.build(config, flags)
+        for kind, key in (("tasks", "task"), ("methods", "method"), ("curators", "curator"), ("trainers", "trainer")):
+            _plugins(ctx).get(kind, cfg[key])
+    except (DistillError, UnknownNameError) as exc:
+        raise click.ClickException(str(exc)) from None
+    folder = out_dir or str(Path(runs_dir) / safe_name(name or cfg.name()))
+    run = DistillRun(cfg, folder, progress=progress, echo=lambda m: click.echo(m, err=True),
+                     backend_options={"dtype": dtype} if dtype else None)
+    from s2d.files import InputError
+    from s2d.methods.base import MethodConfigError
+    from s2d.models import ModelError
+    from s2d.tasks.base import TaskDataError
+    from s2d.trainers.base import TrainerError
+
+    try:
+        summary = run.run()
+    except (DistillError, MethodConfigError, TrainerError, TaskDataError, ModelError, InputError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(format_summary(summary))
+    click.echo(f"-> {folder}", err=True)
+
+
+@cli.command()
+@click.argument("table", type=click.Choice(["table1", "table2", "table3", "table4"]))
+@click.option("--scale", type=click.Choice(["small", "paper"]), default="small", show_default=True,
+              help="small: sized for a 2-core CPU and the embedded model; paper: the paper's sizes (GPU).")
+@click.option("--configs-dir", default="results/configs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--runs-dir", default="runs/reproduce", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", default="results/reproduce", show_default=True, type=click.Path(file_okay=False))
+@click.option("--backend", "-b", default=None)
+@click.option("--progress/--no-progress", default=True)
+@click.pass_context
+def reproduce(ctx, table, scale, configs_dir, runs_dir, out_dir, backend, progress):
+    """Run a paper table's configs (reusing finished runs) and write it beside the paper's numbers."""
+    from s2d.reproduce import run_table
+
+    _plugins(ctx)
+    try:
+        path = run_table(table, scale=scale, configs_dir=configs_dir, runs_dir=runs_dir, out_dir=out_dir,
+                         backend=backend, progress=progress, echo=lambda m: click.echo(m, err=True))
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(path.read_text())
+    click.echo(f"-> {path}", err=True)
 
 
 @cli.command(name="show-prompts")

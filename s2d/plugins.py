@@ -50,6 +50,8 @@ DEFAULT_PLUGINS = (
     "s2d.curators.perturb",
     "s2d.curators.usc",
     "s2d.curators.none",
+    "s2d.trainers.lora",
+    "s2d.trainers.full",
 )
 
 

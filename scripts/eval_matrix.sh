@@ -3,7 +3,7 @@
 # Runs each condition with the default backend, greedy, seed 0, and skips conditions whose record
 # already exists, so a killed run is restarted by running this again.
 #   bash scripts/eval_matrix.sh [RESULTS_DIR]        (S2D_DATA_DIR must point at the data)
-# Conditions whose full test set would take over an hour here run on a seeded random subset
+# A condition whose full test set would take over an hour here runs on a seeded random subset
 # (`subset=N`: at least N documents, judged pairs kept whole), the same subset for every method.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -31,12 +31,12 @@ fi
 if [[ $MATRIX == all || $MATRIX == system2 ]]; then
   for m in rar1 rar2 cot; do run last_letter $m $m; done
   run triviaqa_bias s2a s2a
-  run gsm8k cot cot
-  # Subsets, same seed for every method (subset_seed=0): coin_flip's 1,333 System 2 runs take
-  # 30-50 min each here, mt_bench_judge's 1,820 ~600-token judgements several times that with BSM.
-  run coin_flip system1 system1+subset=400 --task-option subset=400
-  for m in rar1 rar2 cot; do run coin_flip $m $m+subset=400 --task-option subset=400; done
+  # mt_bench_judge: BSM over the 1,820 ~600-token judgements takes several hours here, so it and
+  # the methods it is compared with run on a seeded random subset of 300 judgements (150 pairs in
+  # both orders), the same subset (subset_seed=0) for every method.
   run mt_bench_judge system1 system1+subset=300 --task-option subset=300
   for m in cot bsm; do run mt_bench_judge $m $m+subset=300 --task-option subset=300; done
+  run gsm8k cot cot                                       # 1,319, ~25 min here
+  for m in rar1 rar2 cot; do run coin_flip $m $m; done   # 1,333 each, 25-35 min each here
 fi
 "$S2D" leaderboard "$OUT" > /dev/null

@@ -1,0 +1,117 @@
+"""`s2d reproduce TABLE`: run a paper table's distillation configs (finished stages are reused) and
+write the table in the paper's layout, the paper's numbers beside ours.
+
+Configs are YAML files under ``results/configs/`` (see its README); ``--scale paper`` applies each
+config's ``scale.paper`` overrides (the paper's data sizes and sample counts) for GPU users.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+# The paper's numbers (arXiv 2407.06023 v1, Llama-2-70B-chat), from shared/research/paper.md.
+PAPER = {
+    "table1": {
+        "configs": ["table1_last_letter_rar2", "table1_coin_flip_rar2"],
+        "title": "Table 1: System 2 distillation of 2-step RaR (exact match, mean generated tokens)",
+        "rows": {"system1": ("System 1", {"last_letter": (30.0, 27.1), "coin_flip": (56.1, 61.9)}),
+                 "system2": ("System 2: 2-Step RaR", {"last_letter": (44.5, 41.5), "coin_flip": (77.2, 112.4)}),
+                 "distilled": ("Distill 2-Step RaR", {"last_letter": (98.0, 25.5), "coin_flip": (75.69, 50.3)})},
+    },
+    "table2": {
+        "configs": ["table2_triviaqa_s2a"],
+        "title": "Table 2: S2A distillation on TriviaQA with biased prompts (accuracy biased / unbiased)",
+        "metrics": ("acc_biased", "acc_unbiased"),
+        "rows": {"system1": ("System 1 (zero-shot)", {"triviaqa_bias": (51.6, 73.8, 165)}),
+                 "system2": ("System 2 (S2A)", {"triviaqa_bias": (76.0, 69.3, 147)}),
+                 "distilled": ("Distill S2A", {"triviaqa_bias": (81.3, 78.6, 56)})},
+    },
+    "table3": {
+        "configs": ["table3_mt_bench_bsm"],
+        "title": "Table 3: BSM distillation, LLM-as-a-judge on MT-bench (agreement, % inconsistent)",
+        "metrics": ("agreement", "inconsistent"),
+        "rows": {"system1": ("System 1", {"mt_bench_judge": (28.1, 80.9, 4)}),
+                 "system2": ("System 2: BSM", {"mt_bench_judge": (64.5, 21.1, 2063.1)}),
+                 "distilled": ("Distill BSM", {"mt_bench_judge": (72.4, 9.1, 4)})},
+    },
+    "table4": {
+        "configs": ["table4_gsm8k_cot"],
+        "title": "Table 4: CoT distillation on GSM8k, k=1 (accuracy, mean generated tokens)",
+        "rows": {"system1": ("System 1 (the paper: 8-shot, no CoT)", {"gsm8k": (7.58, 57)}),
+                 "system2": ("System 2: CoT zero-shot", {"gsm8k": (52.77, 270)}),
+                 "distilled": ("Distill CoT zero-shot", {"gsm8k": (7.13, 18)})},
+    },
+}
+
+
+def config_path(configs_dir: str | Path, name: str) -> Path:
+    path = Path(configs_dir) / f"{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config missing (the repository's results/configs holds them)")
+    return path
+
+
+def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "results/configs",
+              runs_dir: str | Path = "runs/reproduce", out_dir: str | Path = "results/reproduce",
+              backend: str | None = None, progress: bool = True, echo: Callable[[str], None] = print) -> Path:
+    import yaml
+
+    from s2d.distill import DistillRun, RunConfig, apply_scale
+
+    if table not in PAPER:
+        raise ValueError(f"unknown table {table!r}; tables: {', '.join(PAPER)}")
+    summaries = {}
+    for name in PAPER[table]["configs"]:
+        raw = yaml.safe_load(config_path(configs_dir, name).read_text()) or {}
+        cfg = RunConfig.build(apply_scale(raw, scale), {"backend": backend})
+        echo(f"== {name} ({scale})")
+        summaries[name] = (cfg, DistillRun(cfg, Path(runs_dir) / scale / name, progress=progress, echo=echo).run())
+    path = Path(out_dir) / f"{table}_{scale}.md"
+    from s2d.files import atomic_write
+
+    with atomic_write(path) as f:
+        f.write(render_table(table, scale, summaries))
+    return path
+
+
+def render_table(table: str, scale: str, summaries: dict) -> str:
+    spec = PAPER[table]
+    metrics = spec.get("metrics", ("exact_match",))
+    by_task = {cfg["task"]: (cfg, s) for cfg, s in summaries.values()}
+    tasks = list(next(iter(spec["rows"].values()))[1])
+    head = ["row"]
+    for task in tasks:
+        head += [f"{task} {m} (ours)" for m in metrics] + [f"{task} #tokens (ours)"]
+        head += [f"{task} {m} (paper)" for m in metrics] + [f"{task} #tokens (paper)"]
+    lines = [f"# {spec['title']}", "",
+             f"Ours: SmolLM2-135M-Instruct, scale `{scale}`, made by `s2d reproduce {table} --scale {scale}` on "
+             f"{time.strftime('%Y-%m-%d')}. Paper: Llama-2-70B-chat (arXiv 2407.06023 v1).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, (label, paper) in spec["rows"].items():
+        cells = [label]
+        for task in tasks:
+            cfg, summary = by_task.get(task, (None, {"rows": []}))
+            row = _row(summary, key, cfg)
+            cells += [f"{100 * row['metrics'][m]:.1f}%" if row and isinstance(row["metrics"].get(m), float) else "-"
+                      for m in metrics]
+            cells.append(f"{row['mean_tokens']:.1f}" if row else "-")
+            values = paper.get(task, ())
+            cells += [f"{v}%" if v is not None else "-" for v in values[: len(metrics)]]
+            cells.append(str(values[len(metrics)]) if len(values) > len(metrics) and values[len(metrics)] is not None
+                         else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for cfg, summary in summaries.values():
+        cur = summary.get("curation") or {}
+        lines.append(f"- {cfg['task']}: method `{cfg['method']}`, curator `{cfg['curator']}`, trainer "
+                     f"`{cfg['trainer']}`, n={cfg['n']}; curated {cur.get('records')} records from "
+                     f"{cur.get('kept_inputs')}/{cur.get('inputs')} inputs (dropped {cur.get('dropped_by_reason')}); "
+                     f"run folder `{summary['run']}`.")
+    return "\n".join(lines) + "\n"
+
+
+def _row(summary: dict, key: str, cfg) -> dict | None:
+    wanted = {"system1": "system1", "system2": f"system2-{cfg['method']}" if cfg else None, "distilled": "distilled"}[key]
+    return next((r for r in summary.get("rows", []) if r["condition"] == wanted), None)

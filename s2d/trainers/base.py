@@ -1,0 +1,196 @@
+"""What a trainer is, and the data path every built-in trainer shares.
+
+Data: TRL's conversational prompt-completion JSONL written by ``s2d curate`` (``prompt``: chat
+messages, ``completion``: the assistant's answer). Each record is rendered with the model's chat
+template; the loss covers only the completion tokens, including the end-of-turn token, so the
+model learns to stop. Padding uses a token other than EOS (labels are built explicitly, so padding
+can never mask the EOS the model must learn).
+
+Training runs on transformers' ``Trainer`` (checkpoints, resume, gradient accumulation, and
+multi-process data parallelism under ``accelerate launch``), which users already know.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from s2d.files import InputError, read_jsonl, write_json
+from s2d.options import apply_options
+
+CONFIG_NAME = "s2d_training.json"
+
+
+class TrainerError(ValueError):
+    """Bad training data or settings (names the file and line, or the option)."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_records(path: str | os.PathLike) -> list[dict]:
+    """Curated records, checked line by line (errors name FILE:LINE)."""
+
+    def check(rec):
+        if not isinstance(rec, dict) or "prompt" not in rec or "completion" not in rec:
+            raise ValueError("a training record needs 'prompt' and 'completion' (TRL prompt-completion format)")
+        for key in ("prompt", "completion"):
+            value = rec[key]
+            if isinstance(value, str):
+                continue
+            if not isinstance(value, list) or not all(isinstance(m, dict) and isinstance(m.get("content"), str)
+                                                      and m.get("role") in ("system", "user", "assistant")
+                                                      for m in value):
+                raise ValueError(f"'{key}' must be a string or a list of chat messages {{'role', 'content'}}")
+        return rec
+
+    try:
+        records = read_jsonl(path, check)
+    except InputError as exc:
+        raise TrainerError(str(exc)) from None
+    if not records:
+        raise TrainerError(f"{path}: no training records (did the curator keep any?)")
+    return records
+
+
+def pad_token_id(tokenizer) -> int:
+    """A padding id that is not EOS: the tokenizer's own if distinct, else another special token.
+    (Padded positions are masked in attention and loss; the id only must not be EOS.)"""
+    eos = tokenizer.eos_token_id
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != eos:
+        return tokenizer.pad_token_id
+    for tok in ("<|endoftext|>", "<pad>", "<|padding|>", "<unk>"):
+        tid = tokenizer.convert_tokens_to_ids(tok)
+        if isinstance(tid, int) and tid != eos and tokenizer.convert_ids_to_tokens(tid) == tok:
+            return tid
+    return 0 if eos != 0 else 1
+
+
+def encode(tokenizer, record: dict, max_length: int) -> dict:
+    """input_ids and labels (-100 on the prompt) for one prompt-completion record."""
+    prompt = record["prompt"]
+    completion = record["completion"]
+    if isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    if isinstance(completion, str):
+        completion = [{"role": "assistant", "content": completion}]
+    prompt_ids = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True)
+    full_ids = tokenizer.apply_chat_template(prompt + completion, tokenize=True)
+    if hasattr(prompt_ids, "input_ids"):  # transformers may return a BatchEncoding
+        prompt_ids, full_ids = prompt_ids["input_ids"], full_ids["input_ids"]
+    prompt_ids, full_ids = list(prompt_ids), list(full_ids)
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        raise TrainerError("the chat template renders the prompt differently with and without the completion; "
+                           "cannot mask the prompt")
+    # Keep the end-of-turn token, drop the template's trailing newline after it (nothing to learn).
+    while len(full_ids) > len(prompt_ids) + 1 and full_ids[-1] != tokenizer.eos_token_id:
+        full_ids.pop()
+    labels = [-100] * len(prompt_ids) + full_ids[len(prompt_ids):]
+    if len(full_ids) > max_length:  # cut the prompt's start, never the answer
+        cut = len(full_ids) - max_length
+        full_ids, labels = full_ids[cut:], labels[cut:]
+    return {"input_ids": full_ids, "labels": labels}
+
+
+class Collator:
+    """Dynamic padding to the longest sequence of the batch."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[dict]) -> dict:
+        import torch
+
+        width = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, b in enumerate(batch):
+            n = len(b["input_ids"])
+            ids[i, :n] = torch.tensor(b["input_ids"])
+            labels[i, :n] = torch.tensor(b["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+class Trainer:
+    """Base class for trainer plugins: ``name``, a docstring, ``options()`` and :meth:`train`."""
+
+    name: str = ""
+
+    def __init__(self, **options: Any):
+        apply_options(self, "trainer", options, TrainerError)
+
+    @classmethod
+    def options(cls) -> dict[str, Any]:
+        return {}
+
+    def settings(self) -> dict:
+        return {k: getattr(self, k) for k in self.options()}
+
+    def train(self, model_path: str, data_path: str, out_dir: str, *, seed: int = 0, progress: bool = True) -> Path:
+        """Train on ``data_path``; write the result under ``out_dir``; resume from its last checkpoint."""
+        raise NotImplementedError
+
+
+def hf_train(trainer: Trainer, model, tokenizer, records: list[dict], out: Path, *, seed: int, progress: bool,
+             data_path: str, model_path: str, save) -> dict:
+    """The shared loop: encode, train with transformers' Trainer (resuming), save, record the config."""
+    import torch
+    from transformers import Trainer as HFTrainer
+    from transformers import TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    data = [encode(tokenizer, r, int(trainer.max_length)) for r in records]
+    checkpoints = out / "checkpoints"
+    args = TrainingArguments(
+        output_dir=str(checkpoints), per_device_train_batch_size=int(trainer.batch_size),
+        gradient_accumulation_steps=int(trainer.grad_accum), num_train_epochs=float(trainer.epochs),
+        learning_rate=float(trainer.learning_rate), lr_scheduler_type=trainer.scheduler,
+        warmup_ratio=float(trainer.warmup_ratio), weight_decay=float(trainer.weight_decay),
+        logging_steps=1, save_strategy="steps", save_steps=int(trainer.save_steps), save_total_limit=2,
+        save_safetensors=True, seed=seed, data_seed=seed, report_to=[], disable_tqdm=not progress,
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, remove_unused_columns=False,
+        group_by_length=False, ddp_find_unused_parameters=False)
+    hf = HFTrainer(model=model, args=args, train_dataset=data, data_collator=Collator(pad_token_id(tokenizer)))
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    result = hf.train(resume_from_checkpoint=last)
+    metrics = dict(result.metrics)
+    losses = [h["loss"] for h in hf.state.log_history if "loss" in h]
+    if hf.is_world_process_zero():
+        save(hf.model)
+        write_json(out / CONFIG_NAME, {
+            "trainer": trainer.name, "settings": trainer.settings(), "seed": seed, "model": model_path,
+            "data": str(data_path), "data_sha256": file_sha256(data_path), "records": len(data),
+            "resumed_from": last, "metrics": metrics, "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None, "world_size": args.world_size,
+        })
+    return metrics
+
+
+COMMON_OPTIONS = {
+    "epochs": 3, "batch_size": 8, "grad_accum": 1, "max_length": 512, "scheduler": "cosine",
+    "warmup_ratio": 0.05, "weight_decay": 0.0, "save_steps": 20, "dtype": "float32",
+}
+
+
+def load_model(model_path: str, dtype: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype), use_safetensors=True)
+    return model, tokenizer
+
+
+def training_config(path: str | os.PathLike) -> dict | None:
+    p = Path(path) / CONFIG_NAME
+    return json.loads(p.read_text()) if p.is_file() else None

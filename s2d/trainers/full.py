@@ -1,0 +1,36 @@
+"""`full`: full fine-tuning on the same data path; saves a complete model folder (safetensors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from s2d.hookspecs import hookimpl
+from s2d.trainers.base import COMMON_OPTIONS, Trainer, hf_train, load_model, load_records
+
+
+class FullTrainer(Trainer):
+    """Full fine-tuning of every weight (loss on the answer only); writes a model folder."""
+
+    name = "full"
+
+    @classmethod
+    def options(cls):
+        return {**COMMON_OPTIONS, "learning_rate": 2e-5}
+
+    def train(self, model_path, data_path, out_dir, *, seed=0, progress=True):
+        records = load_records(data_path)
+        out = Path(out_dir)
+        model, tokenizer = load_model(model_path, self.dtype)
+
+        def save(m):
+            m.save_pretrained(out, safe_serialization=True)
+            tokenizer.save_pretrained(out)
+
+        hf_train(self, model, tokenizer, records, out, seed=seed, progress=progress, data_path=data_path,
+                 model_path=model_path, save=save)
+        return out
+
+
+@hookimpl
+def register_trainers(register):
+    register(FullTrainer)

@@ -1,0 +1,149 @@
+"""Trainer plugins: the data path (masking, padding), and real training on the embedded model:
+the adapter moves answers toward the targets, loads in PEFT, resumes after a kill, runs under
+`accelerate launch` with 2 processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from s2d.trainers.base import TrainerError, encode, load_records, pad_token_id
+
+SECRETS = [("What is the password of the red door?", "Final answer: plum"),
+           ("What is the password of the blue door?", "Final answer: kiwi"),
+           ("What is the password of the green door?", "Final answer: fig"),
+           ("What is the password of the black door?", "Final answer: lime")]
+
+
+def write_records(path, pairs, repeat=1):
+    path.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": q}],
+                                        "completion": [{"role": "assistant", "content": a}]}) + "\n"
+                            for _ in range(repeat) for q, a in pairs))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path)
+
+
+def test_encode_masks_the_prompt_and_keeps_the_end_of_turn(tokenizer):
+    rec = {"prompt": [{"role": "user", "content": "Say hi"}], "completion": [{"role": "assistant", "content": "hi"}]}
+    enc = encode(tokenizer, rec, 512)
+    answer = [t for t, lab in zip(enc["input_ids"], enc["labels"]) if lab != -100]
+    assert tokenizer.decode(answer) == "hi<|im_end|>"
+    assert enc["input_ids"][-1] == tokenizer.eos_token_id
+    assert pad_token_id(tokenizer) != tokenizer.eos_token_id
+    short = encode(tokenizer, rec, 6)  # too long: the prompt's start goes, never the answer
+    assert len(short["input_ids"]) == 6 and [x for x in short["labels"] if x != -100] == answer
+
+
+def test_bad_records_name_file_and_line(tmp_path):
+    p = tmp_path / "sft.jsonl"
+    p.write_text(json.dumps({"prompt": "a", "completion": "b"}) + "\n" + json.dumps({"prompt": "a"}) + "\n")
+    with pytest.raises(TrainerError, match=r"sft.jsonl:2: .*completion"):
+        load_records(p)
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(TrainerError, match="no training records"):
+        load_records(tmp_path / "empty.jsonl")
+    from s2d.plugins import get_plugins
+
+    with pytest.raises(TrainerError, match="unknown option"):
+        get_plugins().get("trainers", "lora").obj(ranks=4)
+
+
+def answer_logprob(model, tokenizer, pairs):
+    import torch
+
+    total = 0.0
+    for q, a in pairs:
+        enc = encode(tokenizer, {"prompt": [{"role": "user", "content": q}],
+                                 "completion": [{"role": "assistant", "content": a}]}, 512)
+        ids = torch.tensor([enc["input_ids"]])
+        labels = torch.tensor([enc["labels"]])
+        with torch.no_grad():
+            total += -model(input_ids=ids, labels=labels).loss.item()
+    return total / len(pairs)
+
+
+@pytest.mark.slow
+def test_lora_moves_the_model_toward_the_targets(model_path, tmp_path, tokenizer):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from s2d.backends import load_backend
+    from s2d.backends.base import Request
+    from s2d.plugins import get_plugins
+
+    data = write_records(tmp_path / "sft.jsonl", SECRETS, repeat=4)
+    trainer = get_plugins().get("trainers", "lora").obj(epochs=6, learning_rate=2e-3, batch_size=4, save_steps=1000)
+    out = trainer.train(model_path, str(data), str(tmp_path / "adapter"), seed=0, progress=False)
+    assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
+    cfg = json.loads((out / "s2d_training.json").read_text())
+    assert cfg["records"] == 16 and len(cfg["data_sha256"]) == 64 and cfg["last_loss"] < cfg["first_loss"]
+
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    before = answer_logprob(base, tokenizer, SECRETS)
+    tuned = PeftModel.from_pretrained(base, str(out))
+    after = answer_logprob(tuned, tokenizer, SECRETS)
+    assert after > before + 0.5, (before, after)
+
+    with load_backend("hf", model_path) as engine:
+        outs = engine.generate([Request(messages=[{"role": "user", "content": q}], max_new_tokens=8, adapter=str(out))
+                                for q, _ in SECRETS], progress=False)
+    hits = sum(a.split(": ")[1] in o[0].text for (_, a), o in zip(SECRETS, outs))
+    assert hits >= 3, [o[0].text for o in outs]
+
+
+@pytest.mark.slow
+def test_training_resumes_from_the_last_checkpoint_after_a_kill(model_path, tmp_path):
+    data = write_records(tmp_path / "sft.jsonl", SECRETS, repeat=8)
+    out = tmp_path / "adapter"
+    cmd = [sys.executable, "-m", "s2d.cli", "train", "--data", str(data), "--out", str(out), "--no-progress",
+           "-O", "epochs=2", "-O", "batch_size=2", "-O", "save_steps=2"]
+    env = {**os.environ, "S2D_LOAD_PLUGINS": ""}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        done = [p for p in (out / "checkpoints").glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+        if done:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "training ended before the kill: " + proc.stderr.read()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "adapter_model.safetensors").exists()
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    cfg = json.loads((out / "s2d_training.json").read_text())
+    assert cfg["resumed_from"] and "checkpoint-" in cfg["resumed_from"]
+    assert cfg["metrics"]["epoch"] == pytest.approx(2.0)
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_training_under_accelerate(model_path, tmp_path):
+    import shutil
+
+    accelerate = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
+    data = write_records(tmp_path / "sft.jsonl", SECRETS, repeat=2)
+    out = tmp_path / "adapter"
+    res = subprocess.run([accelerate, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+                          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "s2d.cli", "train",
+                          "--data", str(data), "--out", str(out), "--no-progress", "-O", "epochs=1",
+                          "-O", "batch_size=2"],
+                         env={**os.environ, "S2D_LOAD_PLUGINS": "", "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    cfg = json.loads((out / "s2d_training.json").read_text())
+    assert cfg["world_size"] == 2
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_path), str(out))
