@@ -9,6 +9,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-results/eval}"
 S2D="${S2D:-.venv/bin/s2d}"
+# A generation cache, so a killed condition resumes where it stopped (records note what was reused).
+CACHE="${CACHE:-${S2D_CACHE:-$HOME/.cache/s2d}/generations}"
 : "${S2D_DATA_DIR:?set S2D_DATA_DIR to the data folder}"
 
 run() {  # run TASK METHOD CONDITION_FILE [extra s2d eval args...]
@@ -16,7 +18,8 @@ run() {  # run TASK METHOD CONDITION_FILE [extra s2d eval args...]
   local rec="$OUT/smollm2-135m/$task/$cond.json"
   if [[ -f "$rec" ]]; then echo "skip $task/$cond (exists)"; return; fi
   echo "=== $task / $cond: $(date -u +%H:%M:%S)"
-  "$S2D" eval --tasks "$task" --method "$method" --results-dir "$OUT" --seed 0 --log-samples --no-progress "$@" \
+  "$S2D" eval --tasks "$task" --method "$method" --results-dir "$OUT" --seed 0 --log-samples --no-progress \
+    --cache "$CACHE" "$@" \
     || echo "FAILED: $task/$cond"
 }
 
@@ -35,7 +38,7 @@ if [[ $MATRIX == all || $MATRIX == system2 ]]; then
   # the methods it is compared with run on a seeded random subset of 300 judgements (150 pairs in
   # both orders), the same subset (subset_seed=0) for every method.
   run mt_bench_judge system1 system1+subset=300 --task-option subset=300
-  for m in cot bsm; do run mt_bench_judge $m $m+subset=300 --task-option subset=300; done
+  for m in bsm cot; do run mt_bench_judge $m $m+subset=300 --task-option subset=300; done
   run gsm8k cot cot                                       # 1,319, ~25 min here
   for m in rar1 rar2 cot; do run coin_flip $m $m; done   # 1,333 each, 25-35 min each here
 fi

@@ -35,6 +35,7 @@ class S2DLM(LM):
         self.task_options = dict(task_options or {})
         self.cache, self.seed = cache, seed
         self.usage: list[dict] = []  # per request: prompt and generated tokens (every stage)
+        self.cache_stats = {"generated": 0, "reused": 0}  # samples made by the engine / read from the cache
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         from s2d.lmeval.tasks import build_task
@@ -58,6 +59,8 @@ class S2DLM(LM):
                                  defaults={"max_new_tokens": max_gen, "stop": list(until)})
             docs = [requests[i].doc for i in members]
             per_doc = run_method(method, runner, docs)
+            self.cache_stats["generated"] += runner.generated
+            self.cache_stats["reused"] += runner.reused
             for i, samples in zip(members, per_doc):
                 inst, s = requests[i], _majority(samples)
                 texts[i] = s["response"]
