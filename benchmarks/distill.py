@@ -64,7 +64,7 @@ def trl_examples_per_s(model_path: str, data: str, settings: dict, out: str) -> 
     args = SFTConfig(output_dir=out, per_device_train_batch_size=settings["batch_size"],
                      gradient_accumulation_steps=settings["grad_accum"], num_train_epochs=settings["epochs"],
                      learning_rate=settings["learning_rate"], lr_scheduler_type=settings["scheduler"],
-                     warmup_ratio=settings["warmup_ratio"], max_length=settings["max_length"], logging_steps=1,
+                     warmup_steps=settings["warmup_ratio"], max_length=settings["max_length"], logging_steps=1,
                      save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(), seed=0,
                      completion_only_loss=True, disable_tqdm=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_cfg)

@@ -45,9 +45,11 @@ class Chain:
     doc: int  # index of the input in the batch
     steps: list[Step] = field(default_factory=list)
     state: dict = field(default_factory=dict)  # method-private values carried between stages
+    index: int = 0  # which sample of its input this chain is (it picks the sample seeds of later stages)
 
-    def then(self, *steps: Step, **state) -> "Chain":
-        return Chain(self.doc, self.steps + list(steps), {**self.state, **state})
+    def then(self, *steps: Step, index: int | None = None, **state) -> "Chain":
+        return Chain(self.doc, self.steps + list(steps), {**self.state, **state},
+                     self.index if index is None else index)
 
     def text(self, stage: str) -> str:
         """The text of the last step of ``stage`` on this chain."""
@@ -85,7 +87,12 @@ class StageRunner:
               max_new_tokens: int | None = None, temperature: float | None = None, top_p: float = 1.0,
               stop: Sequence[str] | None = None) -> list[list[Chain]]:
         """Run ``prompts[i]`` (a user message, or a list of chat messages) ``n`` times for
-        ``chains[i]``; return, per chain, its ``n`` continuations."""
+        ``chains[i]``; return, per chain, its ``n`` continuations.
+
+        Chain ``c`` draws samples ``c.index * n .. c.index * n + n - 1`` of its prompt, so two chains
+        that reach the same prompt (two rephrasings that happen to agree) still sample independently,
+        while the same prompt at the same sample index (both orders of a judged pair at the branch
+        stage) is generated once."""
         if len(chains) != len(prompts):
             raise ValueError(f"stage {name!r}: {len(chains)} chains but {len(prompts)} prompts")
         messages = [[{"role": "user", "content": p}] if isinstance(p, str) else list(p) for p in prompts]
@@ -99,25 +106,27 @@ class StageRunner:
                 "top_p": float(top_p) if temperature else 1.0,
                 "stop": [s for s in (stop if stop is not None else self.defaults.get("stop") or []) if s],
             }
-            outs = self._generate(name, messages, n, sampling)
+            outs = self._generate(name, messages, [c.index * n for c in chains], n, sampling)
         result = []
         for chain, msgs, samples in zip(chains, messages, outs):
             shown = msgs[-1]["content"] if len(msgs) == 1 else _show(msgs)
             result.append([chain.then(Step(name, shown, c.text, c.completion_tokens, c.prompt_tokens,
-                                           c.finish_reason)) for c in samples])
+                                           c.finish_reason), index=chain.index * n + k)
+                           for k, c in enumerate(samples)])
         return result
 
-    def _generate(self, stage: str, messages: list[list[dict]], n: int, sampling: dict) -> list[list[Completion]]:
+    def _generate(self, stage: str, messages: list[list[dict]], firsts: list[int], n: int,
+                  sampling: dict) -> list[list[Completion]]:
         from s2d.cache import cache_key
 
         keys = []
-        for msgs in messages:
+        for msgs, first in zip(messages, firsts):
             base = {"model": self.model_id, "adapter": self.adapter, "method": self.method, "stage": stage,
                     "messages": msgs, "sampling": sampling, "seed": self.seed}
-            keys.append([cache_key({**base, "sample": j}) for j in range(n)])
+            keys.append([cache_key({**base, "sample": j}) for j in range(first, first + n)])
         found: list[list[dict | None]] = [[self.cache.get(k) if self.cache is not None else None for k in ks]
                                           for ks in keys]
-        # Unique missing (prompt, first missing sample) requests; duplicate prompts are generated once.
+        # Unique missing (prompt, first missing sample) requests; duplicates are generated once.
         todo: dict[str, tuple[int, int]] = {}
         for i, row in enumerate(found):
             missing = [j for j, rec in enumerate(row) if rec is None]
@@ -126,15 +135,20 @@ class StageRunner:
         self.reused += sum(rec is not None for row in found for rec in row)
         requests = []
         for key, (i, j0) in todo.items():
-            requests.append((i, Request(messages=messages[i], n=n - j0, first_sample=j0, adapter=self.adapter,
-                                        seed=int(keys[i][0][:8], 16) ^ self.seed, id=key, **sampling)))
+            # The prompt's seed comes from its content (sample 0's key), never from its position.
+            prompt_seed = int(cache_key({"model": self.model_id, "adapter": self.adapter, "method": self.method,
+                                         "stage": stage, "messages": messages[i], "sampling": sampling,
+                                         "seed": self.seed, "sample": 0})[:8], 16) ^ self.seed
+            requests.append((i, Request(messages=messages[i], n=n - j0, first_sample=firsts[i] + j0,
+                                        adapter=self.adapter, seed=prompt_seed, id=key, **sampling)))
         # One batched call per stage, cut into large chunks so a kill loses at most one chunk.
         for chunk in _chunks(requests, self.chunk_sequences):
             outs = self.backend.generate([r for _, r in chunk], progress=self.progress)
             new = []
             for (i, req), samples in zip(chunk, outs):
-                for j, c in enumerate(samples, req.first_sample):
-                    rec = {"key": keys[i][j], "stage": stage, "method": self.method, "sample": j, **c.as_dict()}
+                for j, c in enumerate(samples, req.first_sample - firsts[i]):
+                    rec = {"key": keys[i][j], "stage": stage, "method": self.method, "sample": firsts[i] + j,
+                           **c.as_dict()}
                     new.append(rec)
             self.generated += len(new)
             if self.cache is not None:

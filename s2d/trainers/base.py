@@ -155,11 +155,12 @@ def hf_train(trainer: Trainer, model, tokenizer, records: list[dict], out: Path,
         output_dir=str(checkpoints), per_device_train_batch_size=int(trainer.batch_size),
         gradient_accumulation_steps=int(trainer.grad_accum), num_train_epochs=float(trainer.epochs),
         learning_rate=float(trainer.learning_rate), lr_scheduler_type=trainer.scheduler,
-        warmup_ratio=float(trainer.warmup_ratio), weight_decay=float(trainer.weight_decay),
+        # transformers 5: a float warmup_steps below 1 is a ratio of the total steps.
+        warmup_steps=float(trainer.warmup_ratio), weight_decay=float(trainer.weight_decay),
         logging_steps=1, save_strategy="steps", save_steps=int(trainer.save_steps), save_total_limit=2,
-        save_safetensors=True, seed=seed, data_seed=seed, report_to=[], disable_tqdm=not progress,
+        seed=seed, data_seed=seed, report_to=[], disable_tqdm=not progress,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, remove_unused_columns=False,
-        group_by_length=False, ddp_find_unused_parameters=False)
+        ddp_find_unused_parameters=False)
     hf = HFTrainer(model=model, args=args, train_dataset=data, data_collator=Collator(pad_token_id(tokenizer)))
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     result = hf.train(resume_from_checkpoint=last)
