@@ -420,7 +420,8 @@ def curate(ctx, curator, traces_path, out_path, curator_option, task_option, mod
 def train(ctx, data_path, out_dir, trainer, trainer_option, model, seed, progress):
     """Fine-tune on a curated set; resumes from OUT's last checkpoint after a kill.
 
-    Runs data-parallel under `accelerate launch -m s2d.cli train ...`."""
+    Runs data-parallel under `accelerate launch --multi_gpu --num_processes N -m s2d.cli train ...`
+    (also on CPUs, over gloo)."""
     from s2d.models import ModelError, resolve_model
     from s2d.trainers.base import TrainerError
 

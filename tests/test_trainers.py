@@ -134,7 +134,9 @@ def test_two_process_data_parallel_training_under_accelerate(model_path, tmp_pat
     accelerate = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
     data = write_records(tmp_path / "sft.jsonl", SECRETS, repeat=2)
     out = tmp_path / "adapter"
-    res = subprocess.run([accelerate, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    # --multi_gpu is accelerate's name for its torchrun launcher; on a CPU machine it runs DDP over gloo
+    # (--cpu instead would start one plain process).
+    res = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "s2d.cli", "train",
                           "--data", str(data), "--out", str(out), "--no-progress", "-O", "epochs=1",
                           "-O", "batch_size=2"],
@@ -147,3 +149,21 @@ def test_two_process_data_parallel_training_under_accelerate(model_path, tmp_pat
     from transformers import AutoModelForCausalLM
 
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_path), str(out))
+
+
+@pytest.mark.slow
+def test_full_fine_tuning_writes_a_loadable_model_folder(model_path, tmp_path):
+    from s2d.backends import load_backend
+    from s2d.backends.base import Request
+    from s2d.plugins import get_plugins
+
+    data = write_records(tmp_path / "sft.jsonl", SECRETS, repeat=2)
+    trainer = get_plugins().get("trainers", "full").obj(epochs=1, batch_size=4, save_steps=1000)
+    out = trainer.train(model_path, str(data), str(tmp_path / "model"), seed=0, progress=False)
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert not list(out.glob("*.bin")) and not list(out.glob("*.pt"))  # safetensors only at the top level
+    assert json.loads((out / "s2d_training.json").read_text())["trainer"] == "full"
+    with load_backend("hf", str(out)) as engine:
+        [[c]] = engine.generate([Request(messages=[{"role": "user", "content": SECRETS[0][0]}], max_new_tokens=4)],
+                                progress=False)
+    assert c.completion_tokens > 0
