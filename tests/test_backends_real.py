@@ -68,6 +68,10 @@ def test_sampling_n_distinct_and_seeded(engine):
     other = engine.generate([chat("Write a short poem about a cat.", n=4, temperature=1.0, max_new_tokens=16,
                                   id="poem", seed=12345)], progress=False)
     assert [c.text for c in other[0]] != [c.text for c in a[0]]
+    # Samples are seeded by index: asking for samples 2-3 alone gives samples 2-3 of the n=4 request.
+    tail = engine.generate([chat("Write a short poem about a cat.", n=2, temperature=1.0, max_new_tokens=16,
+                                 id="poem", first_sample=2)], progress=False)
+    assert [c.text for c in tail[0]] == [c.text for c in a[0][2:]]
 
 
 def test_stop_strings_are_honoured(engine):
