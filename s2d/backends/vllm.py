@@ -30,7 +30,7 @@ def _adapter_rank(path: str) -> int:
 
 
 class VLLMBackend(Backend):
-    """vLLM offline engine: n samples per request, a seed per request, LoRA via LoRARequest."""
+    """vLLM offline engine: n samples per request, a seed per sample, LoRA via LoRARequest."""
 
     name = "vllm"
 
