@@ -171,9 +171,9 @@ def load_config(path: str | None) -> dict:
         raise click.ClickException(f"{path}: cannot read config ({exc})") from None
     if not isinstance(data, dict):
         raise click.ClickException(f"{path}: a config must be a mapping of settings")
-    allowed = {"method", "method_options", "templates", "curator", "curator_options", "task", "task_options",
-               "trainer", "trainer_options", "split", "n", "limit", "seed", "model", "backend", "eval_limit",
-               "eval_task_options", "eval_method_options", "train_limit", "description", "scale"}
+    from s2d.distill import DEFAULTS
+
+    allowed = set(DEFAULTS) | {"scale"}  # one list of run settings, the one `s2d distill` fills in
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise click.ClickException(f"{path}: unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")

@@ -258,9 +258,9 @@ class DistillRun:
         return self._stage("eval", all(p.is_file() for p in records.values()), work)
 
     def record_path(self, label: str) -> Path:
-        model_dir = safe_name(Path(self.config["model"]).name if Path(self.config["model"]).exists()
-                              else self.config["model"])
-        return self.dir / "eval" / model_dir / safe_name(self.config["task"]) / f"{safe_name(label)}.json"
+        from s2d.lmeval.run import record_path
+
+        return record_path(self.dir / "eval", self.config["model"], self.config["task"], label)
 
     # -- all of it ---------------------------------------------------------------------------------
     def run(self) -> dict:

@@ -36,6 +36,12 @@ def condition_name(method: str, adapter: str | None, label: str | None = None,
     return safe_name(name + (f"+adapter-{Path(adapter).resolve().name}" if adapter else ""))
 
 
+def record_path(results_dir: str | Path, model_ref: str, task: str, condition: str) -> Path:
+    """Where `s2d eval` writes a (model, task, condition) record; a hub id becomes org_name."""
+    model_dir = safe_name(Path(model_ref).name if Path(model_ref).exists() else model_ref)
+    return Path(results_dir) / model_dir / safe_name(task) / f"{safe_name(condition)}.json"
+
+
 def task_manager(metadata: dict | None = None):
     from lm_eval.tasks import TaskManager
 
@@ -94,8 +100,7 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
             "lm_eval": {k: res[k] for k in ("results", "configs", "versions", "n-shot", "higher_is_better",
                                             "n-samples") if k in res},
         }
-        model_dir = safe_name(Path(model_ref).name if Path(model_ref).exists() else model_ref)  # hub id: org_name
-        out = Path(results_dir) / model_dir / safe_name(task) / f"{condition}.json"
+        out = record_path(results_dir, model_ref, task, condition)
         write_json(out, json.loads(json.dumps(record, default=str)))
         if log_samples:
             samples = res.get("samples", {}).get(f"s2d_{task}", [])
