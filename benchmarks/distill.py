@@ -42,7 +42,8 @@ def distill_run(config_path: str, folder: Path, backend: str | None) -> dict:
     raw = yaml.safe_load(Path(config_path).read_text()) or {}
     cfg = RunConfig.build(apply_scale(raw, None), {"backend": backend})
     start = time.perf_counter()
-    summary = DistillRun(cfg, folder, progress=False).run()
+    # A fresh cache: the shared one may already hold the run's generations.
+    summary = DistillRun(cfg, folder, progress=False, cache=folder.parent / "cache").run()
     summary["minutes"] = (time.perf_counter() - start) / 60
     return summary
 

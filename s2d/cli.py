@@ -459,11 +459,13 @@ def train(ctx, data_path, out_dir, trainer, trainer_option, model, seed, progres
 @click.option("--dtype", default=None)
 @click.option("--seed", type=int, default=None, help="[default: 0]")
 @click.option("--scale", default=None, help="Apply the config's `scale: {NAME: overrides}` (e.g. paper).")
+@click.option("--cache", "cache_dir", default=None, type=click.Path(file_okay=False),
+              help="Generation cache folder [default: $S2D_CACHE/generations, shared by runs].")
 @click.option("--progress/--no-progress", default=True)
 @click.pass_context
 def distill(ctx, task_name, method, curator, trainer, config_path, name, runs_dir, out_dir, n, train_limit,
             eval_limit, method_option, curator_option, trainer_option, task_option, model, backend, dtype, seed,
-            scale, progress):
+            scale, cache_dir, progress):
     """Generate on the train split, curate, train, and score System 1, System 2 and the distilled
     model through lm-eval; every stage resumes after a kill. Prints a three-row summary."""
     from s2d.distill import DistillError, DistillRun, RunConfig, apply_scale, format_summary
@@ -490,7 +492,7 @@ def distill(ctx, task_name, method, curator, trainer, config_path, name, runs_di
         raise click.ClickException(str(exc)) from None
     folder = out_dir or str(Path(runs_dir) / safe_name(name or cfg.name()))
     run = DistillRun(cfg, folder, progress=progress, echo=lambda m: click.echo(m, err=True),
-                     backend_options={"dtype": dtype} if dtype else None)
+                     backend_options={"dtype": dtype} if dtype else None, cache=cache_dir or True)
     from s2d.files import InputError
     from s2d.methods.base import MethodConfigError
     from s2d.models import ModelError

@@ -4,7 +4,6 @@ distilled model, all in one run folder, every stage resumable.
 Run folder layout (``runs/distill/<name>/``)::
 
     config.json        the settings actually used (a rerun with different settings is refused)
-    cache/             the generation cache (a killed generation resumes here)
     traces.jsonl       the method's samples on the train split
     sft.jsonl          the curated training set (+ .dropped.jsonl, .summary.json)
     adapter/           the trained adapter (or model, for `full`), checkpoints inside
@@ -12,7 +11,10 @@ Run folder layout (``runs/distill/<name>/``)::
     summary.json       the three-row summary
 
 A stage whose output exists is reused; outputs are written atomically, so a kill never leaves a
-half stage that looks finished.
+half stage that looks finished. Generations go through the generation cache (by default the shared
+``$S2D_CACHE/generations``), so a killed generation resumes, and runs that ask for the same
+generations (a no-curation baseline beside its curated run, every run's System 1 evaluation on the
+same test documents) make them once.
 """
 
 from __future__ import annotations
@@ -94,9 +96,13 @@ class DistillRun:
     """One distillation run in a folder; each ``step_*`` is skipped when its output exists."""
 
     def __init__(self, config: RunConfig, folder: str | Path, *, progress: bool = True,
-                 echo: Callable[[str], None] = print, backend_options: dict | None = None):
+                 echo: Callable[[str], None] = print, backend_options: dict | None = None,
+                 cache: str | Path | bool = True):
+        from s2d.traces import open_cache
+
         self.config, self.dir, self.progress, self.echo = config, Path(folder), progress, echo
         self.backend_options = backend_options or {}
+        self.cache = open_cache(cache)  # True: the shared default folder
         self.stages: list[Stage] = []
         self._engine = None
         self._task = None
@@ -157,7 +163,7 @@ class DistillRun:
         out = self.dir / "traces.jsonl"
 
         def work():
-            from s2d.traces import build_method, generate_traces, open_cache
+            from s2d.traces import build_method, generate_traces
 
             c = self.config
             task = self.task()
@@ -169,7 +175,7 @@ class DistillRun:
                 options["templates"] = c["templates"]
             method = build_method(c["method"], task, **options)
             traces, stats = generate_traces(self.engine(), task, method, docs, split=c["split"],
-                                            cache=open_cache(self.dir / "cache"), seed=c["seed"],
+                                            cache=self.cache, seed=c["seed"],
                                             perturb=c["curator"] == "perturb", progress=self.progress)
             write_jsonl(out, traces)
             return {"inputs": len(traces), **stats}
@@ -181,12 +187,12 @@ class DistillRun:
 
         def work():
             from s2d.curators.base import write_curated
-            from s2d.traces import build_curator, load_traces, make_runner, open_cache
+            from s2d.traces import build_curator, load_traces, make_runner
 
             c = self.config
             traces = load_traces(self.dir / "traces.jsonl")
             curator = build_curator(c["curator"], self.task(), **c["curator_options"])
-            runner = make_runner(self.engine(), f"curator:{c['curator']}", cache=open_cache(self.dir / "cache"),
+            runner = make_runner(self.engine(), f"curator:{c['curator']}", cache=self.cache,
                                  seed=c["seed"], progress=self.progress) if curator.needs_model else None
             summary = write_curated(out, traces, curator.curate(traces, runner), curator=c["curator"],
                                     extra={"method": c["method"], "traces": str(self.dir / "traces.jsonl")})
@@ -246,10 +252,13 @@ class DistillRun:
                 else:
                     engine, adapter = self.engine(), (str(self.adapter_dir()) if with_adapter else None)
                 try:
+                    # The cache keys an adapter by its path, not its weights: the distilled row
+                    # always generates afresh.
                     evaluate(engine, model_ref=c["model"], tasks=[c["task"]], method=method, adapter=adapter,
                              limit=c["eval_limit"], seed=c["seed"], log_samples=True, results_dir=str(eval_dir),
                              label=label, task_options={**c["task_options"], **c["eval_task_options"]} or None,
-                             progress=self.progress, method_options=m_opts or None)
+                             progress=self.progress, method_options=m_opts or None,
+                             cache=None if with_adapter else self.cache)
                 finally:
                     if engine is not self._engine:
                         engine.close()

@@ -1,6 +1,12 @@
 """`s2d distill`: the run folder, resuming finished stages, refusing to mix runs, safe names."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -16,7 +22,7 @@ def distill(*args):
 
 @pytest.mark.slow
 def test_distill_runs_every_stage_then_reuses_them(tiny_data, tmp_path, model_path):
-    res = distill("--runs-dir", str(tmp_path), "--name", "../../escape")
+    res = distill("--runs-dir", str(tmp_path), "--name", "../../escape", "--cache", str(tmp_path / "cache"))
     assert res.exit_code == 0, res.output
     run = tmp_path / "escape"  # the name cannot climb out of the runs folder
     for f in ("config.json", "traces.jsonl", "sft.jsonl", "sft.summary.json", "adapter/adapter_model.safetensors",
@@ -30,12 +36,62 @@ def test_distill_runs_every_stage_then_reuses_them(tiny_data, tmp_path, model_pa
     traces = [json.loads(x) for x in (run / "traces.jsonl").read_text().splitlines()]
     assert len(traces) == 4 and all(len(t["samples"]) == 3 for t in traces)
 
-    again = distill("--runs-dir", str(tmp_path), "--name", "../../escape")
+    again = distill("--runs-dir", str(tmp_path), "--name", "../../escape", "--cache", str(tmp_path / "cache"))
     assert again.exit_code == 0
     assert all(f"[{s}] reusing" in again.output for s in ("generate", "curate", "train", "eval"))
 
     other = distill("--runs-dir", str(tmp_path), "--name", "escape", "--method", "cot")
     assert other.exit_code != 0 and "other settings (method)" in other.output
+
+
+def _wait_then_kill(proc, ready, what):
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be killed during {what}: " + proc.stderr.read()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_distill_killed_in_generation_and_in_training_resumes_to_the_same_data(tiny_data, tmp_path, model_path):
+    """The real model on the hf engine: SIGKILL `s2d distill` while it generates, rerun, SIGKILL it
+    while it trains, rerun; the curated set equals an uninterrupted run's and training resumed."""
+    args = [sys.executable, "-m", "s2d.cli", "distill", "--task", "last_letter", "--task-option", "size=4",
+            "--method", "rar2", "--curator", "none", "--n", "2", "-o", "max_new_tokens=12", "--backend", "hf",
+            "--eval-limit", "2", "-O", "epochs=3", "-O", "batch_size=1", "-O", "save_steps=1", "--no-progress"]
+    env = {**os.environ, "S2D_LOAD_PLUGINS": ""}
+
+    def start(folder):
+        return subprocess.Popen([*args, "--out", str(folder), "--cache", str(folder / "cache")], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    clean = tmp_path / "clean"
+    assert start(clean).wait() == 0
+    run = tmp_path / "killed"
+    store = run / "cache" / "generations.jsonl"
+    # rar2 is two stages of 8 generations; kill once the first stage is stored, before the traces.
+    _wait_then_kill(start(run), lambda: store.is_file() and len(store.read_bytes().splitlines()) >= 8,
+                    "generation")
+    assert not (run / "traces.jsonl").exists()
+    stored = len(store.read_bytes().splitlines())
+    assert 8 <= stored < 16
+    ckpts = run / "adapter" / "checkpoints"
+    _wait_then_kill(start(run), lambda: any((p / "trainer_state.json").is_file() for p in ckpts.glob("checkpoint-*")),
+                    "training")
+    assert (run / "sft.jsonl").is_file() and not (run / "adapter" / "adapter_model.safetensors").exists()
+    generated = json.loads((run / "traces.jsonl").read_text().splitlines()[0])
+    assert generated["samples"]
+    proc = start(run)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert "[generate] reusing" in err and "[curate] reusing" in err and "[train] running" in err
+    assert (run / "sft.jsonl").read_text() == (clean / "sft.jsonl").read_text()
+    assert (run / "traces.jsonl").read_text() == (clean / "traces.jsonl").read_text()
+    assert len(store.read_bytes().splitlines()) == 16  # the resumed generation made only what was missing
+    training = json.loads((run / "adapter" / "s2d_training.json").read_text())
+    assert "checkpoint-" in (training["resumed_from"] or "")
+    assert "distilled" in out and Path(run / "summary.json").is_file()
 
 
 def test_distill_checks_names_before_any_work(tmp_path):
