@@ -115,6 +115,7 @@ def main() -> None:
             rows.append(row)
 
     best = max((r for r in rows if r["method"] != "system1"), key=lambda r: r["gain"])
+    publish(out, {"model": args.model, "seed": args.seed, "rows": rows, "best": best, "curation": []})
     # The same variant, sampled (temperature 0.7) N times per question and majority-voted: the
     # score a self-consistency curator's targets could reach.
     sampled = dict(best["method_options"], n=MAJORITY_N)
@@ -128,14 +129,19 @@ def main() -> None:
                  "gain": value - base["score"]})
 
     curation = curation_analysis(best, args, out, cache, engine or load_backend(args.backend, args.model, seed=args.seed))
-    result = {"model": args.model, "seed": args.seed, "rows": rows, "best": best, "curation": curation}
-    from s2d.envinfo import versions
-    from s2d.files import write_json
-
-    result["versions"] = versions()
-    write_json(out / "search.json", result)
-    (out / "README.md").write_text(render(result))
+    publish(out, {"model": args.model, "seed": args.seed, "rows": rows, "best": best, "curation": curation})
     print((out / "README.md").read_text())
+
+
+def publish(out: Path, result: dict) -> None:
+    """search.json and the table (written after the grid, then again when the analysis is done)."""
+    from s2d.envinfo import git_commit, versions
+    from s2d.files import atomic_write, write_json
+
+    result = {**result, "versions": versions(), "git_commit": git_commit(ROOT)}
+    write_json(out / "search.json", result)
+    with atomic_write(out / "README.md") as f:
+        f.write(render(result))
 
 
 def curation_analysis(best: dict, args, out: Path, cache, engine) -> list[dict]:
@@ -190,8 +196,14 @@ def render(result: dict) -> str:
     for r in result["rows"]:
         lines.append(f"| {r['task']} | {r['docs']} | {r['condition']} | {r['metric']} | {pct(r['score'])} | "
                      f"{100 * r['gain']:+.1f} | {r['mean_tokens']:.1f} |")
-    lines += ["", f"Widest greedy gain: **{best['task']} / {best['condition']}**, "
-              f"{100 * best['gain']:+.1f} points at {best['mean_tokens']:.1f} tokens.", "",
+    verdict = (f"Widest gain: **{best['task']} / {best['condition']}**, {100 * best['gain']:+.1f} points at "
+               f"{best['mean_tokens']:.1f} tokens." if best["gain"] > 0 else
+               "**No System 2 variant beats System 1 here** (best: "
+               f"{best['task']} / {best['condition']}, {100 * best['gain']:+.1f} points).")
+    lines += ["", verdict, ""]
+    if not result["curation"]:
+        return "\n".join(lines) + "\n"
+    lines += [
               f"## Curation of that variant on {TRAIN_INPUTS} unlabeled train inputs ({TRAIN_SAMPLES} samples each)", "",
               "Target accuracy compares the kept targets with the train split's reference answers, for "
               "analysis only (no curator reads them).", "",
