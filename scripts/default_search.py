@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--backend", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--grid-only", action="store_true",
+                    help="Stop after the greedy grid (skip test-time majority and the curation analysis).")
     args = ap.parse_args()
 
     from s2d.backends import load_backend
@@ -116,6 +118,9 @@ def main() -> None:
 
     best = max((r for r in rows if r["method"] != "system1"), key=lambda r: r["gain"])
     publish(out, {"model": args.model, "seed": args.seed, "rows": rows, "best": best, "curation": []})
+    if args.grid_only:
+        print((out / "README.md").read_text())
+        return
     # The same variant, sampled (temperature 0.7) N times per question and majority-voted: the
     # score a self-consistency curator's targets could reach.
     sampled = dict(best["method_options"], n=MAJORITY_N)
