@@ -225,7 +225,9 @@ class DistillRun:
     def conditions(self) -> list[tuple[str, str, dict, bool]]:
         """(label, method, method options, with adapter) for the three rows."""
         c = self.config
-        m_opts = dict(c["eval_method_options"])
+        # The System 2 row asks the method as it was run on the train split (its prompt options,
+        # e.g. few-shot exemplars), one greedy sample; eval_method_options override.
+        m_opts = {**c["method_options"], **c["eval_method_options"]}
         if c["templates"]:
             m_opts["templates"] = c["templates"]
         return [("system1", "system1", {}, False), (f"system2-{c['method']}", c["method"], m_opts, False),
