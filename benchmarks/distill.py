@@ -88,7 +88,7 @@ def s2d_examples_per_s(model_path: str, data: str, settings: dict, out: str) -> 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="results/configs/table1_last_letter_rar2.yaml")
+    ap.add_argument("--config", default="results/configs/default.yaml")
     ap.add_argument("--backend", default=None)
     ap.add_argument("--data", default=None, help="Curated JSONL for the trainer comparison [default: the run's].")
     ap.add_argument("--skip-run", action="store_true", help="Only the trainer comparison (needs --data).")
