@@ -34,11 +34,11 @@ fi
 if [[ $MATRIX == all || $MATRIX == system2 ]]; then
   for m in rar1 rar2 cot; do run last_letter $m $m; done
   run triviaqa_bias s2a s2a
+  for m in rar1 rar2 cot; do run coin_flip $m $m; done   # 1,333 each, 20-30 min each here
+  run gsm8k cot cot                                       # 1,319, ~28 min here
   # mt_bench_judge: BSM over the 1,820 ~600-token judgements takes several hours here, so it and
   # the methods it is compared with run on a seeded random subset of 300 judgements (150 pairs in
   # both orders), the same subset (subset_seed=0) for every method.
-  for m in rar1 rar2 cot; do run coin_flip $m $m; done   # 1,333 each, 25-35 min each here
-  run gsm8k cot cot                                       # 1,319, ~25 min here
   run mt_bench_judge system1 system1+subset=300 --task-option subset=300
   for m in bsm cot; do run mt_bench_judge $m $m+subset=300 --task-option subset=300; done
 fi
