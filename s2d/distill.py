@@ -289,7 +289,7 @@ class DistillRun:
         return summary
 
     def summary(self) -> dict:
-        from s2d.lmeval.run import load_record, metrics_of
+        from s2d.lmeval.run import headline_metric, load_record, metrics_of
 
         rows = []
         for label, *_ in self.conditions():
@@ -297,7 +297,7 @@ class DistillRun:
             if rec is None:
                 continue
             metrics = metrics_of(rec)
-            key = next((k for k in ("exact_match", "acc", "agreement") if k in metrics), None)
+            key = headline_metric(metrics)
             rows.append({"condition": label, "metric": key, "score": metrics.get(key),
                          "mean_tokens": rec["s2d"]["mean_generated_tokens"], "n": rec["s2d"]["n_examples"],
                          "metrics": metrics})

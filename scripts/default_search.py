@@ -55,10 +55,10 @@ TRAIN_INPUTS, TRAIN_SAMPLES = 100, 8
 
 
 def score(record: dict) -> tuple[str, float]:
-    from s2d.lmeval.run import metrics_of
+    from s2d.lmeval.run import headline_metric, metrics_of
 
     metrics = metrics_of(record)
-    key = next(k for k in ("exact_match", "acc", "agreement") if k in metrics)
+    key = headline_metric(metrics)
     return key, metrics[key]
 
 

@@ -143,6 +143,14 @@ def metrics_of(record: dict) -> dict[str, float]:
     return out
 
 
+HEADLINE_METRICS = ("exact_match", "acc", "agreement")  # the score a task is ranked by, in this order
+
+
+def headline_metric(metrics: dict[str, float]) -> str | None:
+    """The name of a record's headline score among ``metrics_of(record)`` (None if it has none)."""
+    return next((k for k in HEADLINE_METRICS if k in metrics), None)
+
+
 def leaderboard(results_dir: str | Path, out_dir: str | Path | None = None) -> tuple[str, Path, Path | None]:
     """Write leaderboard.md (and leaderboard.png when matplotlib is there) for every record."""
     records = load_records(results_dir)
@@ -155,7 +163,7 @@ def leaderboard(results_dir: str | Path, out_dir: str | Path | None = None) -> t
         by_task.setdefault(r["s2d"]["task"], []).append(r)
     for task, rows in sorted(by_task.items()):
         metric_names = sorted({m for r in rows for m in metrics_of(r)},
-                              key=lambda m: (m not in ("exact_match", "acc", "agreement"), m))
+                              key=lambda m: (m not in HEADLINE_METRICS, m))
         lines += [f"## {task}", "", "| model | condition | backend | n | " + " | ".join(metric_names) +
                   " | mean #tokens | wall s |", "|" + "---|" * (len(metric_names) + 6)]
         for r in sorted(rows, key=lambda r: (r["s2d"]["model"], r["s2d"]["condition"])):
@@ -188,7 +196,7 @@ def _plot(by_task: dict, path: Path) -> Path | None:
     for ax, (task, rows) in zip(axes[0], sorted(by_task.items())):
         for r in rows:
             m = metrics_of(r)
-            key = next((k for k in ("exact_match", "acc", "agreement") if k in m), None)
+            key = headline_metric(m)
             if key is None:
                 continue
             ax.scatter(r["s2d"]["mean_generated_tokens"], 100 * m[key])
