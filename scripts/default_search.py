@@ -192,12 +192,12 @@ def curation_analysis(best: dict, args, out: Path, cache, engine) -> list[dict]:
     rows = []
     for k in (1, 3, 5, TRAIN_SAMPLES):
         subset = [{**t, "samples": t["samples"][:k]} for t in traces]
-        for name in (("none",) if k == 1 else ("majority",)):
-            curator = build_curator(name, task)
-            summary = write_curated(out / "curation" / f"sft-{name}-n{k}.jsonl", subset, curator.curate(subset, None),
-                                    curator=name)
-            rows.append({"curator": name, "samples": k, "inputs": summary["inputs"], "kept": summary["kept_inputs"],
-                         "target_accuracy": summary["target_accuracy"], "dropped": summary["dropped_by_reason"]})
+        name = "none" if k == 1 else "majority"  # one sample: the no-curation row
+        curator = build_curator(name, task)
+        summary = write_curated(out / "curation" / f"sft-{name}-n{k}.jsonl", subset, curator.curate(subset, None),
+                                curator=name)
+        rows.append({"curator": name, "samples": k, "inputs": summary["inputs"], "kept": summary["kept_inputs"],
+                     "target_accuracy": summary["target_accuracy"], "dropped": summary["dropped_by_reason"]})
     return rows
 
 
