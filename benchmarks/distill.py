@@ -66,8 +66,11 @@ def trl_examples_per_s(model_path: str, data: str, settings: dict, out: str) -> 
                      gradient_accumulation_steps=settings["grad_accum"], num_train_epochs=settings["epochs"],
                      learning_rate=settings["learning_rate"], lr_scheduler_type=settings["scheduler"],
                      warmup_steps=settings["warmup_ratio"], max_length=settings["max_length"], logging_steps=1,
-                     save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(), seed=0,
-                     completion_only_loss=True, disable_tqdm=True)
+                     weight_decay=settings["weight_decay"], save_strategy="no", report_to=[],
+                     use_cpu=not torch.cuda.is_available(), seed=0, completion_only_loss=True, disable_tqdm=True,
+                     # SFTConfig defaults to bf16 autocast and gradient checkpointing; ours trains fp32
+                     # without checkpointing, and bf16 on a CPU without bf16 units is ~15x slower.
+                     bf16=False, fp16=False, gradient_checkpointing=False)
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_cfg)
     start = time.perf_counter()
     trainer.train()

@@ -461,11 +461,13 @@ def train(ctx, data_path, out_dir, trainer, trainer_option, model, seed, progres
 @click.option("--scale", default=None, help="Apply the config's `scale: {NAME: overrides}` (e.g. paper).")
 @click.option("--cache", "cache_dir", default=None, type=click.Path(file_okay=False),
               help="Generation cache folder [default: $S2D_CACHE/generations, shared by runs].")
+@click.option("--export", "export_dir", default=None, type=click.Path(file_okay=False),
+              help="Also copy the finished run, without adapter weights and traces, to this folder (for results/).")
 @click.option("--progress/--no-progress", default=True)
 @click.pass_context
 def distill(ctx, task_name, method, curator, trainer, config_path, name, runs_dir, out_dir, n, train_limit,
             eval_limit, method_option, curator_option, trainer_option, task_option, model, backend, dtype, seed,
-            scale, cache_dir, progress):
+            scale, cache_dir, export_dir, progress):
     """Generate on the train split, curate, train, and score System 1, System 2 and the distilled
     model through lm-eval; every stage resumes after a kill. Prints a three-row summary."""
     from s2d.distill import DistillError, DistillRun, RunConfig, apply_scale, format_summary
@@ -505,6 +507,10 @@ def distill(ctx, task_name, method, curator, trainer, config_path, name, runs_di
         raise click.ClickException(str(exc)) from None
     click.echo(format_summary(summary))
     click.echo(f"-> {folder}", err=True)
+    if export_dir:
+        from s2d.distill import export_run
+
+        click.echo(f"-> {export_run(folder, export_dir)}", err=True)
 
 
 @cli.command()

@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "backend": None, "seed": 0, "n": 8, "split": "train", "train_limit": None, "eval_limit": None,
     "method_options": {}, "templates": {}, "curator_options": {}, "trainer_options": {}, "task_options": {},
     "eval_task_options": {}, "eval_method_options": {}, "description": "",
+    # Score a LoRA run's distilled model with the adapter merged into the weights (the same model;
+    # vLLM's CPU LoRA kernels are ~5x slower than plain weights). false: serve the adapter itself.
+    "eval_merged": True,
 }
 
 
@@ -63,6 +66,11 @@ class RunConfig:
             for key, value in (layer or {}).items():
                 if key not in DEFAULTS:
                     raise DistillError(f"unknown setting {key!r}; settings: {', '.join(sorted(DEFAULTS))}")
+                if key == "method" and value is not None and value != merged["method"]:
+                    # Method options belong to their method: `--method system1` over a rar2
+                    # config drops rar2's options (unless this layer gives new ones).
+                    for own in ("method_options", "eval_method_options", "templates"):
+                        merged[own] = layer.get(own) or {}
                 if value is not None:
                     merged[key] = value
         if not merged["task"]:
@@ -112,10 +120,11 @@ class DistillRun:
         """Refuse to mix two different runs in one folder."""
         path = self.dir / "config.json"
         if path.is_file():
-            old = json.loads(path.read_text())
-            if old.get("settings") != json.loads(json.dumps(self.config.settings)):
-                changed = sorted(k for k in set(old.get("settings", {})) | set(self.config.settings)
-                                 if old.get("settings", {}).get(k) != self.config.settings.get(k))
+            # A setting newer than the folder counts as its default there.
+            saved = json.loads(json.dumps({**DEFAULTS, **json.loads(path.read_text()).get("settings", {})}))
+            current = json.loads(json.dumps(self.config.settings))
+            if saved != current:
+                changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
                 raise DistillError(f"{self.dir} holds a run with other settings ({', '.join(changed)}); "
                                    f"use another --name or delete the folder")
         else:
@@ -206,6 +215,9 @@ class DistillRun:
     def adapter_dir(self) -> Path:
         return self.dir / "adapter"
 
+    def merged_dir(self) -> Path:
+        return self.dir / "merged"
+
     def step_train(self) -> Stage:
         from s2d.trainers.base import training_config
 
@@ -242,14 +254,20 @@ class DistillRun:
 
             c = self.config
             full = c["trainer"] == "full"
+            if c["eval_merged"] and not full and not records["distilled"].is_file():
+                from s2d.models import resolve_model
+                from s2d.trainers.lora import merge_adapter
+
+                merge_adapter(resolve_model(c["model"]), str(self.adapter_dir()), str(self.merged_dir()))
             for label, method, m_opts, with_adapter in self.conditions():
                 if records[label].is_file():
                     continue
-                if with_adapter and full:  # a full fine-tune is its own model
+                if with_adapter and (full or c["eval_merged"]):  # a model folder of its own
                     self.close_engine()
                     from s2d.backends import load_backend
 
-                    engine = load_backend(c["backend"], str(self.adapter_dir()), seed=c["seed"], **self.backend_options)
+                    weights = str(self.adapter_dir()) if full else str(self.merged_dir())
+                    engine = load_backend(c["backend"], weights, seed=c["seed"], **self.backend_options)
                     adapter = None
                 else:
                     engine, adapter = self.engine(), (str(self.adapter_dir()) if with_adapter else None)
@@ -319,3 +337,30 @@ def format_summary(summary: dict) -> str:
         lines.append(f"curated: {cur.get('records')} records from {cur.get('kept_inputs')}/{cur.get('inputs')} inputs "
                      f"(dropped {cur.get('dropped_by_reason')})")
     return "\n".join(lines)
+
+
+# What `export_run` copies into results/: all but the adapter weights, its checkpoints and the raw
+# traces (large; the adapter is rebuilt from sft.jsonl and s2d_training.json, the traces from the cache).
+EXPORTED = ("config.json", "summary.json", "sft.jsonl", "sft.dropped.jsonl", "sft.summary.json",
+            "adapter/s2d_training.json", "eval")
+
+
+def export_run(folder: str | Path, dest: str | Path) -> Path:
+    """Copy a finished run's small files to ``dest`` (replacing what an older export left there)."""
+    import shutil
+
+    folder, dest = Path(folder), Path(dest)
+    summary = folder / "summary.json"
+    if not summary.is_file():
+        raise DistillError(f"{folder}: no summary.json, so the run has not finished; nothing to export")
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in EXPORTED:
+        src = folder / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name)
+        elif src.is_file():
+            shutil.copy2(src, dest / Path(name).name)
+    (dest / "summary.txt").write_text(format_summary(json.loads(summary.read_text())) + "\n")
+    return dest

@@ -12,24 +12,40 @@ from pathlib import Path
 from typing import Callable
 
 # The paper's numbers (arXiv 2407.06023 v1, Llama-2-70B-chat), from shared/research/paper.md.
+# "runs" are the `s2d distill` runs behind a table, each a config plus overrides (the paper's
+# baselines are the same run with another method or curator) and the rows it fills: row key ->
+# the run's condition. A paper cell of None is one the paper does not print.
 PAPER = {
     "table1": {
-        "configs": ["table1_last_letter_rar2", "table1_coin_flip_rar2"],
+        "runs": [("table1_last_letter_rar2", {}, {"system1": "system1", "system2": "system2-rar2",
+                                                   "distilled": "distilled"}),
+                 ("table1_last_letter_rar2", {"method": "system1"}, {"distill_system1": "distilled"}),
+                 ("table1_last_letter_rar2", {"curator": "none"}, {"no_curation": "distilled"}),
+                 ("table1_coin_flip_rar2", {}, {"system1": "system1", "system2": "system2-rar2",
+                                                 "distilled": "distilled"}),
+                 ("table1_coin_flip_rar2", {"method": "system1"}, {"distill_system1": "distilled"})],
         "title": "Table 1: System 2 distillation of 2-step RaR (exact match, mean generated tokens)",
         "rows": {"system1": ("System 1", {"last_letter": (30.0, 27.1), "coin_flip": (56.1, 61.9)}),
+                 "distill_system1": ("Distill System 1", {"last_letter": (69.5, 24.4), "coin_flip": (54.5, 30.4)}),
                  "system2": ("System 2: 2-Step RaR", {"last_letter": (44.5, 41.5), "coin_flip": (77.2, 112.4)}),
-                 "distilled": ("Distill 2-Step RaR", {"last_letter": (98.0, 25.5), "coin_flip": (75.69, 50.3)})},
+                 "distilled": ("Distill 2-Step RaR", {"last_letter": (98.0, 25.5), "coin_flip": (75.69, 50.3)}),
+                 "no_curation": ("Distill 2-Step RaR, no self-consistency filter",
+                                 {"last_letter": (87.5, None), "coin_flip": (None, None)})},
     },
     "table2": {
-        "configs": ["table2_triviaqa_s2a"],
+        "runs": [("table2_triviaqa_s2a", {}, {"system1": "system1", "system2": "system2-s2a",
+                                               "distilled": "distilled"}),
+                 ("table2_triviaqa_s2a", {"curator": "none"}, {"no_curation": "distilled"})],
         "title": "Table 2: S2A distillation on TriviaQA with biased prompts (accuracy biased / unbiased)",
         "metrics": ("acc_biased", "acc_unbiased"),
         "rows": {"system1": ("System 1 (zero-shot)", {"triviaqa_bias": (51.6, 73.8, 165)}),
                  "system2": ("System 2 (S2A)", {"triviaqa_bias": (76.0, 69.3, 147)}),
-                 "distilled": ("Distill S2A", {"triviaqa_bias": (81.3, 78.6, 56)})},
+                 "distilled": ("Distill S2A", {"triviaqa_bias": (81.3, 78.6, 56)}),
+                 "no_curation": ("Distill S2A (no USC)", {"triviaqa_bias": (78.6, 75.3, 58)})},
     },
     "table3": {
-        "configs": ["table3_mt_bench_bsm"],
+        "runs": [("table3_mt_bench_bsm", {}, {"system1": "system1", "system2": "system2-bsm",
+                                               "distilled": "distilled"})],
         "title": "Table 3: BSM distillation, LLM-as-a-judge on MT-bench (agreement, % inconsistent)",
         "metrics": ("agreement", "inconsistent"),
         "rows": {"system1": ("System 1", {"mt_bench_judge": (28.1, 80.9, 4)}),
@@ -37,13 +53,23 @@ PAPER = {
                  "distilled": ("Distill BSM", {"mt_bench_judge": (72.4, 9.1, 4)})},
     },
     "table4": {
-        "configs": ["table4_gsm8k_cot"],
+        "runs": [("table4_gsm8k_cot", {}, {"system1": "system1", "system2": "system2-cot",
+                                            "distilled": "distilled"})],
         "title": "Table 4: CoT distillation on GSM8k, k=1 (accuracy, mean generated tokens)",
         "rows": {"system1": ("System 1 (the paper: 8-shot, no CoT)", {"gsm8k": (7.58, 57)}),
                  "system2": ("System 2: CoT zero-shot", {"gsm8k": (52.77, 270)}),
                  "distilled": ("Distill CoT zero-shot", {"gsm8k": (7.13, 18)})},
     },
 }
+
+
+def config_names() -> set[str]:
+    return {name for spec in PAPER.values() for name, *_ in spec["runs"]}
+
+
+def run_name(config: str, overrides: dict) -> str:
+    """Run folder name: the config's, plus its overrides (`table1_last_letter_rar2+method=system1`)."""
+    return config + "".join(f"+{k}={v}" for k, v in sorted(overrides.items()))
 
 
 def config_path(configs_dir: str | Path, name: str) -> Path:
@@ -58,16 +84,19 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "re
               backend: str | None = None, progress: bool = True, echo: Callable[[str], None] = print) -> Path:
     import yaml
 
-    from s2d.distill import DistillRun, RunConfig, apply_scale
+    from s2d.distill import DistillRun, RunConfig, apply_scale, export_run
 
     if table not in PAPER:
         raise ValueError(f"unknown table {table!r}; tables: {', '.join(PAPER)}")
-    summaries = {}
-    for name in PAPER[table]["configs"]:
+    summaries = []
+    for name, overrides, rows in PAPER[table]["runs"]:
         raw = yaml.safe_load(config_path(configs_dir, name).read_text()) or {}
-        cfg = RunConfig.build(apply_scale(raw, scale), {"backend": backend})
-        echo(f"== {name} ({scale})")
-        summaries[name] = (cfg, DistillRun(cfg, Path(runs_dir) / scale / name, progress=progress, echo=echo).run())
+        cfg = RunConfig.build(apply_scale(raw, scale), {"backend": backend, **overrides})
+        folder = run_name(name, overrides)
+        echo(f"== {folder} ({scale})")
+        summary = DistillRun(cfg, Path(runs_dir) / scale / folder, progress=progress, echo=echo).run()
+        export_run(summary["run"], Path(out_dir) / scale / folder)  # the records, curated set, config
+        summaries.append((cfg, summary, rows))
     path = Path(out_dir) / f"{table}_{scale}.md"
     from s2d.files import atomic_write
 
@@ -76,10 +105,16 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "re
     return path
 
 
-def render_table(table: str, scale: str, summaries: dict) -> str:
+def render_table(table: str, scale: str, summaries: list) -> str:
+    """`summaries`: (config, distill summary, {row key: condition}) per run."""
     spec = PAPER[table]
     metrics = spec.get("metrics", ("exact_match",))
-    by_task = {cfg["task"]: (cfg, s) for cfg, s in summaries.values()}
+    cells_of = {}  # (row key, task) -> the run's row for that condition
+    for cfg, summary, rows in summaries:
+        for key, condition in rows.items():
+            found = next((r for r in summary.get("rows", []) if r["condition"] == condition), None)
+            if found:
+                cells_of[(key, cfg["task"])] = found
     tasks = list(next(iter(spec["rows"].values()))[1])
     head = ["row"]
     for task in tasks:
@@ -92,26 +127,19 @@ def render_table(table: str, scale: str, summaries: dict) -> str:
     for key, (label, paper) in spec["rows"].items():
         cells = [label]
         for task in tasks:
-            cfg, summary = by_task.get(task, (None, {"rows": []}))
-            row = _row(summary, key, cfg)
+            row = cells_of.get((key, task))
             cells += [f"{100 * row['metrics'][m]:.1f}%" if row and isinstance(row["metrics"].get(m), float) else "-"
                       for m in metrics]
             cells.append(f"{row['mean_tokens']:.1f}" if row else "-")
-            values = paper.get(task, ())
+            values = tuple(paper.get(task, ())) + (None,) * (len(metrics) + 1)
             cells += [f"{v}%" if v is not None else "-" for v in values[: len(metrics)]]
-            cells.append(str(values[len(metrics)]) if len(values) > len(metrics) and values[len(metrics)] is not None
-                         else "-")
+            cells.append(str(values[len(metrics)]) if values[len(metrics)] is not None else "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    for cfg, summary in summaries.values():
+    for cfg, summary, _ in summaries:
         cur = summary.get("curation") or {}
         lines.append(f"- {cfg['task']}: method `{cfg['method']}`, curator `{cfg['curator']}`, trainer "
                      f"`{cfg['trainer']}`, n={cfg['n']}; curated {cur.get('records')} records from "
                      f"{cur.get('kept_inputs')}/{cur.get('inputs')} inputs (dropped {cur.get('dropped_by_reason')}); "
                      f"run folder `{summary['run']}`.")
     return "\n".join(lines) + "\n"
-
-
-def _row(summary: dict, key: str, cfg) -> dict | None:
-    wanted = {"system1": "system1", "system2": f"system2-{cfg['method']}" if cfg else None, "distilled": "distilled"}[key]
-    return next((r for r in summary.get("rows", []) if r["condition"] == wanted), None)

@@ -26,7 +26,7 @@ def test_distill_runs_every_stage_then_reuses_them(tiny_data, tmp_path, model_pa
     assert res.exit_code == 0, res.output
     run = tmp_path / "escape"  # the name cannot climb out of the runs folder
     for f in ("config.json", "traces.jsonl", "sft.jsonl", "sft.summary.json", "adapter/adapter_model.safetensors",
-              "adapter/s2d_training.json", "summary.json"):
+              "adapter/s2d_training.json", "summary.json", "merged/model.safetensors"):
         assert (run / f).is_file(), f
     records = sorted(p.stem for p in (run / "eval").rglob("*.json"))
     assert records == ["distilled", "system1", "system2-rar2"]
@@ -36,9 +36,14 @@ def test_distill_runs_every_stage_then_reuses_them(tiny_data, tmp_path, model_pa
     traces = [json.loads(x) for x in (run / "traces.jsonl").read_text().splitlines()]
     assert len(traces) == 4 and all(len(t["samples"]) == 3 for t in traces)
 
-    again = distill("--runs-dir", str(tmp_path), "--name", "../../escape", "--cache", str(tmp_path / "cache"))
+    again = distill("--runs-dir", str(tmp_path), "--name", "../../escape", "--cache", str(tmp_path / "cache"),
+                    "--export", str(tmp_path / "results"))
     assert again.exit_code == 0
     assert all(f"[{s}] reusing" in again.output for s in ("generate", "curate", "train", "eval"))
+    exported = sorted(str(p.relative_to(tmp_path / "results")) for p in (tmp_path / "results").rglob("*.json*"))
+    assert "sft.jsonl" in exported and "s2d_training.json" in exported and "summary.json" in exported
+    assert sum(p.endswith("distilled.json") for p in exported) == 1
+    assert not (tmp_path / "results" / "adapter").exists() and not (tmp_path / "results" / "traces.jsonl").exists()
 
     other = distill("--runs-dir", str(tmp_path), "--name", "escape", "--method", "cot")
     assert other.exit_code != 0 and "other settings (method)" in other.output
@@ -110,18 +115,30 @@ def test_configs_are_valid_at_both_scales():
 
     from s2d.distill import RunConfig, apply_scale
     from s2d.plugins import get_plugins
-    from s2d.reproduce import PAPER
+    from s2d.reproduce import PAPER, config_names
 
     configs = Path(__file__).parent.parent / "results" / "configs"
-    names = {n for spec in PAPER.values() for n in spec["configs"]}
-    assert names | {"default"} == {p.stem for p in configs.glob("*.yaml")}  # the README's default run
-    for name in names | {"default"}:
+    assert config_names() | {"default"} == {p.stem for p in configs.glob("*.yaml")}  # the README's default run
+    runs = [(name, overrides) for spec in PAPER.values() for name, overrides, _ in spec["runs"]]
+    for name, overrides in runs + [("default", {})]:
         raw = yaml.safe_load((configs / f"{name}.yaml").read_text())
         for scale in ("small", "paper"):
-            cfg = RunConfig.build(apply_scale(raw, scale))
+            cfg = RunConfig.build(apply_scale(raw, scale), overrides)
             for kind, key in (("tasks", "task"), ("methods", "method"), ("curators", "curator"), ("trainers", "trainer")):
                 get_plugins().get(kind, cfg[key])
+            method = get_plugins().get("methods", cfg["method"]).obj
+            assert set(cfg["method_options"]) <= set(method.options()), (name, overrides, scale)
         assert RunConfig.build(apply_scale(raw, "paper"))["n"] >= RunConfig.build(apply_scale(raw, "small"))["n"]
+
+
+def test_overriding_the_method_drops_the_configs_method_options():
+    from s2d.distill import RunConfig
+
+    config = {"task": "coin_flip", "method": "rar2", "method_options": {"respond_n": 1}}
+    assert RunConfig.build(config, {"method": "system1"})["method_options"] == {}
+    assert RunConfig.build(config, {"method": "rar2"})["method_options"] == {"respond_n": 1}
+    assert RunConfig.build(config, {"curator": "none"})["method_options"] == {"respond_n": 1}
+    assert RunConfig.build(config, {"method": "cot", "method_options": {"shots": 2}})["method_options"] == {"shots": 2}
 
 
 def test_reproduce_renders_ours_beside_the_paper():
@@ -131,5 +148,10 @@ def test_reproduce_renders_ours_beside_the_paper():
     cfg = RunConfig.build({"task": "last_letter", "method": "rar2"})
     rows = [{"condition": c, "metrics": {"exact_match": v}, "mean_tokens": t}
             for c, v, t in (("system1", 0.0, 9.5), ("system2-rar2", 0.02, 180.0), ("distilled", 0.01, 8.0))]
-    text = render_table("table1", "small", {"x": (cfg, {"rows": rows, "run": "runs/x", "curation": {}})})
+    both = {"system1": "system1", "system2": "system2-rar2", "distilled": "distilled"}
+    baseline = [{"condition": "distilled", "metrics": {"exact_match": 0.03}, "mean_tokens": 2.0}]
+    text = render_table("table1", "small", [(cfg, {"rows": rows, "run": "runs/x", "curation": {}}, both),
+                                            (cfg, {"rows": baseline, "run": "runs/y"}, {"distill_system1": "distilled"})])
     assert "| Distill 2-Step RaR | 1.0% | 8.0 | 98.0% | 25.5 | - | - | 75.69% | 50.3 |" in text
+    assert "| Distill System 1 | 3.0% | 2.0 | 69.5% | 24.4 | - | - | 54.5% | 30.4 |" in text
+    assert "| Distill 2-Step RaR, no self-consistency filter | - | - | 87.5% | - | - | - | - | - |" in text

@@ -167,3 +167,26 @@ def test_full_fine_tuning_writes_a_loadable_model_folder(model_path, tmp_path):
         [[c]] = engine.generate([Request(messages=[{"role": "user", "content": SECRETS[0][0]}], max_new_tokens=4)],
                                 progress=False)
     assert c.completion_tokens > 0
+
+
+@pytest.mark.slow
+def test_merged_adapter_answers_like_base_plus_adapter(model_path, random_adapter, tmp_path):
+    from dataclasses import replace
+
+    from s2d.backends.base import Request
+    from s2d.backends.hf import HFBackend
+    from s2d.trainers.lora import merge_adapter
+
+    merged = merge_adapter(model_path, random_adapter, str(tmp_path / "merged"))
+    assert (merged / "model.safetensors").is_file() and not list(merged.glob("*.bin"))
+    from conftest import CHAT
+
+    reqs = [Request(messages=[{"role": "user", "content": q}], max_new_tokens=20) for q in CHAT[:2]]
+    base = HFBackend(model_path, seed=0, dtype="float32")
+    with_adapter = [o[0].text for o in base.generate([replace(r, adapter=random_adapter) for r in reqs],
+                                                     progress=False)]
+    plain = [o[0].text for o in base.generate(reqs, progress=False)]
+    base.close()
+    folded = HFBackend(str(merged), seed=0, dtype="float32")
+    assert [o[0].text for o in folded.generate(reqs, progress=False)] == with_adapter != plain
+    folded.close()

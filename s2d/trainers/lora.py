@@ -34,6 +34,28 @@ class LoraTrainer(Trainer):
         return out
 
 
+def merge_adapter(model_path: str, adapter_dir: str, out_dir: str) -> Path:
+    """Fold the adapter into the base weights (PEFT ``merge_and_unload``) and save a plain model
+    folder (safetensors + tokenizer): the same model, served without LoRA kernels."""
+    import shutil
+    import tempfile
+
+    from peft import PeftModel
+
+    out = Path(out_dir)
+    if (out / "config.json").is_file():
+        return out
+    model, tokenizer = load_model(model_path, "float32")
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    tmp = Path(tempfile.mkdtemp(prefix=".merged-", dir=out.parent))  # renamed into place when complete
+    merged.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
 @hookimpl
 def register_trainers(register):
     register(LoraTrainer)
