@@ -123,10 +123,17 @@ def main():
                     "lora_over_trl": round(ours / theirs, 3), "peak_rss_mb": round(peak_mb())})
     table = ""
     if rows:
-        table = markdown_table(["stage", "seconds", "peak RSS MB (this process)"], rows) + "\n\n"
+        rows.append(["**whole run**", f"{60 * figures['default_run_minutes']:.1f} "
+                     f"(**{figures['default_run_minutes']:.1f} min**; target < 20)", ""])
+        table = markdown_table(["stage", "seconds", "peak RSS MB (this process; vLLM's engine is a child)"], rows)
+        table += "\n\n" + markdown_table(["condition", "score", "mean #tokens"], [
+            [r["condition"], f"{100 * r['score']:.1f}%", f"{r['mean_tokens']:.1f}"] for r in figures["summary_rows"]])
+        table += "\n\n"
     table += markdown_table(["trainer", "examples/s", "seconds"],
                             [["s2d lora", f"{ours:.2f}", f"{ours_s:.1f}"], ["TRL SFTTrainer", f"{theirs:.2f}",
                                                                             f"{theirs_s:.1f}"]])
+    table += (f"\n\nlora_over_trl = **{ours / theirs:.2f}** (examples/s ratio, target >= 1); peak RSS of the "
+              f"whole benchmark, children included: {figures['peak_rss_mb']} MB")
     write_report(args.out, "distill", "Distillation cost", table, figures, {"stages": rows},
                  run_meta(config=args.config, settings=settings))
     shutil.rmtree(work, ignore_errors=True)

@@ -52,6 +52,13 @@ def test_evaluate_writes_records_and_leaderboard(tiny_data, tmp_path):
     assert "| scripted | system1 | scripted | 4 (size=4) |" in table and md.is_file()  # task options named
     assert png is None or png.stat().st_size > 1000
 
+    # Records inside `s2d distill` run folders (RUN/eval/MODEL/TASK/...) are named by their run.
+    for run in ("a", "b"):
+        evaluate(backend, model_ref="scripted", tasks=["last_letter"], results_dir=str(tmp_path / "runs" / run / "eval"),
+                 task_options={"size": 4}, progress=False)
+    table, _, _ = leaderboard(tmp_path / "runs")
+    assert "| scripted | system1 | a | scripted |" in table and "| scripted | system1 | b | scripted |" in table
+
 
 def test_eval_names_stay_inside_the_results_dir(tiny_data, tmp_path):
     from s2d.lmeval.run import evaluate

@@ -132,6 +132,13 @@ def load_records(results_dir: str | Path) -> list[dict]:
     return [r for r in map(load_record, sorted(Path(results_dir).rglob("*.json"))) if r is not None]
 
 
+def record_source(record: dict, results_dir: str | Path) -> str:
+    """Where under ``results_dir`` a record sits, above its MODEL/TASK/CONDITION.json: the run
+    folder of a `s2d distill` record (``RUN/eval/...``), "" for a plain `s2d eval` one."""
+    parts = Path(record["_path"]).resolve().relative_to(Path(results_dir).resolve()).parts[:-3]
+    return "/".join(parts[:-1] if parts and parts[-1] == "eval" else parts)
+
+
 def metrics_of(record: dict) -> dict[str, float]:
     task = record["s2d"]["task"]
     raw = record["lm_eval"]["results"].get(f"s2d_{task}", {})
@@ -164,16 +171,21 @@ def leaderboard(results_dir: str | Path, out_dir: str | Path | None = None) -> t
     for task, rows in sorted(by_task.items()):
         metric_names = sorted({m for r in rows for m in metrics_of(r)},
                               key=lambda m: (m not in HEADLINE_METRICS, m))
-        lines += [f"## {task}", "", "| model | condition | backend | n | " + " | ".join(metric_names) +
-                  " | mean #tokens | wall s |", "|" + "---|" * (len(metric_names) + 6)]
-        for r in sorted(rows, key=lambda r: (r["s2d"]["model"], r["s2d"]["condition"])):
+        # Runs of `s2d distill` each hold a system1 and a distilled record: name the run.
+        sources = {id(r): record_source(r, results_dir) for r in rows}
+        runs = any(sources.values())
+        lines += [f"## {task}", "", "| model | condition | " + ("run | " if runs else "") + "backend | n | " +
+                  " | ".join(metric_names) + " | mean #tokens | wall s |",
+                  "|" + "---|" * (len(metric_names) + 6 + runs)]
+        for r in sorted(rows, key=lambda r: (r["s2d"]["model"], r["s2d"]["condition"], sources[id(r)])):
             m = metrics_of(r)
             s = r["s2d"]
             cells = [f"{100 * m[k]:.1f}%" if k in m and m[k] == m[k] else "-" for k in metric_names]
             opts = (s.get("generation") or {}).get("task_options") or {}
             n_cell = f"{s['n_examples']}" + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(opts.items())) + ")"
                                              if opts else "")
-            lines.append(f"| {s['model']} | {s['condition']} | {s['backend']} | {n_cell} | " +
+            run_cell = f"{sources[id(r)] or '-'} | " if runs else ""
+            lines.append(f"| {s['model']} | {s['condition']} | {run_cell}{s['backend']} | {n_cell} | " +
                          " | ".join(cells) + f" | {s['mean_generated_tokens']:.1f} | {s['wall_seconds']:.0f} |")
         lines.append("")
     table = "\n".join(lines)
