@@ -511,6 +511,8 @@ def distill(ctx, task_name, method, curator, trainer, config_path, name, runs_di
         from s2d.distill import export_run
 
         click.echo(f"-> {export_run(folder, export_dir)}", err=True)
+    if summary.get("error"):
+        raise click.ClickException(summary["error"])
 
 
 @cli.command()

@@ -203,12 +203,10 @@ class DistillRun:
             curator = build_curator(c["curator"], self.task(), **c["curator_options"])
             runner = make_runner(self.engine(), f"curator:{c['curator']}", cache=self.cache,
                                  seed=c["seed"], progress=self.progress) if curator.needs_model else None
-            summary = write_curated(out, traces, curator.curate(traces, runner), curator=c["curator"],
-                                    extra={"method": c["method"], "traces": str(self.dir / "traces.jsonl")})
-            if not summary["records"]:
-                raise DistillError(f"the {c['curator']} curator kept no input of {len(traces)} "
-                                   f"({summary['dropped_by_reason']}); nothing to train on")
-            return summary
+            # An empty curated set is a result (the method's samples never agree), not a crash:
+            # `run` still scores System 1 and System 2, then reports it (`nothing_curated`).
+            return write_curated(out, traces, curator.curate(traces, runner), curator=c["curator"],
+                                 extra={"method": c["method"], "traces": str(self.dir / "traces.jsonl")})
 
         return self._stage("curate", out.is_file(), work)
 
@@ -234,16 +232,26 @@ class DistillRun:
 
         return self._stage("train", training_config(self.adapter_dir()) is not None, work)
 
+    def nothing_curated(self) -> str | None:
+        """Why there is nothing to train on, once curation has run and kept no record; else None."""
+        path = self.dir / "sft.summary.json"
+        cur = json.loads(path.read_text()) if path.is_file() else {}
+        if not path.is_file() or cur.get("records"):
+            return None
+        return (f"the {self.config['curator']} curator kept no input of {cur.get('inputs')} "
+                f"({cur.get('dropped_by_reason')}); nothing to train on, so no distilled model")
+
     def conditions(self) -> list[tuple[str, str, dict, bool]]:
-        """(label, method, method options, with adapter) for the three rows."""
+        """(label, method, method options, with adapter) for the three rows (two with nothing to train on)."""
         c = self.config
         # The System 2 row asks the method as it was run on the train split (its prompt options,
         # e.g. few-shot exemplars), one greedy sample; eval_method_options override.
         m_opts = {**c["method_options"], **c["eval_method_options"]}
         if c["templates"]:
             m_opts["templates"] = c["templates"]
-        return [("system1", "system1", {}, False), (f"system2-{c['method']}", c["method"], m_opts, False),
+        rows = [("system1", "system1", {}, False), (f"system2-{c['method']}", c["method"], m_opts, False),
                 ("distilled", "system1", {}, True)]
+        return rows[:2] if self.nothing_curated() else rows
 
     def step_eval(self) -> Stage:
         eval_dir = self.dir / "eval"
@@ -254,7 +262,7 @@ class DistillRun:
 
             c = self.config
             full = c["trainer"] == "full"
-            if c["eval_merged"] and not full and not records["distilled"].is_file():
+            if c["eval_merged"] and not full and "distilled" in records and not records["distilled"].is_file():
                 from s2d.models import resolve_model
                 from s2d.trainers.lora import merge_adapter
 
@@ -298,7 +306,8 @@ class DistillRun:
         try:
             self.step_generate()
             self.step_curate()
-            self.step_train()
+            if not self.nothing_curated():
+                self.step_train()
             self.step_eval()
         finally:
             self.close_engine()
@@ -320,7 +329,7 @@ class DistillRun:
                          "mean_tokens": rec["s2d"]["mean_generated_tokens"], "n": rec["s2d"]["n_examples"],
                          "metrics": metrics})
         curated = self.dir / "sft.summary.json"
-        return {"run": str(self.dir), "settings": self.config.settings, "rows": rows,
+        return {"run": str(self.dir), "settings": self.config.settings, "rows": rows, "error": self.nothing_curated(),
                 "curation": json.loads(curated.read_text()) if curated.is_file() else None,
                 "stages": [{"stage": s.name, "seconds": round(s.seconds, 1), "reused": s.reused,
                             "peak_rss_mb": round(s.peak_rss_mb), **({"info": s.extra} if s.name == "generate" else {})}
@@ -336,6 +345,8 @@ def format_summary(summary: dict) -> str:
     if cur:
         lines.append(f"curated: {cur.get('records')} records from {cur.get('kept_inputs')}/{cur.get('inputs')} inputs "
                      f"(dropped {cur.get('dropped_by_reason')})")
+    if summary.get("error"):
+        lines.append(f"distilled: none ({summary['error']})")
     return "\n".join(lines)
 
 

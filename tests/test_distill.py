@@ -101,6 +101,27 @@ def test_distill_killed_in_generation_and_in_training_resumes_to_the_same_data(t
     assert "distilled" in out and Path(run / "summary.json").is_file()
 
 
+def test_nothing_curated_still_scores_system1_and_system2_and_says_why(tiny_data, tmp_path):
+    from s2d.distill import DistillRun, RunConfig, export_run, format_summary
+
+    # Every sample a different answer: the majority curator keeps nothing (all ties).
+    script = {"*": ["Final answer: ab", "Final answer: cd", "Final answer: ef"]}
+    cfg = RunConfig.build({"task": "last_letter", "task_options": {"size": 4}, "backend": "scripted", "n": 3,
+                           "method": "cot"})
+    run = DistillRun(cfg, tmp_path / "run", progress=False, echo=lambda m: None, cache=False,
+                     backend_options={"script": script})
+    summary = run.run()
+    assert [r["condition"] for r in summary["rows"]] == ["system1", "system2-cot"]
+    assert "kept no input of 4" in summary["error"] and "'tie': 4" in summary["error"]
+    assert not (tmp_path / "run" / "adapter").exists()
+    assert "distilled: none" in format_summary(summary)
+    assert (export_run(tmp_path / "run", tmp_path / "out") / "summary.txt").is_file()
+    # A rerun reuses everything and says the same.
+    again = DistillRun(cfg, tmp_path / "run", progress=False, echo=lambda m: None, cache=False,
+                       backend_options={"script": script}).run()
+    assert again["rows"] == summary["rows"] and again["error"] == summary["error"]
+
+
 def test_distill_checks_names_before_any_work(tmp_path):
     res = CliRunner().invoke(cli, ["distill", "--task", "last_letter", "--curator", "nope", "--runs-dir", str(tmp_path)])
     assert res.exit_code != 0 and "nope" in res.output and not any(tmp_path.iterdir())
