@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "method_options": {}, "templates": {}, "curator_options": {}, "trainer_options": {}, "task_options": {},
     "eval_task_options": {}, "eval_method_options": {}, "description": "",
     # Score a LoRA run's distilled model with the adapter merged into the weights (the same model;
-    # vLLM's CPU LoRA kernels are ~5x slower than plain weights). false: serve the adapter itself.
+    # on vLLM-CPU the LoRA path took 225 s against 71 s for the default run). false: the adapter itself.
     "eval_merged": True,
 }
 

@@ -141,6 +141,7 @@ def render_table(table: str, scale: str, summaries: list) -> str:
         lines.append(f"- {cfg['task']}: method `{cfg['method']}`, curator `{cfg['curator']}`, trainer "
                      f"`{cfg['trainer']}`, n={cfg['n']}; curated {cur.get('records')} records from "
                      f"{cur.get('kept_inputs')}/{cur.get('inputs')} inputs (dropped {cur.get('dropped_by_reason')}); "
-                     f"run folder `{summary['run']}`." + (f" **No distilled model: {summary['error']}.**"
+                     f"run [{scale}/{Path(summary['run']).name}]({scale}/{Path(summary['run']).name}/summary.txt)."
+                     + (f" **No distilled model: {summary['error']}.**"
                                                           if summary.get("error") else ""))
     return "\n".join(lines) + "\n"
