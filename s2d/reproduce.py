@@ -139,7 +139,8 @@ def render_table(table: str, scale: str, summaries: list) -> str:
     for cfg, summary, _ in summaries:
         cur = summary.get("curation") or {}
         folder = f"{scale}/{Path(summary['run']).name}"  # where run_table exported it, beside this file
-        note = f" **{summary['error'].capitalize()}.**" if summary.get("error") else ""
+        error = summary.get("error") or ""
+        note = f" **{error[:1].upper()}{error[1:]}.**" if error else ""
         lines.append(f"- {cfg['task']}: method `{cfg['method']}`, curator `{cfg['curator']}`, trainer "
                      f"`{cfg['trainer']}`, n={cfg['n']}; curated {cur.get('records')} records from "
                      f"{cur.get('kept_inputs')}/{cur.get('inputs')} inputs (dropped {cur.get('dropped_by_reason')}); "
