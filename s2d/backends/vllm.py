@@ -4,7 +4,8 @@ Same code on both. Things learned the hard way (see docs/engines.md):
   * one seeded SamplingParams broadcast over a batch gives every prompt the same noise
     (vllm issue #50440), so every request gets its own SamplingParams and seed;
   * on CPU, per-request seeds crash chunked prefill ("CPU Generator does not use offset"), so we
-    raise max_num_batched_tokens there;
+    turn chunked prefill off there (a raised max_num_batched_tokens alone still split the last
+    prompt of a step once a batch's prompts exceeded it);
   * the engine spawns processes: scripts that build one need an ``if __name__ == "__main__"`` guard.
 """
 
@@ -58,7 +59,10 @@ class VLLMBackend(Backend):
         if data_parallel_size != 1:
             self.engine_args["data_parallel_size"] = data_parallel_size
         if self.on_cpu:
-            self.engine_args["max_num_batched_tokens"] = 32768
+            # Seeded (per-request) sampling kills the CPU engine when a prompt's prefill is split
+            # across steps ("CPU Generator does not use offset"): prefill whole prompts only.
+            self.engine_args["enable_chunked_prefill"] = False
+            self.engine_args["max_num_batched_tokens"] = max(32768, max_model_len or 0)
         else:
             self.engine_args["gpu_memory_utilization"] = gpu_memory_utilization
         self.enable_lora = enable_lora
