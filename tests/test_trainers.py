@@ -179,6 +179,9 @@ def test_merged_adapter_answers_like_base_plus_adapter(model_path, random_adapte
 
     merged = merge_adapter(model_path, random_adapter, str(tmp_path / "merged"))
     assert (merged / "model.safetensors").is_file() and not list(merged.glob("*.bin"))
+    stamp = (merged / "model.safetensors").stat().st_mtime_ns
+    assert merge_adapter(model_path, random_adapter, str(merged)) == merged  # reused, not merged again
+    assert (merged / "model.safetensors").stat().st_mtime_ns == stamp
     from conftest import CHAT
 
     reqs = [Request(messages=[{"role": "user", "content": q}], max_new_tokens=20) for q in CHAT[:2]]

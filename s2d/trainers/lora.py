@@ -43,8 +43,10 @@ def merge_adapter(model_path: str, adapter_dir: str, out_dir: str) -> Path:
     from peft import PeftModel
 
     out = Path(out_dir)
-    if (out / "config.json").is_file():
-        return out
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    if (out / "config.json").is_file() and (not weights.is_file() or
+                                           (out / "config.json").stat().st_mtime >= weights.stat().st_mtime):
+        return out  # merged from this adapter already (a retrained adapter is newer: merge again)
     model, tokenizer = load_model(model_path, "float32")
     merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     tmp = Path(tempfile.mkdtemp(prefix=".merged-", dir=out.parent))  # renamed into place when complete
