@@ -232,11 +232,15 @@ class DistillRun:
 
         return self._stage("train", training_config(self.adapter_dir()) is not None, work)
 
+    def curation(self) -> dict | None:
+        """The curate stage's summary (sft.summary.json), None before it has run."""
+        path = self.dir / "sft.summary.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def nothing_curated(self) -> str | None:
         """Why there is nothing to train on, once curation has run and kept no record; else None."""
-        path = self.dir / "sft.summary.json"
-        cur = json.loads(path.read_text()) if path.is_file() else {}
-        if not path.is_file() or cur.get("records"):
+        cur = self.curation()
+        if cur is None or cur.get("records"):
             return None
         return (f"the {self.config['curator']} curator kept no input of {cur.get('inputs')} "
                 f"({cur.get('dropped_by_reason')}); nothing to train on, so no distilled model")
@@ -262,11 +266,6 @@ class DistillRun:
 
             c = self.config
             full = c["trainer"] == "full"
-            if c["eval_merged"] and not full and "distilled" in records and not records["distilled"].is_file():
-                from s2d.models import resolve_model
-                from s2d.trainers.lora import merge_adapter
-
-                merge_adapter(resolve_model(c["model"]), str(self.adapter_dir()), str(self.merged_dir()))
             for label, method, m_opts, with_adapter in self.conditions():
                 if records[label].is_file():
                     continue
@@ -274,8 +273,15 @@ class DistillRun:
                     self.close_engine()
                     from s2d.backends import load_backend
 
-                    weights = str(self.adapter_dir()) if full else str(self.merged_dir())
-                    engine = load_backend(c["backend"], weights, seed=c["seed"], **self.backend_options)
+                    if full:
+                        weights = self.adapter_dir()
+                    else:
+                        from s2d.models import resolve_model
+                        from s2d.trainers.lora import merge_adapter
+
+                        weights = merge_adapter(resolve_model(c["model"]), str(self.adapter_dir()),
+                                                str(self.merged_dir()))
+                    engine = load_backend(c["backend"], str(weights), seed=c["seed"], **self.backend_options)
                     adapter = None
                 else:
                     engine, adapter = self.engine(), (str(self.adapter_dir()) if with_adapter else None)
@@ -328,9 +334,8 @@ class DistillRun:
             rows.append({"condition": label, "metric": key, "score": metrics.get(key),
                          "mean_tokens": rec["s2d"]["mean_generated_tokens"], "n": rec["s2d"]["n_examples"],
                          "metrics": metrics})
-        curated = self.dir / "sft.summary.json"
         return {"run": str(self.dir), "settings": self.config.settings, "rows": rows, "error": self.nothing_curated(),
-                "curation": json.loads(curated.read_text()) if curated.is_file() else None,
+                "curation": self.curation(),
                 "stages": [{"stage": s.name, "seconds": round(s.seconds, 1), "reused": s.reused,
                             "peak_rss_mb": round(s.peak_rss_mb), **({"info": s.extra} if s.name == "generate" else {})}
                            for s in self.stages]}

@@ -54,6 +54,28 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
         raise
 
 
+@contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder under a temporary name beside ``path``; on success it replaces ``path`` (made
+    readable like any file we write), on failure it is dropped, so a reader never sees half of it."""
+    import shutil
+
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        umask = current_umask()  # mkdtemp makes the folder private
+        tmp.chmod(0o777 & ~umask)
+        for f in tmp.iterdir():
+            f.chmod(0o666 & ~umask)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -12,12 +12,10 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from s2d.files import current_umask
+from s2d.files import atomic_folder
 
 DEFAULT_MODEL = "smollm2-135m"
 _DONE = ".s2d-complete"
@@ -105,25 +103,11 @@ def ensure_converted(gguf: Path, name: str) -> Path:
     with FileLock(str(final) + ".lock"):
         if (final / _DONE).is_file():  # another process built it while we waited
             return final
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=final.parent))
-        try:
+        # A leftover `final` without the marker was never published: atomic_folder replaces it.
+        with atomic_folder(final) as tmp:
             convert_gguf(gguf, tmp)
             (tmp / _DONE).write_text("")
-            _share(tmp)
-            if final.exists():  # a leftover without the marker: never published, safe to drop
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
-def _share(folder: Path) -> None:
-    """mkdtemp makes a private folder; the published model should be as readable as any file we write."""
-    umask = current_umask()
-    folder.chmod(0o777 & ~umask)
-    for f in folder.iterdir():
-        f.chmod(0o666 & ~umask)
 
 
 def convert_gguf(gguf: Path, out: Path) -> None:

@@ -37,10 +37,9 @@ class LoraTrainer(Trainer):
 def merge_adapter(model_path: str, adapter_dir: str, out_dir: str) -> Path:
     """Fold the adapter into the base weights (PEFT ``merge_and_unload``) and save a plain model
     folder (safetensors + tokenizer): the same model, served without LoRA kernels."""
-    import shutil
-    import tempfile
-
     from peft import PeftModel
+
+    from s2d.files import atomic_folder
 
     out = Path(out_dir)
     weights = Path(adapter_dir) / "adapter_model.safetensors"
@@ -49,12 +48,9 @@ def merge_adapter(model_path: str, adapter_dir: str, out_dir: str) -> Path:
         return out  # merged from this adapter already (a retrained adapter is newer: merge again)
     model, tokenizer = load_model(model_path, "float32")
     merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
-    tmp = Path(tempfile.mkdtemp(prefix=".merged-", dir=out.parent))  # renamed into place when complete
-    merged.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic_folder(out) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
     return out
 
 
