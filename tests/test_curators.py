@@ -111,3 +111,22 @@ def test_curate_cli_writes_trl_records_dropped_and_summary(tmp_path):
     bad.write_text(json.dumps(traces[0]) + "\n" + json.dumps({"id": "x", "prompt": []}) + "\n")
     res = CliRunner().invoke(cli, ["curate", "--traces", str(bad), "--out", str(tmp_path / "o.jsonl")])
     assert res.exit_code != 0 and f"{bad}:2" in res.output and "samples" in res.output
+
+
+def test_majority_margin_keeps_a_lead_of_at_least_margin_votes():
+    traces = [trace("lead2", ["a", "a", "a", "b", "c", "d"]),   # 3 vs 1: lead 2, no strict majority
+              trace("lead1", ["a", "a", "b", "c", "d", "e"]),   # 2 vs 1
+              trace("alone", ["a", "a", None, None, None, None]),  # 2 vs 0
+              trace("tie", ["a", "a", "b", "b", "c", "c"]),
+              trace("majority", ["a", "a", "a", "a", "b", "b"])]  # 4/6 > 1/2, lead 2
+    d = decide("majority", traces, threshold=0, margin=2)
+    assert {k: (v.kept, v.reason) for k, v in d.items()} == {
+        "lead2": (True, "majority 3/6"), "lead1": (False, "below_margin"), "alone": (True, "majority 2/6"),
+        "tie": (False, "tie"), "majority": (True, "majority 4/6")}
+    # Both rules at once: the share threshold still applies beside the margin.
+    both = decide("majority", traces, threshold=0.5, margin=3)
+    assert {k for k, v in both.items() if v.kept} == set()
+    assert both["majority"].reason == "below_margin" and both["lead2"].reason == "below_threshold"
+    assert decide("majority", traces)["lead2"].reason == "below_threshold"  # margin 0: today's rule
+    with pytest.raises(ValueError, match="margin must be a non-negative integer"):
+        decide("majority", traces, margin=-1)

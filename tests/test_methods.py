@@ -176,3 +176,32 @@ def test_every_method_on_the_embedded_model(tiny_data, model_path):
                 assert all(st["tokens"] > 0 for st in s["stages"]), method_name
                 assert all(st["prompt_tokens"] > 0 for st in s["stages"])
                 assert s["answer"] == t.extract(s["response"])
+
+
+def test_cot_shots_resample_gives_each_sample_its_own_exemplars(tiny_data):
+    t = get_plugins().get("tasks", "last_letter").obj(size=8, words_per_example=1)
+    docs = t.docs("train")
+
+    def run(**options):
+        m = build_method("cot", t, shots=2, n=4, temperature=0, **options)
+        backend = ScriptedBackend(script=lambda r, s: "Final answer: x")
+        traces, _ = generate_traces(backend, t, m, docs, split="train")
+        return backend, traces
+
+    backend, traces = run(shots_resample=True)
+    assert len(backend.calls) == 1 and len(backend.calls[0]) == len(docs) * 4  # one batched call, n=1 each
+    assert all(r.n == 1 for r in backend.calls[0])
+    for tr in traces:
+        sets = [tuple(s["exemplars"]) for s in tr["samples"]]
+        assert len(set(sets)) > 1  # the samples' prompts differ
+        assert all(tr["id"] not in s for s in sets)  # never the input's own worked example (its answer)
+        assert all(len(s) == 2 for s in sets)
+    # Deterministic for a seed; another shot_seed draws other sets; sample 0 keeps the plain set.
+    assert run(shots_resample=True)[1] == traces
+    assert run(shots_resample=True, shot_seed=5)[1] != traces
+    plain = run()[1]
+    assert all(len({tuple(s["exemplars"]) for s in tr["samples"]}) == 1 for tr in plain)
+    # The test split's System 2 prompt (one sample) is the same with or without resampling.
+    test_doc = t.docs("test")[0]
+    assert build_method("cot", t, shots=2, shots_resample=True).messages(test_doc) == \
+        build_method("cot", t, shots=2).messages(test_doc)

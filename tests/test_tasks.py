@@ -42,8 +42,19 @@ def test_last_letter_splits_are_disjoint_and_answers_right(tiny_data):
     assert doc["question"] == f'Take the last letters of the words in "{" ".join(doc["words"])}" and concatenate them.'
     assert t.score(doc, f'The answer is "{doc["answer"].upper()}".')["exact_match"] == 1.0
     assert t.score(doc, "I cannot do that")["exact_match"] == 0.0
-    with pytest.raises(ValueError, match="lower size"):
+    with pytest.raises(ValueError, match="size=30 is too large"):
         LastLetter(size=30).docs("train")
+
+
+def test_last_letter_train_size_grows_the_train_split_only(tiny_data):
+    from s2d.tasks.last_letter import LastLetter
+
+    small, large = LastLetter(size=2, words_per_example=1), LastLetter(size=2, words_per_example=1, train_size=5)
+    assert len(large.docs("train")) == 5
+    assert large.docs("train")[:2] == small.docs("train")  # the first `size` train inputs do not move
+    assert large.docs("test") == small.docs("test") and large.docs("validation") == small.docs("validation")
+    with pytest.raises(ValueError, match=r"train_size=10000 is too large: the names list gives at most \d+ train"):
+        LastLetter(size=2, words_per_example=1, train_size=10000).docs("train")
 
 
 @pytest.mark.skipif(not REAL, reason="S2D_DATA_DIR is not set (the real shared data)")

@@ -46,7 +46,8 @@ class ScriptedBackend(Backend):
             n_prompt = len(text.split())
             outs = []
             for s in range(r.n):
-                reply, hit = cut_at_stop(self._reply(r, text, s), r.stop)
+                # Sample k of a request is sample first_sample + k of its prompt (see Request).
+                reply, hit = cut_at_stop(self._reply(r, text, r.first_sample + s), r.stop)
                 words = reply.split()
                 finish = "stop" if hit or len(words) <= r.max_new_tokens else "length"
                 reply = reply if len(words) <= r.max_new_tokens else " ".join(words[: r.max_new_tokens])

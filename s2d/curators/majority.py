@@ -1,6 +1,7 @@
 """`majority`: self-consistency (Wang et al. 2022). Keep the answer whose share of the N parsed
-samples passes a threshold (default: a strict majority of all N, unparseable samples included);
-drop ties and sets with no parseable answer."""
+samples passes a threshold (default: a strict majority of all N, unparseable samples included)
+and, with ``margin``, that leads the runner-up by that many votes; drop ties and sets with no
+parseable answer."""
 
 from __future__ import annotations
 
@@ -18,9 +19,13 @@ class MajorityVote(Curator):
         # threshold: the top answer's share of all N samples must exceed it (0.5 = strict majority,
         # 0 = plurality). target: "answer" (the task's answer-only form) or "response" (the final
         # response of the first sample that gave the answer).
-        return {"threshold": 0.5, "target": "answer"}
+        # margin: the top answer must also lead the runner-up by at least this many votes (0: off;
+        # with threshold 0 it is the only rule).
+        return {"threshold": 0.5, "margin": 0, "target": "answer"}
 
     def curate(self, traces, runner=None):
+        if not isinstance(self.margin, int) or isinstance(self.margin, bool) or self.margin < 0:
+            raise ValueError(f"majority: margin must be a non-negative integer, got {self.margin!r}")
         out = []
         for t in traces:
             answers = [s["answer"] for s in t["samples"]]
@@ -32,6 +37,8 @@ class MajorityVote(Curator):
                 out.append(Decision(t["id"], False, "tie", vote=v))
             elif k / len(answers) <= float(self.threshold):
                 out.append(Decision(t["id"], False, "below_threshold", top, v))
+            elif k - runner_up(counts) < int(self.margin):
+                out.append(Decision(t["id"], False, "below_margin", top, v))
             else:
                 if self.target == "response":
                     text = next(s["response"] for s in t["samples"] if s["answer"] == top).strip()
@@ -39,6 +46,12 @@ class MajorityVote(Curator):
                     text = self.task.target(top)
                 out.append(Decision(t["id"], True, f"majority {k}/{len(answers)}", top, v, [(t["prompt"], text)]))
         return out
+
+
+def runner_up(counts) -> int:
+    """The second-highest vote count (0 when only one answer was given)."""
+    ranked = counts.most_common(2)
+    return ranked[1][1] if len(ranked) > 1 else 0
 
 
 @hookimpl

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from s2d.hookspecs import hookimpl
-from s2d.methods.base import Method, MethodConfigError, flatten, start
+from s2d.methods.base import Chain, Method, MethodConfigError, flatten, start
 
 
 class ChainOfThought(Method):
@@ -25,28 +25,73 @@ class ChainOfThought(Method):
 
     @classmethod
     def options(cls):
-        return {"shots": 0, "shot_seed": 0}
+        # shots: worked train examples before the question. shot_seed: which ones. shots_resample:
+        # sample j of every input sees its own exemplar set (drawn with seed shot_seed + j), so the
+        # samples differ by their prompts and can stay greedy; sample 0 sees the shots_resample=false
+        # set. shot_pool: draw from the first N train documents only (None: the whole split), so a
+        # larger train split does not change the prompts.
+        return {"shots": 0, "shot_seed": 0, "shots_resample": False, "shot_pool": None}
 
     def __init__(self, task, **options):
         super().__init__(task, **options)
-        self.examples: list[tuple[str, str]] = []
+        self.pool: list[tuple[str, tuple[str, str]]] = []  # (train doc id, (question, solution))
+        self._sets: dict[int, tuple[list, list]] = {}
         if self.shots:
+            if not isinstance(self.shots, int) or self.shots < 0:
+                raise MethodConfigError(f"cot: shots must be a non-negative integer, got {self.shots!r}")
+            if self.shot_pool is not None and (not isinstance(self.shot_pool, int) or self.shot_pool < 1):
+                raise MethodConfigError(f"cot: shot_pool must be a positive integer or null, got {self.shot_pool!r}")
             worked = getattr(task, "worked_example", None)
-            pool = [ex for ex in (worked(d) for d in task.docs("train")) if ex] if worked else []
-            if len(pool) < int(self.shots):
-                raise MethodConfigError(f"cot shots={self.shots}: task {task.name!r} offers {len(pool)} worked "
-                                        f"examples in its train split")
-            self.examples = random.Random(int(self.shot_seed)).sample(pool, int(self.shots))
+            train = task.docs("train")[: self.shot_pool] if worked else []
+            self.pool = [(str(d["id"]), ex) for d, ex in ((d, worked(d)) for d in train) if ex]
+            if len(self.pool) < self.shots + 1:
+                raise MethodConfigError(f"cot shots={self.shots}: task {task.name!r} offers {len(self.pool)} worked "
+                                        f"examples in its train split (needs shots + 1)")
 
-    def messages(self, doc) -> list[dict]:
+    @property
+    def examples(self) -> list[tuple[str, str]]:
+        """The exemplars of sample 0 (the System 2 evaluation's prompt)."""
+        return [ex for _, ex in self.exemplars({"id": None}, 0)]
+
+    def exemplars(self, doc: dict, sample: int) -> list[tuple[str, tuple[str, str]]]:
+        """The (train id, worked example) pairs that ``sample`` of ``doc`` sees. An input of the train
+        split never sees its own worked example (its answer): a spare exemplar of the set replaces it."""
+        if not self.shots:
+            return []
+        j = sample if self.shots_resample else 0
+        if j not in self._sets:
+            rng = random.Random(int(self.shot_seed) + j)
+            chosen = rng.sample(self.pool, int(self.shots))
+            spares = [ex for ex in rng.sample(self.pool, int(self.shots) + 1) if ex not in chosen]
+            self._sets[j] = (chosen, spares)
+        chosen, spares = self._sets[j]
+        own = str(doc.get("id"))
+        if all(i != own for i, _ in chosen):
+            return chosen
+        spare = next(ex for ex in spares if ex[0] != own)
+        return [spare if i == own else (i, ex) for i, ex in chosen]
+
+    def messages(self, doc, sample: int = 0) -> list[dict]:
         msgs = []
-        for question, solution in self.examples:
+        for _, (question, solution) in self.exemplars(doc, sample):
             msgs += [{"role": "user", "content": self.render("reason", question=question)},
                      {"role": "assistant", "content": solution}]
         return msgs + [{"role": "user", "content": self.render("reason", question=self.question(doc))}]
 
     def run(self, runner, docs):
-        return flatten(runner.stage("reason", start(docs), [self.messages(d) for d in docs], **self.sampling("reason")))
+        sampling = self.sampling("reason")
+        if not (self.shots and self.shots_resample) or sampling["n"] == 1:
+            return flatten(runner.stage("reason", start(docs), [self.messages(d) for d in docs], **sampling))
+        # One chain per (input, sample), each with its own exemplars; sample j stays sample j in the
+        # cache whatever n is, so n=4 reuses the first four of an n=8 run.
+        chains = [Chain(i, index=j) for i in range(len(docs)) for j in range(sampling["n"])]
+        prompts = [self.messages(docs[c.doc], c.index) for c in chains]
+        return flatten(runner.stage("reason", chains, prompts, **{**sampling, "n": 1}))
+
+    def sample_record(self, doc, chain) -> dict:
+        if not self.shots:
+            return {}
+        return {"exemplars": [i for i, _ in self.exemplars(doc, chain.index if self.shots_resample else 0)]}
 
 
 @hookimpl

@@ -29,10 +29,17 @@ class LastLetter(Task):
     name = "last_letter"
 
     def __init__(self, data_dir=None, seed: int = 1, words_per_example: int = 2, size: int = 200,
-                 template: str = "paper", **options):
+                 template: str = "paper", train_size: int | None = None, **options):
+        """``size``: examples per split; ``train_size``: the train split's (unlabeled inputs) when
+        it should differ, up to every name the test and validation splits leave unused. The first
+        ``size`` train examples are the same whatever ``train_size`` is."""
         super().__init__(data_dir, seed, **options)
         self.k = int(words_per_example)
         self.size = int(size)
+        self.sizes = {"test": self.size, "validation": self.size,
+                      "train": self.size if train_size is None else int(train_size)}
+        if min(self.sizes.values()) < 1:
+            raise ValueError(f"last_letter: split sizes must be positive, got {self.sizes}")
         if template not in TEMPLATES:
             raise ValueError(f"last_letter: template must be one of {', '.join(TEMPLATES)}, got {template!r}")
         self.template = TEMPLATES[template]
@@ -56,12 +63,14 @@ class LastLetter(Task):
                 if used.isdisjoint(w.lower() for w in ex):
                     chosen.append(ex)
                     used.update(w.lower() for w in ex)
-                    if len(chosen) == self.size:
+                    if len(chosen) == self.sizes[name]:
                         break
             splits[name] = chosen
-        if len(splits[split]) < self.size:
-            raise ValueError(f"last_letter: the names list gives only {len(splits[split])} {split} examples of "
-                             f"{self.k} words after earlier splits; lower size or words_per_example")
+        if len(splits[split]) < self.sizes[split]:
+            option = "train_size" if split == "train" else "size"
+            raise ValueError(f"last_letter: {option}={self.sizes[split]} is too large: the names list gives at most "
+                             f"{len(splits[split])} {split} examples of {self.k} word(s) that share no word with "
+                             f"earlier splits")
         return [self._doc(f"{split}-{i}", ex) for i, ex in enumerate(splits[split])]
 
     def _doc(self, doc_id: str, words: list[str]) -> dict:

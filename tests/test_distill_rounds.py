@@ -1,0 +1,147 @@
+"""Iterated distillation (`rounds`), run settings, and the per-round folders, on the scripted
+backend with a trainer plugin that writes a model folder without any model (fast)."""
+
+import json
+
+import pytest
+
+TRAINER = '''
+import hashlib, json, os
+from pathlib import Path
+from s2d.hookspecs import hookimpl
+
+class Memorize:
+    """Writes a "model folder" whose weights are the hash of its training data (no model)."""
+    name = "memorize"
+    def __init__(self, **options):
+        pass
+    def train(self, model_path, data_path, out, *, seed=0, progress=True):
+        if os.environ.get("S2D_TEST_FAIL_ON") and os.environ["S2D_TEST_FAIL_ON"] in str(data_path):
+            raise RuntimeError("killed in training")
+        out = Path(out); out.mkdir(parents=True, exist_ok=True)
+        data = Path(data_path).read_bytes()
+        (out / "model.safetensors").write_bytes(hashlib.sha256(data).digest())
+        (out / "config.json").write_text("{}")
+        (out / "s2d_training.json").write_text(json.dumps({"data": str(data_path), "base": model_path}))
+
+@hookimpl
+def register_trainers(register):
+    register(Memorize)
+'''
+
+
+@pytest.fixture
+def memorize(tmp_path, tiny_data):
+    from s2d.plugins import get_plugins
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "memorize.py").write_text(TRAINER)
+    get_plugins(plugins_dir=folder)
+
+
+def config(**extra):
+    from s2d.distill import RunConfig
+
+    return RunConfig.build({"task": "last_letter", "task_options": {"size": 4}, "backend": "scripted", "n": 3,
+                            "method": "cot", "trainer": "memorize", "rounds": 2, **extra})
+
+
+def script(request, sample):
+    return "Final answer: " + ("ab" if sample < 2 else "cd")
+
+
+def run(cfg, folder, cache, log=None):
+    from s2d.distill import DistillRun
+
+    return DistillRun(cfg, folder, progress=False, echo=(log.append if log is not None else lambda m: None),
+                      cache=cache, backend_options={"script": script}).run()
+
+
+def test_two_rounds_write_both_and_rerun_reuses_every_stage(memorize, tmp_path):
+    from s2d.distill import export_run, format_summary
+
+    folder, cache = tmp_path / "run", tmp_path / "cache"
+    summary = run(config(), folder, cache)
+    for f in ("traces.jsonl", "sft.jsonl", "adapter/s2d_training.json",
+              "round2/traces.jsonl", "round2/sft.jsonl", "round2/adapter/s2d_training.json"):
+        assert (folder / f).is_file(), f
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    assert all([x["condition"] for x in r["rows"]] == ["system1", "system2-cot", "distilled"]
+               for r in summary["rounds"])
+    gen = [s for s in summary["stages"] if s["stage"].endswith("generate")]
+    # Round 2's teacher is round 1's student; its weights are new to the cache, so it generated.
+    assert gen[1]["info"]["teacher"] == str(folder / "adapter") and gen[1]["info"]["generated"] == 4 * 3
+    # Every round's student trains from the base model, on its own round's data.
+    r2 = json.loads((folder / "round2" / "adapter" / "s2d_training.json").read_text())
+    assert r2["base"].endswith("smollm2-135m") and r2["data"].endswith("round2/sft.jsonl")
+    text = format_summary(summary)
+    assert text.splitlines()[0].startswith("round") and "round 2 curated:" in text
+    assert summary["run"] == "run"  # relative: no machine's absolute path in results
+
+    log = []
+    again = run(config(), folder, cache, log)
+    assert again["rounds"] == summary["rounds"]
+    assert sum("reusing" in m for m in log) == 8 and not any("running" in m for m in log)
+
+    out = export_run(folder, tmp_path / "export")
+    assert (out / "round2" / "sft.jsonl").is_file() and (out / "round2" / "s2d_training.json").is_file()
+    assert not (out / "round2" / "traces.jsonl").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    from s2d.distill import DistillError
+
+    with pytest.raises(DistillError, match="not an earlier s2d export"):
+        export_run(folder, tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    assert export_run(folder, out) == out  # an earlier export is replaced
+
+
+def test_a_run_killed_in_round_two_resumes_there(memorize, tmp_path, monkeypatch):
+    folder, cache = tmp_path / "run", tmp_path / "cache"
+    monkeypatch.setenv("S2D_TEST_FAIL_ON", "round2")
+    with pytest.raises(RuntimeError, match="killed in training"):
+        run(config(), folder, cache)
+    assert (folder / "round2" / "sft.jsonl").is_file() and not (folder / "round2" / "adapter").exists()
+    monkeypatch.delenv("S2D_TEST_FAIL_ON")
+    log = []
+    summary = run(config(), folder, cache, log)
+    assert [m for m in log if "running" in m] == ["[round 2: train] running", "[round 2: eval] running"]
+    assert len(summary["rounds"][1]["rows"]) == 3
+
+
+def test_accumulate_trains_on_the_union_of_rounds(memorize, tmp_path):
+    folder = tmp_path / "run"
+    run(config(accumulate=True), folder, tmp_path / "cache")
+    union = [json.loads(x) for x in (folder / "round2" / "sft.union.jsonl").read_text().splitlines()]
+    ids = [r["s2d"]["id"] for r in union]
+    assert len(ids) == len(set(ids)) == 4  # one record per input, the newest round's
+    assert json.loads((folder / "round2" / "adapter" / "s2d_training.json").read_text())["data"].endswith(
+        "sft.union.jsonl")
+
+
+def test_run_temperature_reaches_the_system2_samples_only(memorize, tmp_path):
+    from s2d.distill import DistillRun
+
+    cfg = config(rounds=1, temperature=0.3, top_p=0.9)
+    r = DistillRun(cfg, tmp_path / "run", progress=False, echo=lambda m: None, cache=False,
+                   backend_options={"script": script})
+    r.step_generate()
+    engine = r._engine
+    assert {(q.temperature, q.top_p) for call in engine.calls for q in call} == {(0.3, 0.9)}
+    r.close_engine()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"temperature": float("nan")}, "'temperature' must be a number >= 0"),
+    ({"temperature": "hot"}, "'temperature' must be a number >= 0"),
+    ({"top_p": 0}, r"'top_p' must be a number in \(0, 1\]"),
+    ({"rounds": 0}, "'rounds' must be a positive integer"),
+    ({"n": "eight"}, "'n' must be a positive integer"),
+    ({"accumulate": "yes"}, "'accumulate' must be true or false"),
+])
+def test_bad_run_settings_are_rejected_when_the_config_is_built(bad, message):
+    from s2d.distill import DistillError, RunConfig
+
+    with pytest.raises(DistillError, match=message):
+        RunConfig.build({"task": "last_letter", **bad})
