@@ -107,7 +107,9 @@ def models(as_json):
     for r in rows:
         mark = "*" if r["default"] else " "
         click.echo(f"{mark} {r['alias']:<16} {r['description']}")
-        click.echo(f"    hub: {r['hub_id']}  cached: {r['cached']}  source: {r['source']}")
+        click.echo(f"    installed: {'yes' if r['installed'] else 'no'}  converted: {'yes' if r['cached'] else 'no'}  "
+                   f"hub: {r['hub_id']}")
+        click.echo(f"    source: {r['source']}")
     click.echo(f"cache: {cache_dir()} (set S2D_CACHE to move it)")
 
 
@@ -155,6 +157,39 @@ def parse_kv(items, hint: str) -> dict:
         if not sep or not key:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=hint)
         out[key] = parse_value(value)
+    return out
+
+
+def parse_set(items) -> dict:
+    """``--set KEY=VALUE`` (repeatable): a config line on the command line. KEY is a run setting
+    (``n``, ``rounds``) or ``SETTING.KEY`` inside a mapping setting (``method_options.shots``)."""
+    from s2d.distill import DEFAULTS
+
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        top, dot, sub = key.partition(".")
+        if not sep or not top or (dot and not sub):
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE or SETTING.KEY=VALUE", param_hint="--set")
+        if top not in DEFAULTS:
+            raise click.BadParameter(f"{item!r}: unknown setting {top!r}; settings: {', '.join(sorted(DEFAULTS))}",
+                                     param_hint="--set")
+        if dot and not isinstance(DEFAULTS[top], dict):
+            raise click.BadParameter(f"{item!r}: {top!r} is not a mapping setting", param_hint="--set")
+        value = parse_value(raw)
+        if dot:
+            out.setdefault(top, {})[sub] = value
+        else:
+            out[top] = value
+    return out
+
+
+def merge_settings(config: dict, overrides: dict) -> dict:
+    """``overrides`` over ``config``; mapping settings merge one level deep."""
+    out = dict(config)
+    for key, value in overrides.items():
+        out[key] = {**(out.get(key) or {}), **value} if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
     return out
 
 
@@ -463,11 +498,13 @@ def train(ctx, data_path, out_dir, trainer, trainer_option, model, seed, progres
               help="Generation cache folder [default: $S2D_CACHE/generations, shared by runs].")
 @click.option("--export", "export_dir", default=None, type=click.Path(file_okay=False),
               help="Also copy the finished run, without adapter weights and traces, to this folder (for results/).")
+@click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE",
+              help="A run setting, as in a config file: rounds=2, temperature=0, method_options.shots=4 (repeatable).")
 @click.option("--progress/--no-progress", default=True)
 @click.pass_context
 def distill(ctx, task_name, method, curator, trainer, config_path, name, runs_dir, out_dir, n, train_limit,
             eval_limit, method_option, curator_option, trainer_option, task_option, model, backend, dtype, seed,
-            scale, cache_dir, export_dir, progress):
+            scale, cache_dir, export_dir, set_items, progress):
     """Generate on the train split, curate, train, and score System 1, System 2 and the distilled
     model through lm-eval; every stage resumes after a kill. Prints a three-row summary."""
     from s2d.distill import DistillError, DistillRun, RunConfig, apply_scale, format_summary
@@ -486,6 +523,7 @@ def distill(ctx, task_name, method, curator, trainer, config_path, name, runs_di
                              ("task_options", task_option, "--task-option")):
         if items:
             flags[key] = {**(config.get(key) or {}), **parse_kv(items, hint)}
+    config = merge_settings(config, parse_set(set_items))
     try:
         cfg = RunConfig.build(config, flags)
         for kind, key in (("tasks", "task"), ("methods", "method"), ("curators", "curator"), ("trainers", "trainer")):

@@ -82,6 +82,7 @@ def generate_traces(backend, task, method: Method, docs: list[dict], *, split: s
     traces = []
     for i, doc in enumerate(docs):
         trace = {"id": str(doc["id"]), "task": task.name, "method": method.name, "split": split,
+                 "model": runner.model_id,  # the weights' content hash that keyed these samples
                  "prompt": [{"role": "user", "content": task.system1_prompt(doc)}], "samples": samples[i]}
         if perturb:
             p = inputs[len(docs) + i]

@@ -76,8 +76,11 @@ RUNS = [
                                                        "curator_options": {"threshold": 0.8}},
      "Distill System 1 on coin flip"),
 ]
-# The curation grid: (samples used, threshold, margin).
-GRID = [(4, 0.5, 0), (4, 0.7, 0), (8, 0.5, 0), (8, 0.0, 2), (8, 0.0, 4), (8, 0.6, 0), (8, 0.8, 0), (8, 0.9, 0)]
+# The curation grid: (samples used, threshold, margin), each on the first 200, 400 and all inputs
+# (what a smaller or cheaper run would have kept from the same samples).
+GRID = [(4, 0.5, 0), (4, 0.7, 0), (6, 0.5, 0), (6, 0.8, 0), (8, 0.5, 0), (8, 0.0, 2), (8, 0.0, 4), (8, 0.6, 0),
+        (8, 0.8, 0), (8, 0.9, 0)]
+GRID_INPUTS = (200, 400, None)
 OUT = ROOT / "results" / "distill_search"
 RUNS_DIR = ROOT / "runs" / "distill_search"
 
@@ -96,19 +99,19 @@ def settings(base: dict, overrides: dict) -> dict:
 
 def curation_grid(traces_path: Path, task) -> list[dict]:
     """Kept inputs and target accuracy of majority vote at every grid point, on one run's traces."""
+    import tempfile
+
     from s2d.curators.base import write_curated
     from s2d.traces import build_curator, load_traces
 
     traces = load_traces(traces_path)
-    rows = []
     n_max = min(len(t["samples"]) for t in traces)
-    for n, threshold, margin in GRID:
-        if n > n_max:
-            continue
-        cut = [{**t, "samples": t["samples"][:n]} for t in traces]
+    points = [(inputs, n, threshold, margin) for inputs in GRID_INPUTS for n, threshold, margin in GRID
+              if n <= n_max and (inputs is None or inputs < len(traces))]
+    rows = []
+    for inputs, n, threshold, margin in points:
+        cut = [{**t, "samples": t["samples"][:n]} for t in traces[:inputs]]
         curator = build_curator("majority", task, threshold=threshold, margin=margin)
-        import tempfile
-
         with tempfile.TemporaryDirectory() as tmp:
             summary = write_curated(Path(tmp) / "sft.jsonl", cut, curator.curate(cut), curator="majority")
         rows.append({"n": n, "threshold": threshold, "margin": margin, "inputs": summary["inputs"],
@@ -263,7 +266,6 @@ def main() -> None:
         return
 
     from s2d.envinfo import git_commit
-    from s2d.lmeval.tasks import build_task
 
     rows, grids = [], {}
     for name, cfg, why in plan:
@@ -277,13 +279,24 @@ def main() -> None:
         if not summary_path.is_file():
             continue
         summary = json.loads(summary_path.read_text())
-        rows += row_of(name, why, cfg, summary)
-        gen = (f"{cfg['task']}, {cfg['method']}, T {cfg.get('temperature', 0.7) if cfg.get('temperature') is not None else 0.7}"
-               f"{', resampled exemplars' if cfg['method_options'].get('shots_resample') else ''}, "
-               f"{summary['curation']['inputs']} inputs")
-        if gen not in grids and (folder / "traces.jsonl").is_file():
-            grids[gen] = curation_grid(folder / "traces.jsonl", build_task(cfg["task"], **cfg.get("task_options", {})))
+        try:
+            report_run(name, why, cfg, summary, folder, rows, grids)
+        except Exception as exc:  # noqa: BLE001 - a report bug must not stop the remaining runs
+            print(f"[{name}] report failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            continue
         write_report(rows, grids, git_commit(ROOT))  # after every run: results land as they come
+
+
+def report_run(name, why, cfg, summary, folder, rows, grids) -> None:
+    from s2d.lmeval.tasks import build_task
+
+    rows += row_of(name, why, cfg, summary)
+    temperature = 0.7 if cfg.get("temperature") is None else cfg["temperature"]
+    gen = (f"{cfg['task']}, {cfg['method']}, T {temperature}"
+           f"{', resampled exemplars' if cfg['method_options'].get('shots_resample') else ''}, "
+           f"{summary['curation']['inputs']} inputs")
+    if gen not in grids and (folder / "traces.jsonl").is_file():
+        grids[gen] = curation_grid(folder / "traces.jsonl", build_task(cfg["task"], **cfg.get("task_options", {})))
 
 
 def write_report(rows, grids, commit) -> None:

