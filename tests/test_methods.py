@@ -144,6 +144,13 @@ def test_eval_scores_a_method_through_lm_eval(tiny_data, tmp_path):
     assert [len(c) for c in backend.calls] == [3, 3]  # one call per stage for all documents
     lines = [json.loads(x) for x in path.with_suffix(".samples.jsonl").read_text().splitlines()]
     assert lines[0]["response"] == "Final answer: ny" and set(lines[0]["usage"]["stages"]) == {"rephrase", "respond"}
+    # A complete sample log: prompt, every stage's text, parsed answer, reference and the metrics.
+    docs = get_plugins().get("tasks", "last_letter").obj(size=4).docs("test")
+    for line, doc in zip(lines, docs):
+        assert line["prompt"].startswith(doc["question"]) and [s["stage"] for s in line["stages"]] == ["rephrase", "respond"]
+        assert line["stages"][0]["text"].startswith("Rewritten: ") and line["answer"] == "ny"
+        assert line["reference"] == doc["answer"]
+        assert line["metrics"] == {"exact_match": float(doc["answer"] == "ny")}
 
 
 def test_eval_majority_at_test_time_counts_every_sample(tiny_data, tmp_path):
@@ -205,3 +212,16 @@ def test_cot_shots_resample_gives_each_sample_its_own_exemplars(tiny_data):
     test_doc = t.docs("test")[0]
     assert build_method("cot", t, shots=2, shots_resample=True).messages(test_doc) == \
         build_method("cot", t, shots=2).messages(test_doc)
+
+
+def test_rar2_paper_wording_asks_the_rephrased_question_alone(tiny_data):
+    for name, tail in (("last_letter", ""), ("coin_flip", "\n\nAnswer the Yes or No question.")):
+        t = task(name)
+        backend = ScriptedBackend(script=lambda r, s: "REPHRASED")
+        run_method(build_method("rar2", t, wording="paper"), make_runner(backend, "rar2"), t.docs("test")[:1])
+        assert backend.calls[1][0].messages[-1]["content"] == "REPHRASED" + tail
+        backend = ScriptedBackend(script=lambda r, s: "REPHRASED")
+        run_method(build_method("rar2", t), make_runner(backend, "rar2"), t.docs("test")[:1])
+        assert "Final answer: <answer>" in backend.calls[1][0].messages[-1]["content"]
+    with pytest.raises(MethodConfigError, match="wording must be"):
+        build_method("rar2", task("last_letter"), wording="both")

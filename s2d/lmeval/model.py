@@ -71,7 +71,12 @@ class S2DLM(LM):
                 self.usage.append({"task": inst.task_name, "doc_id": inst.doc_id,
                                    "prompt_tokens": sum(st["prompt_tokens"] for x in samples for st in x["stages"]),
                                    "generated_tokens": sum(stages.values()), "stages": stages, "samples": len(samples),
-                                   "finish_reason": s["stages"][-1]["finish_reason"] if s["stages"] else None})
+                                   "finish_reason": s["stages"][-1]["finish_reason"] if s["stages"] else None,
+                                   # For --log-samples: the scored sample's parsed answer and every
+                                   # stage's rendered prompt and text.
+                                   "answer": s["answer"],
+                                   "steps": [{"stage": st["stage"], "prompt": st["prompt"], "text": st["text"]}
+                                             for st in s["stages"]]})
                 self.cache_hook.add_partial("generate_until", inst.args, s["response"])
         return texts  # type: ignore[return-value]
 

@@ -106,13 +106,24 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
             samples = res.get("samples", {}).get(f"s2d_{task}", [])
             by_doc = {u["doc_id"]: u for u in usage}
             write_jsonl(out.with_suffix(".samples.jsonl"), (
-                json.loads(json.dumps({"doc_id": s["doc_id"], "doc": s["doc"], "response": s["resps"][0][0],
-                                       "metrics": {m: s.get(m) for m in res["results"][f"s2d_{task}"]
-                                                   if "," not in m and m in s},
-                                       "usage": by_doc.get(s["doc_id"])}, default=str))
+                json.loads(json.dumps(sample_line(s, by_doc.get(s["doc_id"]), res["results"][f"s2d_{task}"]),
+                                      default=str))
                 for s in samples))
         written.append(out)
     return written
+
+
+def sample_line(sample: dict, usage: dict | None, results: dict) -> dict:
+    """One --log-samples line: the document, the rendered prompt, every stage's text, the response
+    lm-eval scored, the parsed answer, the reference and the document's metrics."""
+    # lm-eval names aggregated metrics "exact_match,none" (metric, filter); a sample holds "exact_match".
+    names = {key.split(",")[0] for key in results if key != "alias" and not key.split(",")[0].endswith("_stderr")}
+    usage = dict(usage or {})
+    steps = usage.pop("steps", [])
+    return {"doc_id": sample["doc_id"], "doc": sample["doc"], "prompt": steps[0]["prompt"] if steps else None,
+            "stages": steps, "response": sample["resps"][0][0], "answer": usage.pop("answer", None),
+            "reference": sample.get("target"), "metrics": {m: sample[m] for m in sorted(names) if m in sample},
+            "usage": usage}
 
 
 # -- leaderboard --------------------------------------------------------------------------------

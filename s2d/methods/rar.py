@@ -4,7 +4,7 @@ rephrases first, then answers the rephrased question alone (this paper's 2-step 
 from __future__ import annotations
 
 from s2d.hookspecs import hookimpl
-from s2d.methods.base import Method, flatten, start
+from s2d.methods.base import Method, MethodConfigError, flatten, start
 
 ANSWER_FORMAT = "End with the answer in the form \"Final answer: <answer>\"."
 
@@ -39,10 +39,25 @@ class RaR2(Method):
     }
     max_new_tokens = {"rephrase": 128, "respond": 192}
 
+    # The paper's step 2 (Figs. 4-5): the rephrased question alone (coin flip: plus "Answer the Yes or
+    # No question."); the answer is then parsed from free text.
+    PAPER_RESPOND = {"respond": "{rephrased}", "respond@coin_flip": "{rephrased}\n\nAnswer the Yes or No question."}
+
     @classmethod
     def options(cls):
         # The paper sampled 8 per stage for coin flip: n=8 rephrasings x respond_n answers each.
-        return {"respond_n": 1}
+        # wording: "s2d" asks for "Final answer: ..." in step 2; "paper" is the paper's step 2.
+        return {"respond_n": 1, "wording": "s2d"}
+
+    def __init__(self, task, templates: dict | None = None, **options):
+        super().__init__(task, templates=templates, **options)
+        if self.wording not in ("s2d", "paper"):
+            raise MethodConfigError(f"rar2: wording must be 's2d' or 'paper', got {self.wording!r}")
+        if self.wording == "paper":
+            own = {k for k in (templates or {}) if k.partition("@")[0] == "respond"}
+            for key, value in self.PAPER_RESPOND.items():
+                if not own:  # a user's own respond template wins
+                    self._templates[key] = value
 
     def run(self, runner, docs):
         chains = start(docs)
