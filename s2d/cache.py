@@ -1,14 +1,16 @@
-"""A content-addressed, append-only store of generations, so a killed run resumes where it stopped.
+"""A content-addressed store of generations, so a killed run resumes where it stopped.
 
-Each line of ``<dir>/generations.jsonl`` is one sample: its key, the text and the token counts. The
+Each row of ``<dir>/generations.sqlite`` is one sample: its key, the text and the token counts. The
 key hashes what decides the output -- model (engine, weights, dtype, adapter), method, stage, the
 rendered prompt, sampling settings, the run seed and the sample index -- and nothing that does not
 (batch size, memory settings, chunking, the order of inputs). Samples are seeded by their index, so
 asking later for samples 8..15 of a prompt adds to samples 0..7 instead of redoing them.
 
-Appends are flushed and fsynced per chunk under a file lock. A kill can leave a torn last line; it
-is detected on load (no trailing newline, or not JSON), cut off the file and never parsed as data.
-A bad line anywhere else is corruption and raises an error naming the file and line.
+SQLite in WAL mode (stdlib ``sqlite3``) makes it safe for several processes at once: each put is one
+transaction (``INSERT OR IGNORE`` on the key, so a sample two runs made is stored once), a kill
+loses at most the transaction in flight, and readers look keys up instead of loading the store.
+A cache in the old one-file JSONL layout (``generations.jsonl``) is imported on first open and the
+file is kept, renamed ``generations.jsonl.imported``.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 from s2d.files import InputError
 
-FILE_NAME = "generations.jsonl"
+FILE_NAME = "generations.sqlite"
+LEGACY_NAME = "generations.jsonl"
 
 
 def cache_key(identity: dict) -> str:
@@ -30,73 +34,97 @@ def cache_key(identity: dict) -> str:
 
 
 class GenerationCache:
-    """``get(key)`` / ``put(records)`` over one JSONL file; loads lazily, appends atomically per line."""
+    """``get(key)`` / ``put(records)`` over one SQLite file shared by every process that opens it."""
 
     def __init__(self, directory: str | os.PathLike):
         self.dir = Path(directory)
         self.path = self.dir / FILE_NAME
-        self._data: dict[str, dict] | None = None
-        self.discarded_torn_line = False
+        self._db: sqlite3.Connection | None = None
+        self.imported = 0  # records taken over from a legacy JSONL cache on first open
 
-    def _load(self) -> dict[str, dict]:
-        if self._data is not None:
-            return self._data
-        data: dict[str, dict] = {}
-        if self.path.exists():
-            with open(self.path, "rb") as f:
-                raw = f.read()
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is not None:
+            return self._db
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # durable at each WAL checkpoint; a kill loses no commit
+            db.execute("CREATE TABLE IF NOT EXISTS samples (key TEXT PRIMARY KEY, record TEXT NOT NULL)")
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"{self.path}: not a usable generation cache ({exc}); move it away to start "
+                             f"a new one") from None
+        self._db = db
+        self._import_legacy()
+        return db
+
+    def _import_legacy(self) -> None:
+        """Take over a JSONL cache of earlier s2d versions (complete lines only), once."""
+        legacy = self.dir / LEGACY_NAME
+        if not legacy.is_file():
+            return
+        from filelock import FileLock
+
+        with FileLock(str(legacy) + ".lock"):
+            if not legacy.is_file():  # another process imported it while we waited
+                return
+            raw = legacy.read_bytes()
             lines = raw.split(b"\n")
-            # The piece after the last newline is complete only if it is empty.
-            tail, complete = lines[-1], lines[:-1]
-            good_bytes = len(raw) - len(tail)
-            if tail:
-                self._truncate(good_bytes)
-            for lineno, line in enumerate(complete, 1):
+            records = []
+            for lineno, line in enumerate(lines[:-1], 1):  # the piece after the last newline is torn
                 if not line.strip():
                     continue
                 try:
                     rec = json.loads(line)
                     key = rec["key"]
-                except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-                    if lineno == len(complete):  # a torn final line that happens to end in "\n"
-                        self._truncate(good_bytes - len(line) - 1)
+                except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                    if lineno == len(lines) - 1:  # a torn final line that happens to end in "\n"
                         break
-                    raise InputError(f"{self.path}:{lineno}: corrupt generation cache line ({exc}); "
-                                     f"delete the line or the file to regenerate") from None
-                data[key] = rec
-        self._data = data
-        return data
-
-    def _truncate(self, size: int) -> None:
-        from filelock import FileLock
-
-        with FileLock(str(self.path) + ".lock"):
-            with open(self.path, "r+b") as f:
-                f.truncate(size)
-        self.discarded_torn_line = True
+                    raise InputError(f"{legacy}:{lineno}: corrupt generation cache line; delete the line or "
+                                     f"the file to regenerate") from None
+                records.append((key, json.dumps(rec, ensure_ascii=False)))
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("INSERT OR IGNORE INTO samples (key, record) VALUES (?, ?)", records)
+            kept, k = legacy.with_name(LEGACY_NAME + ".imported"), 1
+            while kept.exists():  # an earlier import's copy is never replaced
+                kept, k = legacy.with_name(f"{LEGACY_NAME}.imported.{k}"), k + 1
+            os.replace(legacy, kept)
+            self.imported = len(records)
 
     def get(self, key: str) -> dict | None:
-        return self._load().get(key)
+        row = self._conn().execute("SELECT record FROM samples WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def get_many(self, keys: list[str]) -> dict[str, dict]:
+        """The stored records among ``keys`` (one query per 500 keys)."""
+        out: dict[str, dict] = {}
+        unique = list(dict.fromkeys(keys))
+        for i in range(0, len(unique), 500):
+            chunk = unique[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, record in self._conn().execute(f"SELECT key, record FROM samples WHERE key IN ({marks})",
+                                                    chunk):
+                out[key] = json.loads(record)
+        return out
 
     def __contains__(self, key: str) -> bool:
-        return key in self._load()
+        return self._conn().execute("SELECT 1 FROM samples WHERE key = ?", (key,)).fetchone() is not None
 
     def __len__(self) -> int:
-        return len(self._load())
+        return self._conn().execute("SELECT COUNT(*) FROM samples").fetchone()[0]
 
     def put(self, records: list[dict]) -> None:
-        """Append records (each with a ``key``) and make them durable before returning."""
+        """Store records (each with a ``key``) in one transaction, committed before returning."""
         if not records:
             return
-        from filelock import FileLock
+        rows = [(r["key"], json.dumps(r, ensure_ascii=False)) for r in records]
+        db = self._conn()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT OR IGNORE INTO samples (key, record) VALUES (?, ?)", rows)
 
-        data = self._load()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
-        with FileLock(str(self.path) + ".lock"):
-            with open(self.path, "ab") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-        for r in records:
-            data[r["key"]] = r
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None

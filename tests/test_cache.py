@@ -17,25 +17,72 @@ from s2d.plugins import get_plugins
 from s2d.traces import build_method, generate_traces
 
 
-def test_torn_last_line_is_discarded_and_appends_continue(tmp_path):
+def rows(cache_dir) -> int:
+    """Samples stored in a cache folder (read by another connection, as a third process would)."""
+    import sqlite3
+
+    path = Path(cache_dir) / "generations.sqlite"
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path, timeout=60) as db:
+        return db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+
+
+def test_put_get_and_a_sample_stored_once(tmp_path):
     c = GenerationCache(tmp_path)
     c.put([{"key": "a", "text": "x"}, {"key": "b", "text": "y"}])
-    with open(c.path, "ab") as f:
-        f.write(b'{"key": "c", "te')  # a kill in the middle of a write
-    c2 = GenerationCache(tmp_path)
-    assert len(c2) == 2 and "c" not in c2 and c2.discarded_torn_line
-    c2.put([{"key": "c", "text": "z"}])
-    assert [json.loads(x)["key"] for x in c.path.read_text().splitlines()] == ["a", "b", "c"]
-    assert GenerationCache(tmp_path).get("c")["text"] == "z"
+    c.put([{"key": "a", "text": "other"}])  # two runs made the same sample: the first one stays
+    again = GenerationCache(tmp_path)
+    assert len(again) == 2 and "a" in again and "c" not in again
+    assert again.get("a")["text"] == "x" and again.get("c") is None
+    assert again.get_many(["b", "a", "zz", "a"]) == {"a": {"key": "a", "text": "x"}, "b": {"key": "b", "text": "y"}}
 
 
-def test_corrupt_middle_line_is_an_error_naming_the_line(tmp_path):
+def test_a_legacy_jsonl_cache_is_imported_once_torn_tail_dropped(tmp_path):
+    legacy = tmp_path / "generations.jsonl"
+    legacy.write_text(json.dumps({"key": "a", "text": "x"}) + "\n" + json.dumps({"key": "b", "text": "y"}) + "\n"
+                      + '{"key": "c", "te')  # a kill in the middle of a write
     c = GenerationCache(tmp_path)
-    c.put([{"key": "a", "text": "x"}])
-    with open(c.path, "a") as f:
-        f.write("garbage\n" + json.dumps({"key": "b"}) + "\n")
+    assert len(c) == 2 and c.get("b")["text"] == "y" and "c" not in c and c.imported == 2
+    assert not legacy.exists() and (tmp_path / "generations.jsonl.imported").is_file()  # kept, never deleted
+    assert GenerationCache(tmp_path).imported == 0 and len(GenerationCache(tmp_path)) == 2
+    legacy.write_text(json.dumps({"key": "d", "text": "w"}) + "\n")  # an older s2d appended again
+    assert len(GenerationCache(tmp_path)) == 3 and (tmp_path / "generations.jsonl.imported.1").is_file()
+    assert (tmp_path / "generations.jsonl.imported").is_file()
+
+
+def test_a_corrupt_legacy_line_is_an_error_naming_the_line(tmp_path):
+    (tmp_path / "generations.jsonl").write_text(json.dumps({"key": "a"}) + "\ngarbage\n" + json.dumps({"key": "b"}) + "\n")
     with pytest.raises(InputError, match=r"generations.jsonl:2"):
         len(GenerationCache(tmp_path))
+    assert (tmp_path / "generations.jsonl").is_file()  # nothing imported, nothing moved
+
+
+def test_a_file_that_is_not_a_cache_is_a_clear_error(tmp_path):
+    (tmp_path / "generations.sqlite").write_text("this is not sqlite" * 100)
+    with pytest.raises(InputError, match="not a usable generation cache"):
+        len(GenerationCache(tmp_path))
+
+
+WRITER = r"""
+import sys
+from s2d.cache import GenerationCache
+c = GenerationCache(sys.argv[1])
+tag = sys.argv[2]
+for i in range(0, 1000, 10):
+    c.put([{"key": f"{tag}-{j}", "text": tag * 4000} for j in range(i, i + 10)] + [{"key": f"shared-{i}", "text": tag}])
+"""
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), tag]) for tag in ("p", "q")]
+    while any(p.poll() is None for p in procs):
+        len(GenerationCache(tmp_path))  # a third process opening the cache while both write
+        time.sleep(0.002)
+    assert all(p.returncode == 0 for p in procs)
+    third = GenerationCache(tmp_path)
+    assert len(third) == 2000 + 100  # every sample present once, the shared ones once
+    assert all(f"{t}-{i}" in third for t in "pq" for i in (0, 499, 999))
 
 
 def test_reruns_reuse_samples_and_batch_layout_is_not_in_the_key(tiny_data, tmp_path):
@@ -73,24 +120,24 @@ def test_kill_mid_stage_then_resume_matches_an_uninterrupted_run(tiny_data, tmp_
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
 
     s2d("--out", str(tmp_path / "clean.jsonl"), cache=tmp_path / "clean-cache")
-    store = tmp_path / "killed-cache" / "generations.jsonl"
+    store = tmp_path / "killed-cache"
     proc = s2d("--out", str(tmp_path / "resumed.jsonl"), cache=tmp_path / "killed-cache", wait=False)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if store.exists() and 2 <= len(store.read_bytes().splitlines()) < 12:
+        if 2 <= rows(store) < 12:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed: " + proc.stderr.read()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    before = len([x for x in store.read_text().splitlines() if x.endswith("}")])
-    total = len((tmp_path / "clean-cache" / "generations.jsonl").read_text().splitlines())
+    before = rows(store)
+    total = rows(tmp_path / "clean-cache")
     assert total == 16 and 0 < before < total  # 4 inputs x 2 samples x 2 stages
     done = s2d("--out", str(tmp_path / "resumed.jsonl"), cache=tmp_path / "killed-cache")
     assert f"{total - before} generated, {before} from the cache" in done.stderr
     clean = Path(tmp_path / "clean.jsonl").read_text()
     assert Path(tmp_path / "resumed.jsonl").read_text() == clean
-    assert len(store.read_text().splitlines()) == total  # nothing generated twice
+    assert rows(store) == total  # nothing generated twice
 
 
 def test_weights_trained_again_into_the_same_folder_get_new_samples(tmp_path, monkeypatch):

@@ -74,12 +74,12 @@ def test_distill_killed_in_generation_and_in_training_resumes_to_the_same_data(t
     clean = tmp_path / "clean"
     assert start(clean).wait() == 0
     run = tmp_path / "killed"
-    store = run / "cache" / "generations.jsonl"
+    from test_cache import rows
+
     # rar2 is two stages of 8 generations; kill once the first stage is stored, before the traces.
-    _wait_then_kill(start(run), lambda: store.is_file() and len(store.read_bytes().splitlines()) >= 8,
-                    "generation")
+    _wait_then_kill(start(run), lambda: rows(run / "cache") >= 8, "generation")
     assert not (run / "traces.jsonl").exists()
-    stored = len(store.read_bytes().splitlines())
+    stored = rows(run / "cache")
     assert 8 <= stored < 16
     ckpts = run / "adapter" / "checkpoints"
     _wait_then_kill(start(run), lambda: any((p / "trainer_state.json").is_file() for p in ckpts.glob("checkpoint-*")),
@@ -94,8 +94,12 @@ def test_distill_killed_in_generation_and_in_training_resumes_to_the_same_data(t
     assert (run / "sft.jsonl").read_text() == (clean / "sft.jsonl").read_text()
     assert (run / "traces.jsonl").read_text() == (clean / "traces.jsonl").read_text()
     # The resumed run stored what the uninterrupted one did, and no generation twice.
-    keys = [json.loads(x)["key"] for x in store.read_text().splitlines()]
-    assert len(keys) == len(set(keys)) == len((clean / "cache" / "generations.jsonl").read_text().splitlines())
+    import sqlite3
+
+    with sqlite3.connect(run / "cache" / "generations.sqlite") as db, \
+            sqlite3.connect(clean / "cache" / "generations.sqlite") as ref:
+        keys = {k for (k,) in db.execute("SELECT key FROM samples")}
+        assert keys == {k for (k,) in ref.execute("SELECT key FROM samples")}
     training = json.loads((run / "adapter" / "s2d_training.json").read_text())
     assert "checkpoint-" in (training["resumed_from"] or "")
     assert "distilled" in out and Path(run / "summary.json").is_file()

@@ -127,8 +127,8 @@ class StageRunner:
             base = {"model": self.model_id, "adapter": self.adapter_id, "method": self.method, "stage": stage,
                     "messages": msgs, "sampling": sampling, "seed": self.seed}
             keys.append([cache_key({**base, "sample": j}) for j in range(first, first + n)])
-        found: list[list[dict | None]] = [[self.cache.get(k) if self.cache is not None else None for k in ks]
-                                          for ks in keys]
+        stored = self.cache.get_many([k for ks in keys for k in ks]) if self.cache is not None else {}
+        found: list[list[dict | None]] = [[stored.get(k) for k in ks] for ks in keys]
         # Unique missing (prompt, first missing sample) requests; duplicates are generated once.
         todo: dict[str, tuple[int, int]] = {}
         for i, row in enumerate(found):
