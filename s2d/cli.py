@@ -620,10 +620,12 @@ def show_prompts(ctx, method, method_option, config_path, task_option, task_name
 @click.option("--label", default=None, help="Condition name in the records [default: method(+options)(+adapter)].")
 @click.option("--cache", "cache_dir", default=None, type=click.Path(file_okay=False),
               help="Use a generation cache folder (resume a killed eval); off by default.")
+@click.option("--overwrite", is_flag=True, help="Replace records made with other settings (refused by default).")
 @click.option("--progress/--no-progress", default=True)
 @click.pass_context
 def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, seed, method, method_option,
-          config_path, task_option, tasks, adapter, limit, log_samples, results_dir, label, cache_dir, progress):
+          config_path, task_option, tasks, adapter, limit, log_samples, results_dir, label, cache_dir, overwrite,
+          progress):
     """Score a model (System 1, a method, or base + adapter) on s2d's tasks through lm-eval.
 
     Task options subset=N subset_seed=S evaluate a seeded random subset of at least N documents
@@ -646,6 +648,18 @@ def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, se
     for name in names:  # check the method's options against each task before any model loads
         _method(ctx, method, _task(ctx, name, {k: v for k, v in options.items()
                                                if k not in ("subset", "subset_seed")}), m_options)
+    if limit is not None and limit < 1:
+        raise click.BadParameter(f"{limit} (must be a positive integer)", param_hint="--limit")
+    from s2d.lmeval.run import RecordExistsError, check_record, planned_records
+
+    try:  # a record of other settings in the way is found before any model loads
+        for path, identity in planned_records(results_dir=results_dir, model_ref=model or "smollm2-135m",
+                                              tasks=names, method=method, adapter=adapter, limit=limit, label=label,
+                                              task_options=options or None, method_options=m_options or None,
+                                              seed=seed):
+            check_record(path, identity, overwrite)
+    except RecordExistsError as exc:
+        raise click.ClickException(str(exc)) from None
     engine = make_backend(ctx, backend, model, seed, dtype, batch_size, threads, trust_remote_code)
     from s2d.methods.base import MethodConfigError
     from s2d.tasks.base import TaskDataError
@@ -655,7 +669,7 @@ def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, se
             paths = evaluate(engine, model_ref=model or "smollm2-135m", tasks=names, method=method, adapter=adapter,
                              limit=limit, seed=seed, log_samples=log_samples, results_dir=results_dir, label=label,
                              task_options=options or None, progress=progress, method_options=m_options or None,
-                             cache=open_cache(cache_dir))
+                             cache=open_cache(cache_dir), overwrite=overwrite)
         except (TaskDataError, MethodConfigError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
     from s2d.lmeval.run import load_record, metrics_of

@@ -109,3 +109,59 @@ def test_s2d_eval_and_stock_lm_eval_agree_on_the_embedded_model(tiny_data, tmp_p
     (stock_file,) = (tmp_path / "stock").rglob("samples_s2d_last_letter_*.jsonl")
     stock = {s["doc_id"]: s["resps"][0][0] for s in map(json.loads, stock_file.read_text().splitlines())}
     assert {o["doc_id"]: o["response"] for o in ours} == stock
+
+
+def test_records_of_other_settings_are_never_overwritten(tiny_data, tmp_path):
+    from s2d.lmeval.run import RecordExistsError, evaluate
+
+    def run(**kw):
+        return evaluate(ScriptedBackend(script=last_letter_oracle), model_ref="scripted", tasks=["last_letter"],
+                        results_dir=str(tmp_path), task_options={"size": 4}, progress=False, **kw)
+
+    (full,) = run()
+    (limited,) = run(limit=2)  # the first N documents are another condition, in another file
+    assert full.name == "system1.json" and limited.name == "system1+limit=2.json"
+    assert json.loads(full.read_text())["s2d"]["n_examples"] == 4
+    assert run() == [full]  # the same settings again: replaced
+    with pytest.raises(RecordExistsError, match=r"other settings \(seed: 0 there, 1 now\)"):
+        run(seed=1)
+    with pytest.raises(RecordExistsError, match="method"):
+        run(label="system1", method="cot")
+    assert json.loads(full.read_text())["s2d"]["method"] == "system1"
+    assert run(seed=1, overwrite=True) == [full]
+    with pytest.raises(ValueError, match="limit must be a positive integer"):
+        run(limit=0)
+
+
+def test_two_runs_adapters_and_merged_folders_get_their_own_records(tmp_path, monkeypatch):
+    from s2d.lmeval.run import condition_name, record_path
+
+    monkeypatch.setenv("S2D_CACHE", str(tmp_path / "s2d"))
+    names = []
+    for run in ("a", "b"):
+        for folder in ("adapter", "merged"):
+            d = tmp_path / run / folder
+            d.mkdir(parents=True)
+            (d / "config.json").write_text("{}")
+            (d / "model.safetensors").write_bytes(run.encode())
+        names.append((condition_name("system1", str(tmp_path / run / "adapter")),
+                      record_path(tmp_path / "res", str(tmp_path / run / "merged"), "last_letter", "system1")))
+    assert names[0][0] != names[1][0] and names[0][0].startswith("system1+adapter-adapter-")
+    assert names[0][1] != names[1][1] and names[0][1].parent.parent.name.startswith("merged-")
+    assert record_path(tmp_path, "smollm2-135m", "t", "c") == tmp_path / "smollm2-135m" / "t" / "c.json"
+
+
+def test_eval_refuses_a_record_in_the_way_before_any_model_loads(tiny_data, tmp_path):
+    from click.testing import CliRunner
+
+    from s2d.cli import cli
+
+    (tmp_path / "smollm2-135m" / "last_letter").mkdir(parents=True)
+    (tmp_path / "smollm2-135m" / "last_letter" / "system1.json").write_text(json.dumps(
+        {"s2d": {"model": "smollm2-135m", "method": "system1", "method_options": {}, "limit": None, "seed": 7,
+                 "generation": {"task_options": {"size": 4}}}}))
+    res = CliRunner().invoke(cli, ["eval", "--tasks", "last_letter", "--results-dir", str(tmp_path),
+                                   "--task-option", "size=4", "--backend", "no-such-backend"])
+    assert res.exit_code != 0 and "other settings (seed: 7 there, 0 now)" in res.output, res.output
+    res = CliRunner().invoke(cli, ["eval", "--tasks", "last_letter", "--limit", "0"])
+    assert res.exit_code != 0 and "--limit" in res.output

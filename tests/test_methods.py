@@ -137,7 +137,7 @@ def test_eval_scores_a_method_through_lm_eval(tiny_data, tmp_path):
     [path] = evaluate(backend, model_ref="scripted", tasks=["last_letter"], method="rar2", limit=3,
                       results_dir=str(tmp_path), log_samples=True, progress=False, task_options={"size": 4})
     rec = json.loads(path.read_text())
-    assert rec["s2d"]["method"] == "rar2" and path.stem == "rar2"
+    assert rec["s2d"]["method"] == "rar2" and path.stem == "rar2+limit=3"
     assert set(rec["s2d"]["mean_generated_tokens_by_stage"]) == {"rephrase", "respond"}
     by_stage = rec["s2d"]["mean_generated_tokens_by_stage"]
     assert rec["s2d"]["mean_generated_tokens"] == pytest.approx(sum(by_stage.values()))
@@ -160,7 +160,7 @@ def test_eval_majority_at_test_time_counts_every_sample(tiny_data, tmp_path):
     [path] = evaluate(backend, model_ref="scripted", tasks=["gsm8k"], method="cot", limit=2, progress=False,
                       results_dir=str(tmp_path), method_options={"n": 3})
     rec = json.loads(path.read_text())
-    assert path.stem == "cot+n=3"
+    assert path.stem == "cot+n=3+limit=2"
     assert rec["lm_eval"]["results"]["s2d_gsm8k"]["exact_match,none"] == 0.5  # gold answers 2 and 3; the majority says 3
     assert rec["s2d"]["mean_generated_tokens"] == pytest.approx(3 * 3)
 

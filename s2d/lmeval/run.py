@@ -33,13 +33,73 @@ def condition_name(method: str, adapter: str | None, label: str | None = None,
 
             text = hashlib.sha256(text.encode()).hexdigest()[:8]
         name += f"+{key}={text}"
-    return safe_name(name + (f"+adapter-{Path(adapter).resolve().name}" if adapter else ""))
+    return safe_name(name + (f"+adapter-{local_name(adapter)}" if adapter else ""))
+
+
+def local_name(path: str) -> str:
+    """A local model or adapter folder's name in records: the folder's name and the first 8 hex
+    digits of its weights' hash, so two runs' `adapter/` (or `merged/`) folders never share a record."""
+    from s2d.models import weights_fingerprint
+
+    return f"{Path(path).resolve().name}-{weights_fingerprint(path)[:8]}"
 
 
 def record_path(results_dir: str | Path, model_ref: str, task: str, condition: str) -> Path:
-    """Where `s2d eval` writes a (model, task, condition) record; a hub id becomes org_name."""
-    model_dir = safe_name(Path(model_ref).name if Path(model_ref).exists() else model_ref)
+    """Where `s2d eval` writes a (model, task, condition) record: an alias keeps its name, a hub id
+    becomes org_name, a local folder its name plus its weights' hash."""
+    from s2d.models import ALIASES
+
+    model_dir = safe_name(local_name(model_ref) if model_ref not in ALIASES and Path(model_ref).exists() else model_ref)
     return Path(results_dir) / model_dir / safe_name(task) / f"{safe_name(condition)}.json"
+
+
+class RecordExistsError(ValueError):
+    """An eval record of other settings is where a new one would be written."""
+
+
+def record_identity(*, model_ref: str, method: str, method_options: dict | None, adapter: str | None,
+                    limit: int | None, task_options: dict | None, seed: int) -> dict:
+    """What decides a record's numbers: the weights, the condition and the documents."""
+    from s2d.traces import weights_identity
+
+    return json.loads(json.dumps({
+        "model": model_ref, "model_weights": weights_identity(model_ref) if Path(model_ref).exists() else None,
+        "method": method, "method_options": method_options or {}, "adapter": weights_identity(adapter),
+        "limit": limit, "task_options": task_options or {}, "seed": seed}, sort_keys=True, default=str))
+
+
+def check_record(path: Path, identity: dict, overwrite: bool = False) -> None:
+    """Refuse to replace a record made with other settings (unless ``overwrite``); a rerun of the
+    same settings replaces it."""
+    if overwrite or not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))["s2d"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RecordExistsError(f"{path} exists and is not an s2d eval record; move it or pass --overwrite") from None
+    saved = old.get("identity") or {  # records of earlier versions: compare what they recorded
+        "model": old.get("model"), "method": old.get("method"), "method_options": old.get("method_options") or {},
+        "limit": old.get("limit"), "task_options": (old.get("generation") or {}).get("task_options") or {},
+        "seed": old.get("seed")}
+    differ = sorted(k for k in saved if k in identity and saved.get(k) != identity.get(k))
+    if differ:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} there, {identity.get(k)!r} now" for k in differ)
+        raise RecordExistsError(f"{path} holds a record made with other settings ({shown}); choose another "
+                                f"--results-dir or --label, or pass --overwrite")
+
+
+def planned_records(*, results_dir, model_ref, tasks, method, adapter, limit, label, task_options,
+                    method_options, seed) -> list[tuple[Path, dict]]:
+    """(record path, identity) for each task, known before any model loads."""
+    condition = condition_name(method, adapter, label, method_options)
+    if (task_options or {}).get("subset") and not label:  # a subset is a different condition: never overwrite
+        condition += f"+subset={task_options['subset']}" + (
+            f"-seed{task_options['subset_seed']}" if task_options.get("subset_seed") else "")
+    if limit is not None and not label:  # so are the first N documents
+        condition += f"+limit={limit}"
+    identity = record_identity(model_ref=model_ref, method=method, method_options=method_options, adapter=adapter,
+                               limit=limit, task_options=task_options, seed=seed)
+    return [(record_path(results_dir, model_ref, task, condition), identity) for task in tasks]
 
 
 def task_manager(metadata: dict | None = None):
@@ -54,20 +114,25 @@ def task_manager(metadata: dict | None = None):
 def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system1", adapter: str | None = None,
              limit: int | None = None, seed: int = 0, log_samples: bool = False, results_dir: str = "results/eval",
              label: str | None = None, task_options: dict | None = None, progress: bool = True,
-             method_options: dict | None = None, cache=None) -> list[Path]:
-    """Evaluate one condition (method + adapter) on each task; return the record paths."""
+             method_options: dict | None = None, cache=None, overwrite: bool = False) -> list[Path]:
+    """Evaluate one condition (method + adapter) on each task; return the record paths. A record of
+    other settings already at a path is an error (``overwrite`` replaces it)."""
     import lm_eval
 
     from s2d.envinfo import git_commit, versions
     from s2d.lmeval.model import S2DLM
 
-    condition = condition_name(method, adapter, label, method_options)
-    if (task_options or {}).get("subset") and not label:  # a subset is a different condition: never overwrite
-        condition += f"+subset={task_options['subset']}" + (
-            f"-seed{task_options['subset_seed']}" if task_options.get("subset_seed") else "")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    plan = planned_records(results_dir=results_dir, model_ref=model_ref, tasks=tasks, method=method, adapter=adapter,
+                           limit=limit, label=label, task_options=task_options, method_options=method_options,
+                           seed=seed)
+    for path, identity in plan:
+        check_record(path, identity, overwrite)
     tm = task_manager(task_options)
     written = []
-    for task in tasks:
+    for task, (out, identity) in zip(tasks, plan):
+        condition = out.stem
         lm = S2DLM(backend, method=method, adapter=adapter, progress=progress, method_options=method_options,
                    task_options=task_options, cache=cache, seed=seed)
         start = time.perf_counter()
@@ -84,7 +149,8 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
                 stage_tokens[k] = stage_tokens.get(k, 0) + v / n
         record: dict[str, Any] = {
             "s2d": {
-                "task": task, "condition": condition, "method": method, "method_options": method_options or {},
+                "task": task, "condition": condition, "identity": identity,
+                "method": method, "method_options": method_options or {},
                 "adapter": adapter, "model": model_ref,
                 "model_path": backend.model_path, "backend": backend.name, "seed": seed, "limit": limit,
                 "generation": {"dtype": getattr(backend, "dtype", None), "chat_template": True,
@@ -100,7 +166,6 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
             "lm_eval": {k: res[k] for k in ("results", "configs", "versions", "n-shot", "higher_is_better",
                                             "n-samples") if k in res},
         }
-        out = record_path(results_dir, model_ref, task, condition)
         write_json(out, json.loads(json.dumps(record, default=str)))
         if log_samples:
             samples = res.get("samples", {}).get(f"s2d_{task}", [])
