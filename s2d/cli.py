@@ -142,6 +142,15 @@ def make_backend(ctx, backend, model, seed, dtype, batch_size, threads, trust_re
         raise click.ClickException(str(exc)) from None
 
 
+def _check_output(out, *inputs, folders=()) -> None:
+    from s2d.files import InputError, check_output
+
+    try:
+        check_output(out, *inputs, folders=folders)
+    except InputError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def parse_value(text: str):
     """A KEY=VALUE option's value: JSON when it parses (numbers, true/false, lists), else the string."""
     try:
@@ -328,6 +337,7 @@ def generate(ctx, model, backend, dtype, batch_size, threads, trust_remote_code,
     m = _method(ctx, method, task, options)
     docs = _docs(task, split, limit)
     cache = open_cache(None if no_cache else (cache_dir or True))
+    _check_output(out_path, folders=[cache.dir] if cache is not None else [])
     engine = make_backend(ctx, backend, model, seed, dtype, batch_size, threads, trust_remote_code)
     start = time.perf_counter()
     from s2d.methods.base import MethodConfigError
@@ -361,6 +371,7 @@ def _generate_requests(ctx, model, backend, dtype, batch_size, threads, trust_re
         raise click.ClickException(str(exc)) from None
     if not requests:
         raise click.ClickException(f"{input_path}: no requests")
+    _check_output(out_path, input_path)
     engine = make_backend(ctx, backend, model, seed, dtype, batch_size, threads, trust_remote_code)
     start = time.perf_counter()
     with engine:
@@ -419,6 +430,9 @@ def curate(ctx, curator, traces_path, out_path, curator_option, task_option, mod
     if len(tasks) != 1 or None in tasks:
         raise click.ClickException(f"{traces_path}: traces must come from one task, found {sorted(map(str, tasks))}")
     task = _task(ctx, tasks.pop(), parse_kv(task_option, "--task-option"))
+    out = Path(out_path)
+    for written in (out, out.with_name(out.stem + ".dropped.jsonl"), out.with_name(out.stem + ".summary.json")):
+        _check_output(written, traces_path)
     try:
         cur = build_curator(curator, task, **parse_kv(curator_option, "--curator-option"))
     except (UnknownNameError, ValueError) as exc:
@@ -689,7 +703,7 @@ def leaderboard(results_dir, out):
     from s2d.lmeval.run import leaderboard as build
 
     try:
-        table, md, png = build(results_dir, out)
+        table, md, png = build(results_dir, out, warn=lambda m: click.echo(m, err=True))
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(table)

@@ -383,7 +383,8 @@ class Round:
                                  extra={"method": c["method"], "round": self.r,
                                         "traces": str((self.dir / "traces.jsonl").relative_to(self.run.dir))})
 
-        return self._stage("curate", out.is_file(), work)
+        # The summary is written last: a kill between the curated set and it redoes the stage.
+        return self._stage("curate", out.is_file() and (self.dir / "sft.summary.json").is_file(), work)
 
     def training_data(self) -> Path:
         """What the student trains on: this round's curated set, or with ``accumulate`` the union of

@@ -67,8 +67,8 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         umask = current_umask()  # mkdtemp makes the folder private
         tmp.chmod(0o777 & ~umask)
-        for f in tmp.iterdir():
-            f.chmod(0o666 & ~umask)
+        for f in tmp.rglob("*"):  # published like open()/mkdir() would have made them
+            f.chmod((0o777 if f.is_dir() else 0o666) & ~umask)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -95,3 +95,26 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_write(path) as f:
         json.dump(obj, f, indent=2, ensure_ascii=False)
         f.write("\n")
+
+
+def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None, folders=(), flag: str = "--out") -> Path:
+    """Before any work: refuse an output that is one of the inputs or lies inside one of the input
+    ``folders`` (the generation cache), and find an unwritable one, so a run never destroys its
+    input or loses its work at the end."""
+    target = Path(out).expanduser().resolve()
+    for given, folder in [(i, False) for i in inputs] + [(f, True) for f in folders]:
+        if given is None:
+            continue
+        source = Path(given).expanduser().resolve()
+        if target == source or ((folder or source.is_dir()) and source in target.parents):
+            raise InputError(f"{flag} {out}: that is also an input ({given}); write the output elsewhere")
+    if target.is_dir():
+        raise InputError(f"{flag} {out}: is a folder; give a file path")
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".s2d-write-check-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"{flag} {out}: cannot write there ({exc.strerror or exc})") from None
+    return target

@@ -170,6 +170,11 @@ def resolve_model(ref: str | None = None) -> str:
     if path.exists():
         if not is_model_folder(path):
             raise ModelError(f"model {ref!r}: {path} is not a model folder (no config.json)")
+        if not any(path.glob("*.safetensors")) and any(path.glob("*.bin")) | any(path.glob("*.pt")):
+            # Pickled weights can run code when loaded; s2d loads safetensors only, on every engine.
+            raise ModelError(f"model {ref!r}: {path} has pickled weights (*.bin/*.pt) and no *.safetensors; "
+                             f"s2d loads safetensors only (convert with transformers' save_pretrained("
+                             f"safe_serialization=True))")
         return str(path.resolve())
     if ref.count("/") == 1 and not ref.startswith((".", "/", "~")):
         return ref  # a hub id: transformers/vLLM fetch it (needs network)

@@ -148,7 +148,11 @@ class Plugins:
         try:
             module = load()
             self.pm.register(module, name=name)
-        except Exception as exc:  # noqa: BLE001 - isolate any failure of third-party code
+            # A misspelled hook (register_method) would otherwise be silently ignored.
+            self.pm.check_pending()
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - isolate any failure of third-party code, even sys.exit
+            if self.pm.is_registered(locals().get("module")):
+                self.pm.unregister(module)
             self._fail(info, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
             return
         info.hooks = sorted(h.name for h in self.pm.get_hookcallers(module) or [])

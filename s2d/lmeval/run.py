@@ -192,20 +192,32 @@ def sample_line(sample: dict, usage: dict | None, results: dict) -> dict:
 
 
 # -- leaderboard --------------------------------------------------------------------------------
-def load_record(path: str | Path) -> dict | None:
-    """One `s2d eval` record, or None for any other (or unreadable) JSON file."""
+def load_record(path: str | Path, why: list | None = None) -> dict | None:
+    """One `s2d eval` record, or None for any other (or unreadable) JSON file; ``why`` collects
+    (path, reason) for files that look like records but cannot be read as one."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if why is not None:
+            why.append((str(path), f"unreadable: {exc}"))
         return None
-    if isinstance(data, dict) and "s2d" in data and "lm_eval" in data:
-        data["_path"] = str(path)
-        return data
-    return None
+    if not (isinstance(data, dict) and "s2d" in data and "lm_eval" in data):
+        return None  # another kind of JSON file (a config, a summary)
+    try:
+        s = data["s2d"]
+        float(s["mean_generated_tokens"]), str(s["task"]), str(s["condition"])
+        data["lm_eval"]["results"][f"s2d_{s['task']}"].items()
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if why is not None:
+            why.append((str(path), f"not an s2d eval record of this version ({type(exc).__name__}: {exc})"))
+        return None
+    data["_path"] = str(path)
+    return data
 
 
-def load_records(results_dir: str | Path) -> list[dict]:
-    return [r for r in map(load_record, sorted(Path(results_dir).rglob("*.json"))) if r is not None]
+def load_records(results_dir: str | Path, skipped: list | None = None) -> list[dict]:
+    """Every record under ``results_dir``; ``skipped`` collects (path, why) for those it cannot use."""
+    return [r for r in (load_record(p, skipped) for p in sorted(Path(results_dir).rglob("*.json"))) if r is not None]
 
 
 def record_source(record: dict, results_dir: str | Path) -> str:
@@ -234,9 +246,14 @@ def headline_metric(metrics: dict[str, float]) -> str | None:
     return next((k for k in HEADLINE_METRICS if k in metrics), None)
 
 
-def leaderboard(results_dir: str | Path, out_dir: str | Path | None = None) -> tuple[str, Path, Path | None]:
-    """Write leaderboard.md (and leaderboard.png when matplotlib is there) for every record."""
-    records = load_records(results_dir)
+def leaderboard(results_dir: str | Path, out_dir: str | Path | None = None,
+                warn=None) -> tuple[str, Path, Path | None]:
+    """Write leaderboard.md (and leaderboard.png when matplotlib is there) for every record; each
+    file that looks like a record but cannot be used is named through ``warn`` with the reason."""
+    skipped: list = []
+    records = load_records(results_dir, skipped)
+    for path, why in skipped:
+        (warn or (lambda m: None))(f"s2d: leaderboard skips {path}: {why}")
     if not records:
         raise FileNotFoundError(f"no s2d eval records under {results_dir}")
     out_dir = Path(out_dir or results_dir)

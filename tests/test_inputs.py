@@ -1,0 +1,120 @@
+"""Bad input and unsafe outputs are refused before any work, with a message naming what is wrong;
+no command destroys its own input (issue: no stale result, no lost result)."""
+
+import json
+import os
+import stat
+
+import pytest
+from click.testing import CliRunner
+
+from s2d.cli import cli
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_curate_and_generate_never_write_over_their_input(tiny_data, tmp_path):
+    traces = tmp_path / "t.jsonl"
+    traces.write_text(json.dumps({"id": "1", "task": "last_letter", "prompt": [{"role": "user", "content": "q"}],
+                                  "samples": [{"response": "Final answer: ab", "answer": "ab"}]}) + "\n")
+    before = traces.read_text()
+    res = invoke("curate", "--traces", str(traces), "--out", str(traces))
+    assert res.exit_code != 0 and "also an input" in res.output and traces.read_text() == before
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "hi"}) + "\n")
+    res = invoke("generate", "--input", str(prompts), "--out", str(prompts), "--backend", "scripted")
+    assert res.exit_code != 0 and "also an input" in res.output and prompts.read_text() == json.dumps({"prompt": "hi"}) + "\n"
+    cache = tmp_path / "cache"
+    res = invoke("generate", "--task", "last_letter", "--task-option", "size=4", "--backend", "scripted",
+                 "--cache", str(cache), "--out", str(cache / "generations.sqlite"))
+    assert res.exit_code != 0 and "also an input" in res.output
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_an_unwritable_output_is_found_before_generation(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "hi"}) + "\n")
+    res = invoke("generate", "--input", str(prompts), "--out", str(locked / "o.jsonl"), "--backend", "scripted")
+    assert res.exit_code != 0 and "cannot write there" in res.output
+
+
+def test_check_output_refuses_inputs_folders_and_unwritable_paths(tmp_path):
+    from s2d.files import InputError, check_output
+
+    (tmp_path / "in.jsonl").write_text("x")
+    with pytest.raises(InputError, match="also an input"):
+        check_output(tmp_path / "in.jsonl", tmp_path / "in.jsonl")
+    with pytest.raises(InputError, match="also an input"):
+        check_output(tmp_path / "cache" / "x.jsonl", folders=[tmp_path / "cache"])  # need not exist yet
+    with pytest.raises(InputError, match="is a folder"):
+        check_output(tmp_path, None)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="cannot write there"):
+        check_output(tmp_path / "file" / "below.jsonl")  # a file where a folder should be
+    assert check_output(tmp_path / "new" / "o.jsonl") == (tmp_path / "new" / "o.jsonl").resolve()
+
+
+def test_pickled_weights_are_refused_on_every_engine(tmp_path):
+    from s2d.models import ModelError, resolve_model
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(ModelError, match="safetensors only"):
+        resolve_model(str(tmp_path))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert resolve_model(str(tmp_path)) == str(tmp_path.resolve())
+
+
+def test_vllm_never_loads_pickled_weights():
+    import inspect
+
+    from s2d.backends import vllm
+
+    assert 'load_format="safetensors"' in inspect.getsource(vllm.VLLMBackend.__init__)
+
+
+def test_a_plugin_calling_sys_exit_or_misspelling_a_hook_is_isolated_and_reported(tmp_path):
+    from s2d.plugins import Plugins
+
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "typo.py").write_text("import s2d\n\n@s2d.hookimpl\ndef register_method(register):\n    pass\n")
+    p = Plugins(load_entrypoints=False, plugins_dir=tmp_path)
+    rows = {r["name"]: r for r in p.plugin_rows()}
+    assert "SystemExit" in rows["exits"]["error"]
+    assert "register_method" in rows["typo"]["error"]
+    assert not rows.get("cot", {}).get("error")  # the others still load
+    assert "cot" in {e.name for e in p.entries("methods")}
+
+
+def test_the_leaderboard_names_each_record_it_skips(tmp_path):
+    from s2d.lmeval.run import leaderboard
+
+    good = {"s2d": {"task": "t", "condition": "system1", "mean_generated_tokens": 3.0, "model": "m",
+                    "backend": "b", "n_examples": 1, "wall_seconds": 1.0},
+            "lm_eval": {"results": {"s2d_t": {"exact_match,none": 0.5}}}}
+    (tmp_path / "m" / "t").mkdir(parents=True)
+    (tmp_path / "m" / "t" / "system1.json").write_text(json.dumps(good))
+    (tmp_path / "m" / "t" / "broken.json").write_text('{"s2d": ')
+    (tmp_path / "m" / "t" / "old.json").write_text(json.dumps({"s2d": {"task": "t"}, "lm_eval": {}}))
+    (tmp_path / "m" / "t" / "latin1.json").write_bytes('{"a": "caf\xe9"}'.encode("latin-1"))
+    warned = []
+    table, _, _ = leaderboard(tmp_path, tmp_path / "out", warn=warned.append)
+    assert "system1" in table
+    assert sorted(w.split(": ")[1].split("/")[-1] for w in warned) == ["broken.json", "latin1.json", "old.json"]
+    assert all("leaderboard skips" in w for w in warned)
+
+
+def test_published_folders_keep_their_subfolders_enterable(tmp_path):
+    from s2d.files import atomic_folder
+
+    with atomic_folder(tmp_path / "out") as tmp:
+        (tmp / "sub" / "deeper").mkdir(parents=True)
+        (tmp / "sub" / "deeper" / "f.txt").write_text("x")
+    for d in (tmp_path / "out" / "sub", tmp_path / "out" / "sub" / "deeper"):
+        assert d.stat().st_mode & stat.S_IXUSR and d.stat().st_mode & stat.S_IXOTH
+    assert not (tmp_path / "out" / "sub" / "deeper" / "f.txt").stat().st_mode & stat.S_IXUSR
