@@ -464,9 +464,10 @@ def curate(ctx, curator, traces_path, out_path, curator_option, task_option, mod
               help="e.g. epochs=3 learning_rate=2e-4 rank=16 batch_size=8 (repeatable).")
 @click.option("--model", "-m", default=None, help="Base model [default: smollm2-135m].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Start over where OUT holds checkpoints of other data or settings.")
 @click.option("--progress/--no-progress", default=True)
 @click.pass_context
-def train(ctx, data_path, out_dir, trainer, trainer_option, model, seed, progress):
+def train(ctx, data_path, out_dir, trainer, trainer_option, model, seed, overwrite, progress):
     """Fine-tune on a curated set; resumes from OUT's last checkpoint after a kill.
 
     Runs data-parallel under `accelerate launch --multi_gpu --num_processes N -m s2d.cli train ...`
@@ -478,6 +479,10 @@ def train(ctx, data_path, out_dir, trainer, trainer_option, model, seed, progres
     try:
         cls = plugins.get("trainers", trainer).obj
         t = cls(**parse_kv(trainer_option, "--trainer-option"))
+        t.overwrite = overwrite
+        from s2d.trainers.base import load_records
+
+        load_records(data_path)  # every line checked before the model is converted or loaded
         path = resolve_model(model)
         out = t.train(path, data_path, out_dir, seed=seed, progress=progress)
     except (UnknownNameError, TrainerError, ModelError) as exc:
@@ -555,7 +560,9 @@ def distill(ctx, task_name, method, curator, trainer, config_path, name, runs_di
 
     try:
         summary = run.run()
-    except (DistillError, MethodConfigError, TrainerError, TaskDataError, ModelError, InputError, ValueError) as exc:
+    # Expected errors become one line; anything else (a bug) keeps its traceback. Settings were
+    # checked before the run started (DistillRun.check), so a ValueError now is not the user's.
+    except (DistillError, MethodConfigError, TrainerError, TaskDataError, ModelError, InputError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(format_summary(summary))
     click.echo(f"-> {folder}", err=True)

@@ -262,9 +262,30 @@ class DistillRun:
         return self.round(1).record_path(label)
 
     # -- all of it ---------------------------------------------------------------------------------
-    def run(self) -> dict:
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def check(self) -> None:
+        """Build the task, method, curator and trainer from the settings, so a bad plugin option is
+        an error before any model loads and before the run folder is claimed."""
+        from s2d.plugins import get_plugins
+        from s2d.traces import build_curator, build_method
+
+        c = self.config
         self.n_rounds()
+        try:  # plugins raise ValueError (or TypeError) for bad options: here that is a settings error
+            task = self.task()
+            task.docs(c["split"])
+            build_method(c["method"], task, **self.round(1).method_options())
+            build_curator(c["curator"], task, **c["curator_options"])
+            get_plugins().get("trainers", c["trainer"]).obj(**c["trainer_options"])
+            if c["backend"] != "scripted":  # round 1's teacher: a missing package says so now
+                from s2d.models import resolve_model
+
+                resolve_model(c["model"])
+        except (ValueError, TypeError) as exc:
+            raise DistillError(str(exc)) from None
+
+    def run(self) -> dict:
+        self.check()
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.check_folder()
         try:
             for r in range(1, self.n_rounds() + 1):
@@ -337,6 +358,17 @@ class Round:
     def merged_dir(self) -> Path:
         return self.dir / "merged"
 
+    def method_options(self) -> dict:
+        """The System 2 method's options on the train split: its own, n, and the run's sampling."""
+        c = self.config
+        options = {**c["method_options"], "n": int(c["n"])}
+        for key in ("temperature", "top_p"):  # None: the method's own (0.7 for n > 1)
+            if c[key] is not None:
+                options[key] = c[key]
+        if c["templates"]:
+            options["templates"] = c["templates"]
+        return options
+
     # -- the four stages --------------------------------------------------------------------------
     def generate(self) -> Stage:
         out = self.dir / "traces.jsonl"
@@ -349,13 +381,7 @@ class Round:
             docs = task.docs(c["split"])
             if c["train_limit"]:
                 docs = docs[: int(c["train_limit"])]
-            options = {**c["method_options"], "n": int(c["n"])}
-            for key in ("temperature", "top_p"):  # the run's sampling of System 2 (None: the method's)
-                if c[key] is not None:
-                    options[key] = c[key]
-            if c["templates"]:
-                options["templates"] = c["templates"]
-            method = build_method(c["method"], task, **options)
+            method = build_method(c["method"], task, **self.method_options())
             engine = self.run.engine(self.teacher())
             traces, stats = generate_traces(engine, task, method, docs, split=c["split"],
                                             cache=self.run.cache, seed=c["seed"],

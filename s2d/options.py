@@ -15,4 +15,25 @@ def apply_options(obj: Any, kind: str, options: dict, error: type[Exception] = V
         raise error(f"{kind} {obj.name!r}: unknown option(s) {', '.join(unknown)}; "
                     f"options: {', '.join(sorted(declared)) or 'none'}")
     for key, default in declared.items():
-        setattr(obj, key, options.get(key, default))
+        value = options.get(key, default)
+        if key in options:
+            value = check_type(value, default, f"{kind} {obj.name!r}: option {key!r}", error)
+        setattr(obj, key, value)
+
+
+def check_type(value: Any, default: Any, where: str, error: type[Exception] = ValueError) -> Any:
+    """``value`` if it has the type of the option's default (an int where a float is expected is
+    fine; a default of None takes anything), else ``error`` naming the option and both types."""
+    import math
+
+    if default is None or value is None and default is None:
+        return value
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+    if ok and isinstance(value, float) and not math.isfinite(value):
+        raise error(f"{where} must be a finite number, got {value!r}")
+    if not ok:
+        raise error(f"{where} must be {expected.__name__} (like its default {default!r}), got {value!r}")
+    return value

@@ -118,3 +118,64 @@ def test_published_folders_keep_their_subfolders_enterable(tmp_path):
     for d in (tmp_path / "out" / "sub", tmp_path / "out" / "sub" / "deeper"):
         assert d.stat().st_mode & stat.S_IXUSR and d.stat().st_mode & stat.S_IXOTH
     assert not (tmp_path / "out" / "sub" / "deeper" / "f.txt").stat().st_mode & stat.S_IXUSR
+
+
+def test_train_refuses_another_runs_checkpoints_unless_asked(tmp_path):
+    from s2d.trainers.base import CONFIG_NAME, TrainerError, claim_output
+
+    run = {"trainer": "lora", "settings": {"epochs": 3}, "seed": 0, "model": "m", "data_sha256": "aaa"}
+    out = tmp_path / "out"
+    claim_output(out, run)  # a new folder: claimed
+    (out / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    claim_output(out, run)  # the same run again: its checkpoints resume
+    with pytest.raises(TrainerError, match="checkpoints of another run \\(made from other data_sha256\\)"):
+        claim_output(out, {**run, "data_sha256": "bbb"})
+    assert (out / "checkpoints" / "checkpoint-5").is_dir()  # nothing removed
+    (out / "checkpoints" / "s2d_run.json").unlink()  # checkpoints of unknown origin
+    with pytest.raises(TrainerError, match="no record of what made them"):
+        claim_output(out, run)
+    (out / CONFIG_NAME).write_text(json.dumps({"data_sha256": "zzz", "settings": {"epochs": 3}}))
+    with pytest.raises(TrainerError, match="a model trained from other data or settings"):
+        claim_output(out, run)
+    claim_output(out, {**run, "data_sha256": "bbb"}, overwrite=True)
+    assert not (out / "checkpoints" / "checkpoint-5").exists() and not (out / CONFIG_NAME).exists()
+
+
+def test_train_checks_options_and_every_record_before_loading_a_model(tmp_path, monkeypatch):
+    import s2d.models
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was resolved before the inputs were checked")
+
+    monkeypatch.setattr(s2d.models, "resolve_model", no_model)
+    data = tmp_path / "sft.jsonl"
+    data.write_text(json.dumps({"prompt": [{"role": "user", "content": "q"}],
+                                "completion": [{"role": "assistant", "content": "a"}]}) + "\n" +
+                    json.dumps({"prompt": [{"role": "user", "content": "q"}],
+                                "completion": [{"role": "assistant", "content": "  "}]}) + "\n")
+    res = invoke("train", "--data", str(data), "--out", str(tmp_path / "o"), "-O", "epochs=three")
+    assert res.exit_code != 0 and "option 'epochs' must be int" in res.output, res.output
+    res = invoke("train", "--data", str(data), "--out", str(tmp_path / "o"))
+    assert res.exit_code != 0 and "sft.jsonl:2: 'completion' is empty" in res.output, res.output
+
+
+def test_plugin_options_are_typed_for_every_kind(tiny_data):
+    from s2d.plugins import get_plugins
+    from s2d.traces import build_curator, build_method
+
+    t = get_plugins().get("tasks", "last_letter").obj(size=4)
+    with pytest.raises(ValueError, match="option 'threshold' must be float"):
+        build_curator("majority", t, threshold="high")
+    with pytest.raises(ValueError, match="option 'shots' must be int"):
+        build_method("cot", t, shots="4")
+    with pytest.raises(ValueError, match="option 'learning_rate' must be a finite number"):
+        get_plugins().get("trainers", "lora").obj(learning_rate=float("nan"))
+    assert build_curator("majority", t, threshold=1).threshold == 1.0  # an int where a float goes
+
+
+def test_distill_rejects_a_bad_plugin_option_before_claiming_the_folder(tiny_data, tmp_path):
+    for flag in (["-O", "epochs=three"], ["--curator-option", "margin=-1"], ["--task-option", "size=100000"]):
+        res = invoke("distill", "--task", "last_letter", "--task-option", "size=4", "--backend", "scripted",
+                     "--runs-dir", str(tmp_path), "--name", "r", *flag)
+        assert res.exit_code != 0 and "Traceback" not in res.output, res.output
+        assert not (tmp_path / "r").exists(), flag  # no config.json left to refuse the corrected rerun

@@ -23,9 +23,14 @@ class MajorityVote(Curator):
         # with threshold 0 it is the only rule).
         return {"threshold": 0.5, "margin": 0, "target": "answer"}
 
-    def curate(self, traces, runner=None):
-        if not isinstance(self.margin, int) or isinstance(self.margin, bool) or self.margin < 0:
+    def __init__(self, task, **options):
+        super().__init__(task, **options)
+        if self.margin < 0:
             raise ValueError(f"majority: margin must be a non-negative integer, got {self.margin!r}")
+        if self.target not in ("answer", "response"):
+            raise ValueError(f"majority: target must be 'answer' or 'response', got {self.target!r}")
+
+    def curate(self, traces, runner=None):
         out = []
         for t in traces:
             answers = [s["answer"] for s in t["samples"]]

@@ -52,8 +52,16 @@ def load_records(path: str | os.PathLike) -> list[dict]:
                 raise ValueError(f"'{key}' must be a string or a list of chat messages {{'role', 'content'}}")
         return rec
 
+    def check_content(rec):
+        rec = check(rec)
+        completion = rec["completion"]
+        text = completion if isinstance(completion, str) else "".join(m["content"] for m in completion)
+        if not text.strip():
+            raise ValueError("'completion' is empty: there is nothing to learn")
+        return rec
+
     try:
-        records = read_jsonl(path, check)
+        records = read_jsonl(path, check_content)
     except InputError as exc:
         raise TrainerError(str(exc)) from None
     if not records:
@@ -122,9 +130,13 @@ class Collator:
 
 
 class Trainer:
-    """Base class for trainer plugins: ``name``, a docstring, ``options()`` and :meth:`train`."""
+    """Base class for trainer plugins: ``name``, a docstring, ``options()`` and :meth:`train`.
+
+    ``overwrite`` (set by ``s2d train --overwrite``): start over where OUT holds checkpoints or a
+    result made from other data or settings, instead of refusing."""
 
     name: str = ""
+    overwrite: bool = False
 
     def __init__(self, **options: Any):
         apply_options(self, "trainer", options, TrainerError)
@@ -151,6 +163,8 @@ def hf_train(trainer: Trainer, model, tokenizer, records: list[dict], out: Path,
 
     data = [encode(tokenizer, r, int(trainer.max_length)) for r in records]
     checkpoints = out / "checkpoints"
+    claim_output(out, {"trainer": trainer.name, "settings": trainer.settings(), "seed": seed, "model": model_path,
+                       "data_sha256": file_sha256(data_path)}, overwrite=bool(getattr(trainer, "overwrite", False)))
     args = TrainingArguments(
         output_dir=str(checkpoints), per_device_train_batch_size=int(trainer.batch_size),
         gradient_accumulation_steps=int(trainer.grad_accum), num_train_epochs=float(trainer.epochs),
@@ -175,6 +189,36 @@ def hf_train(trainer: Trainer, model, tokenizer, records: list[dict], out: Path,
             "last_loss": losses[-1] if losses else None, "world_size": args.world_size,
         })
     return metrics
+
+
+RUN_NAME = "s2d_run.json"
+
+
+def claim_output(out: Path, run: dict, *, overwrite: bool = False) -> None:
+    """Make ``out`` this training run's folder: resume only checkpoints made from the same data and
+    settings (recorded in ``checkpoints/s2d_run.json``); refuse anything else unless ``overwrite``."""
+    import shutil
+
+    checkpoints = out / "checkpoints"
+    record = checkpoints / RUN_NAME
+    run = json.loads(json.dumps(run, default=str))
+    finished = training_config(out)
+    theirs = json.loads(record.read_text()) if record.is_file() else None
+    foreign = []
+    if finished is not None and (finished.get("data_sha256") != run["data_sha256"]
+                                 or finished.get("settings") != run["settings"]):
+        foreign.append(f"a model trained from other data or settings ({out / CONFIG_NAME})")
+    if checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")) and theirs != run:
+        why = "no record of what made them" if theirs is None else \
+            "made from other " + ", ".join(k for k in run if theirs.get(k) != run[k])
+        foreign.append(f"checkpoints of another run ({why})")
+    if foreign and not overwrite:
+        raise TrainerError(f"{out} holds {' and '.join(foreign)}; choose another --out, or pass --overwrite "
+                           f"to start over there")
+    if foreign:  # asked for: the old checkpoints and result are replaced
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        (out / CONFIG_NAME).unlink(missing_ok=True)
+    write_json(record, run)
 
 
 COMMON_OPTIONS = {
