@@ -258,10 +258,12 @@ def _task(ctx, name: str, options: dict):
         cls = plugins.get("tasks", name).obj
     except UnknownNameError as exc:
         raise click.ClickException(str(exc)) from None
+    from s2d.lmeval.tasks import check_task_options
+
     try:
-        return cls(**options)
+        return cls(**{k: v for k, v in check_task_options(cls, options).items() if k not in ("subset", "subset_seed")})
     except (TypeError, ValueError, TaskDataError) as exc:
-        raise click.ClickException(f"task {name!r}: {exc}") from None
+        raise click.ClickException(f"task {name!r}: {exc}" if not str(exc).startswith("task ") else str(exc)) from None
 
 
 def _method(ctx, name: str, task, options: dict):

@@ -184,7 +184,7 @@ class DistillRun:
         from s2d.lmeval.tasks import build_task
 
         if self._task is None:
-            self._task = build_task(self.config["task"], **self.config["task_options"])
+            self._task = build_task(self.config["task"], strict=True, **self.config["task_options"])
         return self._task
 
     def engine(self, model: str | None = None):
@@ -273,6 +273,9 @@ class DistillRun:
         try:  # plugins raise ValueError (or TypeError) for bad options: here that is a settings error
             task = self.task()
             task.docs(c["split"])
+            from s2d.lmeval.tasks import _task_class, check_task_options
+
+            check_task_options(_task_class(c["task"]), {**c["task_options"], **c["eval_task_options"]})
             build_method(c["method"], task, **self.round(1).method_options())
             build_curator(c["curator"], task, **c["curator_options"])
             get_plugins().get("trainers", c["trainer"]).obj(**c["trainer_options"])

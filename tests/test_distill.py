@@ -153,6 +153,11 @@ def test_configs_are_valid_at_both_scales():
                 get_plugins().get(kind, cfg[key])
             method = get_plugins().get("methods", cfg["method"]).obj
             assert set(cfg["method_options"]) <= set(method.options()), (name, overrides, scale)
+            from s2d.lmeval.tasks import _task_class, check_task_options
+
+            check_task_options(_task_class(cfg["task"]), {**cfg["task_options"], **cfg["eval_task_options"]})
+            get_plugins().get("curators", cfg["curator"]).obj(None, **cfg["curator_options"])
+            get_plugins().get("trainers", cfg["trainer"]).obj(**cfg["trainer_options"])
         assert RunConfig.build(apply_scale(raw, "paper"))["n"] >= RunConfig.build(apply_scale(raw, "small"))["n"]
 
 

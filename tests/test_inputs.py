@@ -179,3 +179,19 @@ def test_distill_rejects_a_bad_plugin_option_before_claiming_the_folder(tiny_dat
                      "--runs-dir", str(tmp_path), "--name", "r", *flag)
         assert res.exit_code != 0 and "Traceback" not in res.output, res.output
         assert not (tmp_path / "r").exists(), flag  # no config.json left to refuse the corrected rerun
+
+
+def test_task_options_are_checked_by_name_and_type(tiny_data, tmp_path):
+    from s2d.lmeval.tasks import build_task
+
+    with pytest.raises(ValueError, match=r"task 'last_letter': unknown option\(s\) sizee; options: data_dir, seed, size"):
+        build_task("last_letter", strict=True, sizee=100)
+    with pytest.raises(ValueError, match="option 'size' must be int"):
+        build_task("last_letter", strict=True, size="big")
+    assert build_task("last_letter", version=1.0, size=4).size == 4  # lm-eval's own metadata keys pass by
+    res = invoke("generate", "--task", "last_letter", "--task-option", "sizee=4", "--backend", "scripted",
+                 "--out", str(tmp_path / "o.jsonl"))
+    assert res.exit_code != 0 and "unknown option(s) sizee" in res.output
+    res = invoke("distill", "--task", "last_letter", "--task-option", "sizee=4", "--backend", "scripted",
+                 "--runs-dir", str(tmp_path), "--name", "r")
+    assert res.exit_code != 0 and "unknown option(s) sizee" in res.output and not (tmp_path / "r").exists()

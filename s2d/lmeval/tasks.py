@@ -27,11 +27,36 @@ def _task_class(name: str):
     return get_plugins().get("tasks", name).obj
 
 
-def build_task(name: str, **options):
-    cls = _task_class(name)
-    # lm-eval passes its own metadata (version, ...) along; keep what the task's constructor takes.
+def task_options(cls) -> dict:
+    """A task class's options and defaults: its constructor's named parameters."""
     params = inspect.signature(cls.__init__).parameters
-    known = {k: v for k, v in options.items() if k in params}
+    return {k: (None if p.default is inspect.Parameter.empty else p.default) for k, p in params.items()
+            if k != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def check_task_options(cls, options: dict) -> dict:
+    """``options`` checked against the task's declared ones: an unknown key or a value of another
+    type than its default is an error naming the task, the key and the allowed keys."""
+    from s2d.options import check_type
+
+    declared = task_options(cls)
+    unknown = sorted(set(options) - set(declared) - {"subset", "subset_seed"})
+    if unknown:
+        raise ValueError(f"task {cls.name!r}: unknown option(s) {', '.join(unknown)}; options: "
+                         f"{', '.join(sorted(declared))}, subset, subset_seed")
+    return {k: check_type(v, declared[k], f"task {cls.name!r}: option {k!r}") if k in declared else v
+            for k, v in options.items()}
+
+
+def build_task(name: str, strict: bool = False, **options):
+    """The task plugin ``name`` built with ``options``. ``strict`` (s2d's own commands): unknown or
+    mistyped options are an error; otherwise (lm-eval's metadata, which carries its own keys such
+    as ``version``) only what the task's constructor takes is passed."""
+    cls = _task_class(name)
+    if strict:
+        options = {k: v for k, v in check_task_options(cls, options).items() if k not in ("subset", "subset_seed")}
+        return cls(**options)
+    known = {k: v for k, v in options.items() if k in task_options(cls)}
     return cls(**known)
 
 
