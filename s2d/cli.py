@@ -151,6 +151,24 @@ def _check_output(out, *inputs, folders=()) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+class _FiniteNonNegative(click.ParamType):
+    name = "number >= 0"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number < 0:
+            self.fail(f"{value!r} is not a finite number >= 0", param, ctx)
+        return number
+
+
+FINITE_NON_NEGATIVE = _FiniteNonNegative()
+
+
 def parse_value(text: str):
     """A KEY=VALUE option's value: JSON when it parses (numbers, true/false, lists), else the string."""
     try:
@@ -284,7 +302,7 @@ def _docs(task, split: str, limit: int | None):
         docs = task.docs(split)
     except (TaskDataError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    return docs[:limit] if limit else docs
+    return docs if limit is None else docs[:limit]
 
 
 @cli.command()
@@ -292,21 +310,24 @@ def _docs(task, split: str, limit: int | None):
 @method_options_decorator
 @click.option("--task", "task_name", default=None, help="Run a method over a task split (writes traces).")
 @click.option("--split", default="train", show_default=True, help="Task split (train is used unlabeled).")
-@click.option("--limit", type=int, default=None, help="Only the first N documents of the split.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N documents of the split.")
 @click.option("--perturb", is_flag=True, help="Also run every input's perturbation (for the perturb curator).")
 @click.option("--cache", "cache_dir", default=None, type=click.Path(file_okay=False),
               help="Generation cache folder [default: $S2D_CACHE/generations].")
 @click.option("--no-cache", is_flag=True, help="Generate everything afresh and store nothing.")
-@click.option("--chunk-sequences", type=int, default=2048, show_default=True,
+@click.option("--chunk-sequences", type=click.IntRange(min=1), default=2048, show_default=True,
               help="Sequences per engine call within a stage; a kill loses at most one chunk.")
 @click.option("--input", "input_path", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Instead of --task: JSONL of raw requests, {'messages': [...]} or {'prompt': '...'} plus "
                    "optional max_new_tokens, temperature, top_p, n, stop, seed, adapter, id, first_sample.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output JSONL.")
-@click.option("--n", type=int, default=None, help="Samples per input [default: 1].")
-@click.option("--max-new-tokens", type=int, default=256, show_default=True, help="--input only.")
-@click.option("--temperature", type=float, default=None, help="[default: 0 (greedy) for n=1, 0.7 for n>1]")
-@click.option("--top-p", type=float, default=None, help="[default: 1.0, or the method's own]")
+@click.option("--n", type=click.IntRange(min=1), default=None, help="Samples per input [default: 1].")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None,
+              help="[default: 256 with --input; the method's own per stage with --task]")
+@click.option("--temperature", type=FINITE_NON_NEGATIVE, default=None,
+              help="[default: 0 (greedy) for n=1, 0.7 for n>1]")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="[default: 1.0, or the method's own]")
 @click.option("--stop", multiple=True, help="Stop string (repeatable; --input only).")
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False), default=None, help="LoRA adapter folder.")
 @click.option("--progress/--no-progress", default=True)
@@ -324,15 +345,18 @@ def generate(ctx, model, backend, dtype, batch_size, threads, trust_remote_code,
         if method or method_option or config_path or task_option or perturb:
             raise click.UsageError("--method/-o/--config/--task-option/--perturb go with --task, not --input")
         return _generate_requests(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, seed,
-                                  input_path, out_path, n or 1, max_new_tokens, temperature, top_p or 1.0, stop,
+                                  input_path, out_path, 1 if n is None else n, 256 if max_new_tokens is None
+                                  else max_new_tokens, temperature, 1.0 if top_p is None else top_p, stop,
                                   adapter, progress)
+    if stop:  # a method's stages set their own stop strings; never drop a flag silently
+        raise click.UsageError("--stop goes with --input; with --task each stage of the method sets its own")
     from s2d.files import write_jsonl
     from s2d.traces import generate_traces, open_cache
 
     config = load_config(config_path)
     method = method or config.get("method") or "system1"
     options = method_settings(config, parse_kv(method_option, "--method-option"))
-    for key, value in (("n", n), ("temperature", temperature), ("top_p", top_p)):
+    for key, value in (("n", n), ("temperature", temperature), ("top_p", top_p), ("max_new_tokens", max_new_tokens)):
         if value is not None:
             options[key] = value
     task = _task(ctx, task_name, {**(config.get("task_options") or {}), **parse_kv(task_option, "--task-option")})
@@ -367,8 +391,14 @@ def _generate_requests(ctx, model, backend, dtype, batch_size, threads, trust_re
     defaults = {"n": n, "max_new_tokens": max_new_tokens, "top_p": top_p, "stop": list(stop),
                 "temperature": temperature if temperature is not None else (0.0 if n == 1 else 0.7),
                 "adapter": adapter}
+    def parse(rec):
+        req = Request.from_dict(rec, defaults)
+        if req.adapter is not None and not (Path(req.adapter) / "adapter_config.json").is_file():
+            raise ValueError(f"'adapter' {req.adapter!r} is not a PEFT adapter folder (no adapter_config.json)")
+        return req
+
     try:  # validate every line before any model is loaded
-        requests = read_jsonl(input_path, lambda rec: Request.from_dict(rec, defaults))
+        requests = read_jsonl(input_path, parse)
     except (InputError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     if not requests:
@@ -503,7 +533,7 @@ def train(ctx, data_path, out_dir, trainer, trainer_option, model, seed, overwri
 @click.option("--runs-dir", default="runs/distill", show_default=True, type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Run folder [default: RUNS_DIR/NAME].")
-@click.option("--n", type=int, default=None, help="Samples per train input [default: 8].")
+@click.option("--n", type=click.IntRange(min=1), default=None, help="Samples per train input [default: 8].")
 @click.option("--train-limit", type=int, default=None, help="Only the first N train inputs.")
 @click.option("--eval-limit", type=int, default=None, help="Only the first N test documents.")
 @click.option("--method-option", "-o", "method_option", multiple=True, metavar="KEY=VALUE")
@@ -637,7 +667,7 @@ def show_prompts(ctx, method, method_option, config_path, task_option, task_name
 @method_options_decorator
 @click.option("--tasks", "-t", required=True, help="Comma-separated task names (see `s2d list tasks`).")
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False), default=None, help="LoRA adapter folder.")
-@click.option("--limit", type=int, default=None, help="Evaluate the first N documents of each task.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate the first N documents of each task.")
 @click.option("--log-samples", is_flag=True, help="Keep every document's prompt, output and metrics.")
 @click.option("--results-dir", default="results/eval", show_default=True, type=click.Path(file_okay=False))
 @click.option("--label", default=None, help="Condition name in the records [default: method(+options)(+adapter)].")
@@ -671,8 +701,6 @@ def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, se
     for name in names:  # check the method's options against each task before any model loads
         _method(ctx, method, _task(ctx, name, {k: v for k, v in options.items()
                                                if k not in ("subset", "subset_seed")}), m_options)
-    if limit is not None and limit < 1:
-        raise click.BadParameter(f"{limit} (must be a positive integer)", param_hint="--limit")
     from s2d.lmeval.run import RecordExistsError, check_record, planned_records
 
     try:  # a record of other settings in the way is found before any model loads

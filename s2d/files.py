@@ -18,8 +18,13 @@ def read_jsonl(path: str | os.PathLike, parse: Callable[[Any], Any] | None = Non
     """Read every line of a JSONL file, failing on the first bad line with ``FILE:LINE: why``.
     ``parse`` turns each decoded record into an object and may raise ValueError/TypeError."""
     items = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: not UTF-8 text (byte {raw[exc.start]:#04x} at column "
+                                 f"{exc.start + 1}); s2d reads and writes UTF-8 JSONL") from None
             if not line.strip():
                 continue
             try:

@@ -104,9 +104,19 @@ def load_traces(path: str | os.PathLike) -> list[dict]:
         for key in ("id", "prompt", "samples"):
             if key not in rec:
                 raise ValueError(f"trace has no {key!r} field (write traces with `s2d generate --task ...`)")
+        if not isinstance(rec["id"], (str, int)) or isinstance(rec["id"], bool):
+            raise ValueError(f"'id' must be a string, got {rec['id']!r}")
+        if not isinstance(rec["prompt"], list) or not all(isinstance(m, dict) and isinstance(m.get("content"), str)
+                                                          for m in rec["prompt"]):
+            raise ValueError("'prompt' must be a list of chat messages {'role', 'content'}")
+        if not isinstance(rec["samples"], list):
+            raise ValueError(f"'samples' must be a list, got {type(rec['samples']).__name__}")
         for j, s in enumerate(rec["samples"]):
             if not isinstance(s, dict) or "response" not in s or "answer" not in s:
                 raise ValueError(f"sample {j} needs 'response' and 'answer'")
+            if not isinstance(s["response"], str) or not (s["answer"] is None or isinstance(s["answer"], str)):
+                raise ValueError(f"sample {j}: 'response' must be a string and 'answer' a string or null")
+        rec["id"] = str(rec["id"])
         return rec
 
     return read_jsonl(path, check)

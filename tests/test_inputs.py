@@ -195,3 +195,68 @@ def test_task_options_are_checked_by_name_and_type(tiny_data, tmp_path):
     res = invoke("distill", "--task", "last_letter", "--task-option", "sizee=4", "--backend", "scripted",
                  "--runs-dir", str(tmp_path), "--name", "r")
     assert res.exit_code != 0 and "unknown option(s) sizee" in res.output and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--n", "0"], "--n"), (["--top-p", "0"], "--top-p"), (["--temperature", "nan"], "not a finite number"),
+    (["--temperature", "hot"], "not a number"), (["--max-new-tokens", "0"], "--max-new-tokens"),
+])
+def test_generate_flags_are_checked_as_flags(tmp_path, flags, message):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "hi"}) + "\n")
+    res = invoke("generate", "--input", str(prompts), "--out", str(tmp_path / "o.jsonl"), "--backend", "scripted",
+                 *flags)
+    assert res.exit_code == 2 and message in res.output and "p.jsonl:1" not in res.output, res.output
+
+
+def test_generate_task_takes_max_new_tokens_and_refuses_stop(tiny_data, tmp_path):
+    out = tmp_path / "t.jsonl"
+    res = invoke("generate", "--task", "last_letter", "--task-option", "size=4", "--backend", "scripted",
+                 "--method", "cot", "--max-new-tokens", "3", "--out", str(out), "--no-cache", "--no-progress")
+    assert res.exit_code == 0, res.output
+    traces = [json.loads(x) for x in out.read_text().splitlines()]
+    assert all(s["total_tokens"] <= 3 for t in traces for s in t["samples"])
+    res = invoke("generate", "--task", "last_letter", "--backend", "scripted", "--stop", "x", "--out", str(out))
+    assert res.exit_code == 2 and "--stop goes with --input" in res.output
+    res = invoke("generate", "--task", "last_letter", "--task-option", "size=4", "--backend", "scripted",
+                 "--limit", "0", "--out", str(out))
+    assert res.exit_code == 2 and "--limit" in res.output
+
+
+def test_bad_input_lines_name_file_and_line_before_any_model(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_bytes(json.dumps({"prompt": "hi"}).encode() + b"\n" + '{"prompt": "caf\xe9"}'.encode("latin-1") + b"\n")
+    res = invoke("generate", "--input", str(prompts), "--out", str(tmp_path / "o.jsonl"), "--backend", "no-such")
+    assert res.exit_code != 0 and "p.jsonl:2: not UTF-8" in res.output, res.output
+    prompts.write_text(json.dumps({"prompt": "hi", "adapter": str(tmp_path / "nowhere")}) + "\n")
+    res = invoke("generate", "--input", str(prompts), "--out", str(tmp_path / "o.jsonl"), "--backend", "no-such")
+    assert res.exit_code != 0 and "p.jsonl:1: 'adapter'" in res.output and "not a PEFT adapter" in res.output
+    prompts.write_text(json.dumps({"prompt": "hi", "temperature": float("nan")}) + "\n")
+    res = invoke("generate", "--input", str(prompts), "--out", str(tmp_path / "o.jsonl"), "--backend", "no-such")
+    assert res.exit_code != 0 and "p.jsonl:1: 'temperature' must be a finite number" in res.output
+
+
+@pytest.mark.parametrize("trace, message", [
+    ({"id": "1", "prompt": "q", "samples": []}, "'prompt' must be a list"),
+    ({"id": "1", "prompt": [{"role": "user", "content": "q"}], "samples": {"a": 1}}, "'samples' must be a list"),
+    ({"id": "1", "prompt": [{"role": "user", "content": "q"}], "samples": [{"response": 3, "answer": None}]},
+     "sample 0: 'response' must be a string"),
+    ({"id": None, "prompt": [], "samples": []}, "'id' must be a string"),
+])
+def test_traces_of_the_wrong_shape_are_an_error_naming_the_line(tmp_path, trace, message):
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(trace) + "\n")
+    res = invoke("curate", "--traces", str(path), "--out", str(tmp_path / "sft.jsonl"))
+    assert res.exit_code != 0 and f"t.jsonl:1: {message}" in res.output and "Traceback" not in res.output
+
+
+def test_method_sampling_options_are_checked(tiny_data):
+    from s2d.methods.base import MethodConfigError
+    from s2d.plugins import get_plugins
+    from s2d.traces import build_method
+
+    t = get_plugins().get("tasks", "last_letter").obj(size=4)
+    for bad, message in (({"temperature": "hot"}, "temperature must be a finite"), ({"top_p": 0}, "top_p must be"),
+                         ({"max_new_tokens": 0}, "max_new_tokens must be")):
+        with pytest.raises(MethodConfigError, match=message):
+            build_method("cot", t, **bad)

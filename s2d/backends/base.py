@@ -7,6 +7,8 @@ reuse and scheduling are the backend's business; callers never loop per example.
 
 from __future__ import annotations
 
+import math
+
 import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
@@ -51,9 +53,10 @@ class Request:
             raise ValueError(f"'n' must be a positive integer, got {self.n!r}")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ValueError(f"'max_new_tokens' must be a positive integer, got {self.max_new_tokens!r}")
-        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
-            raise ValueError(f"'temperature' must be >= 0, got {self.temperature!r}")
-        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
+                or not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"'temperature' must be a finite number >= 0, got {self.temperature!r}")
+        if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
             raise ValueError(f"'top_p' must be in (0, 1], got {self.top_p!r}")
         if isinstance(self.stop, str):
             self.stop = [self.stop]

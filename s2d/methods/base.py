@@ -209,12 +209,23 @@ class Method:
         self.n = n
         if temperature is None:
             temperature = self.temperature if self.temperature is not None else (0.0 if n == 1 else 0.7)
+        top_p = self.top_p if top_p is None else top_p
+        import math
+
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or \
+                not math.isfinite(temperature) or temperature < 0:
+            raise MethodConfigError(f"method {self.name!r}: temperature must be a finite number >= 0, got {temperature!r}")
+        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+            raise MethodConfigError(f"method {self.name!r}: top_p must be a number in (0, 1], got {top_p!r}")
         self.sampling_temperature = float(temperature)
-        self.sampling_top_p = float(self.top_p if top_p is None else top_p)
+        self.sampling_top_p = float(top_p)
         budgets = dict(self.max_new_tokens)
         if isinstance(max_new_tokens, dict):
             budgets.update(max_new_tokens)
         elif max_new_tokens is not None:
+            if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+                raise MethodConfigError(f"method {self.name!r}: max_new_tokens must be a positive integer or a "
+                                        f"mapping stage -> integer, got {max_new_tokens!r}")
             budgets = {s: int(max_new_tokens) for s in self.stages}
         self.budgets = budgets
         self._templates = dict(self.templates)
