@@ -97,7 +97,7 @@ def write_curated(out: str | Path, traces: list[dict], decisions: list[Decision]
         "records": len(kept), "dropped": sum(reasons.values()), "dropped_by_reason": dict(reasons.most_common()),
         "target_accuracy": correct / judged if judged else None,
         "target_accuracy_note": "against the split's reference answers, for analysis only; curation never reads them",
-        "out": str(out), **(extra or {}),
+        "out": out.name, **(extra or {}),  # beside this summary: no machine's absolute path in results
     }
     write_jsonl(out, kept)
     write_jsonl(out.with_name(out.stem + ".dropped.jsonl"), dropped)
