@@ -690,11 +690,14 @@ def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, se
     plugins = _plugins(ctx)
     config = load_config(config_path)
     method = method or config.get("method") or "system1"
+    from s2d.lmeval.tasks import check_task_plugin
+
     try:
         for name in names:
             plugins.get("tasks", name)
+            check_task_plugin(name)
         plugins.get("methods", method)
-    except UnknownNameError as exc:
+    except (UnknownNameError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     options = {**(config.get("task_options") or {}), **parse_kv(task_option, "--task-option")}
     m_options = method_settings(config, parse_kv(method_option, "--method-option"))
@@ -745,6 +748,24 @@ def leaderboard(results_dir, out):
         raise click.ClickException(str(exc)) from None
     click.echo(table)
     click.echo(f"-> {md}" + (f", {png}" if png else ""), err=True)
+
+
+@cli.command(name="lm-eval-tasks")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.pass_context
+def lm_eval_tasks(ctx, out_dir):
+    """Write lm-eval task files (YAML + utils.py) for every registered task, plugins' included, so
+    stock `lm_eval --include_path OUT_DIR` runs them."""
+    from s2d.lmeval.tasks import write_task_files
+
+    _plugins(ctx)
+    try:
+        folders = write_task_files(out_dir)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for folder in folders:
+        click.echo(str(folder))
+    click.echo(f"-> lm_eval --include_path {out_dir} --tasks {','.join(f.name for f in folders)}", err=True)
 
 
 @cli.command(name="tasks-path")

@@ -257,6 +257,8 @@ _current: Plugins | None = None
 def get_plugins(**kwargs) -> Plugins:
     """The process-wide plugin set, loaded on first use (the CLI passes --plugins-dir here)."""
     global _current
+    if _current is None and not kwargs and os.environ.get("S2D_PLUGINS_DIR"):
+        kwargs = {"plugins_dir": os.environ["S2D_PLUGINS_DIR"]}  # also inside stock lm_eval runs
     if _current is None or kwargs:
         _current = Plugins(**kwargs)
     return _current

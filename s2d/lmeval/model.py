@@ -51,7 +51,9 @@ class S2DLM(LM):
             groups[(inst.task_name, int(gen_kwargs.get("max_gen_toks", 256)), until)].append(i)
         for (task_name, max_gen, until), members in groups.items():
             options = {k: v for k, v in self.task_options.items() if k not in ("subset", "subset_seed")}
-            task = build_task(task_name.removeprefix("s2d_"), **options)
+            from s2d.lmeval.tasks import s2d_name
+
+            task = build_task(s2d_name(task_name), **options)
             method = build_method(self.method, task, **self.method_options)
             # The task file's budget and stop strings apply wherever a stage sets none (System 1).
             runner = make_runner(self.backend, self.method, cache=self.cache, seed=self.seed, adapter=self.adapter,

@@ -136,8 +136,11 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
         lm = S2DLM(backend, method=method, adapter=adapter, progress=progress, method_options=method_options,
                    task_options=task_options, cache=cache, seed=seed)
         start = time.perf_counter()
+        from s2d.lmeval.tasks import lm_eval_name, lm_eval_spec
+
+        lm_task = lm_eval_name(task)
         res = lm_eval.simple_evaluate(
-            model=lm, tasks=[f"s2d_{task}"], task_manager=tm, limit=limit, log_samples=log_samples,
+            model=lm, tasks=[lm_eval_spec(task)], task_manager=tm, limit=limit, log_samples=log_samples,
             bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
             fewshot_random_seed=seed)
         wall = time.perf_counter() - start
@@ -149,7 +152,7 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
                 stage_tokens[k] = stage_tokens.get(k, 0) + v / n
         record: dict[str, Any] = {
             "s2d": {
-                "task": task, "condition": condition, "identity": identity,
+                "task": task, "lm_eval_task": lm_task, "condition": condition, "identity": identity,
                 "method": method, "method_options": method_options or {},
                 "adapter": adapter, "model": model_ref,
                 "model_path": backend.model_path, "backend": backend.name, "seed": seed, "limit": limit,
@@ -168,10 +171,10 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
         }
         write_json(out, json.loads(json.dumps(record, default=str)))
         if log_samples:
-            samples = res.get("samples", {}).get(f"s2d_{task}", [])
+            samples = res.get("samples", {}).get(lm_task, [])
             by_doc = {u["doc_id"]: u for u in usage}
             write_jsonl(out.with_suffix(".samples.jsonl"), (
-                json.loads(json.dumps(sample_line(s, by_doc.get(s["doc_id"]), res["results"][f"s2d_{task}"]),
+                json.loads(json.dumps(sample_line(s, by_doc.get(s["doc_id"]), res["results"][lm_task]),
                                       default=str))
                 for s in samples))
         written.append(out)
@@ -206,7 +209,7 @@ def load_record(path: str | Path, why: list | None = None) -> dict | None:
     try:
         s = data["s2d"]
         float(s["mean_generated_tokens"]), str(s["task"]), str(s["condition"])
-        data["lm_eval"]["results"][f"s2d_{s['task']}"].items()
+        data["lm_eval"]["results"][s.get("lm_eval_task") or f"s2d_{s['task']}"].items()
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if why is not None:
             why.append((str(path), f"not an s2d eval record of this version ({type(exc).__name__}: {exc})"))
@@ -229,7 +232,7 @@ def record_source(record: dict, results_dir: str | Path) -> str:
 
 def metrics_of(record: dict) -> dict[str, float]:
     task = record["s2d"]["task"]
-    raw = record["lm_eval"]["results"].get(f"s2d_{task}", {})
+    raw = record["lm_eval"]["results"].get(record["s2d"].get("lm_eval_task") or f"s2d_{task}", {})
     out = {}
     for key, value in raw.items():
         if "_stderr" in key or key in ("alias", "sample_len") or not isinstance(value, (int, float)):

@@ -98,3 +98,113 @@ def bind(name: str):
 def mean_ignore_none(items) -> float:
     items = [i for i in items if i is not None]
     return sum(items) / len(items) if items else float("nan")
+
+
+# -- tasks from any plugin --------------------------------------------------------------------------
+REQUIRED = ("docs", "system1_prompt", "extract")
+
+
+def lm_eval_name(name: str) -> str:
+    """The lm-eval task name of s2d task ``name`` (``Task.lm_eval_name``: ``s2d_<name>`` unless the
+    plugin says otherwise)."""
+    cls = _task_class(name)
+    value = cls.lm_eval_name
+    return value.fget(cls.__new__(cls)) if isinstance(value, property) else str(value)
+
+
+def s2d_name(lm_eval_task: str) -> str:
+    """The s2d task behind an lm-eval task name (the inverse of :func:`lm_eval_name`)."""
+    from s2d.plugins import get_plugins
+
+    for entry in get_plugins().entries("tasks"):
+        if lm_eval_name(entry.name) == lm_eval_task:
+            return entry.name
+    return lm_eval_task.removeprefix("s2d_")
+
+
+def check_task_plugin(name: str) -> None:
+    """A registered task must implement what lm-eval and the methods call; else an error naming the
+    task and its plugin, raised before any model loads."""
+    from s2d.plugins import get_plugins
+    from s2d.tasks.base import Task
+
+    entry = get_plugins().get("tasks", name)
+    cls = entry.obj
+    missing = [m for m in REQUIRED if getattr(cls, m, None) is None or getattr(cls, m) is getattr(Task, m)]
+    if missing:
+        raise ValueError(f"task {name!r} (plugin {entry.plugin!r}) cannot be scored: it does not implement "
+                         f"{', '.join(missing)} (see docs/plugins.md, 'Tasks')")
+
+
+def builtin_task_names() -> set[str]:
+    """The lm-eval task names that have a YAML file in s2d's own task folder."""
+    return {p.stem for p in Path(tasks_path()).glob("*/*.yaml")}
+
+
+def lm_eval_config(name: str) -> dict:
+    """The lm-eval task config of s2d task ``name``, built from its Task class (what a YAML file in
+    tasks/ says for the built-ins): documents, prompt and scoring all come from the plugin."""
+    check_task_plugin(name)
+    cls = _task_class(name)
+    load, doc_to_text, doc_to_target, process_results = bind(name)
+    return {
+        "task": lm_eval_name(name), "custom_dataset": load, "dataset_kwargs": {}, "test_split": "test",
+        "output_type": "generate_until", "doc_to_text": doc_to_text, "doc_to_target": doc_to_target,
+        "process_results": process_results,
+        "generation_kwargs": {"until": list(getattr(cls, "stop", [])), "max_gen_toks": int(getattr(cls, "max_gen_toks", 256)),
+                              "do_sample": False},
+        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": m not in getattr(cls, "lower_is_better", ())}
+                        for m in cls.metrics],
+        "metadata": {"version": 1.0},
+    }
+
+
+def lm_eval_spec(name: str):
+    """What to hand lm-eval for task ``name``: the built-in's name (its YAML), else its config."""
+    lm_name = lm_eval_name(name)
+    return lm_name if lm_name in builtin_task_names() else lm_eval_config(name)
+
+
+YAML = """# s2d task {name!r} (plugin {plugin!r}), written by `s2d lm-eval-tasks`: documents, prompt and
+# scoring come from the s2d task plugin. Run: lm_eval --include_path THIS_FOLDER --tasks {lm_name}
+task: {lm_name}
+custom_dataset: !function utils.load
+dataset_kwargs: {{}}
+test_split: test
+output_type: generate_until
+doc_to_text: !function utils.doc_to_text
+doc_to_target: !function utils.doc_to_target
+process_results: !function utils.process_results
+generation_kwargs:
+  until: {until}
+  max_gen_toks: {max_gen_toks}
+  do_sample: false
+metric_list:
+{metrics}
+metadata:
+  version: 1.0
+"""
+
+
+def write_task_files(out: str | Path) -> list[Path]:
+    """Write an lm-eval task folder (YAML + utils.py) for every registered task, built-in or from a
+    plugin, so stock ``lm_eval --include_path OUT`` runs each of them."""
+    import json
+
+    from s2d.plugins import get_plugins
+
+    out = Path(out)
+    written = []
+    for entry in get_plugins().entries("tasks"):
+        cfg = lm_eval_config(entry.name)
+        folder = out / cfg["task"]
+        folder.mkdir(parents=True, exist_ok=True)
+        metrics = "\n".join(f"  - {{metric: {m['metric']}, aggregation: mean, higher_is_better: "
+                            f"{str(m['higher_is_better']).lower()}}}" for m in cfg["metric_list"])
+        (folder / f"{cfg['task']}.yaml").write_text(YAML.format(
+            name=entry.name, plugin=entry.plugin, lm_name=cfg["task"], until=json.dumps(cfg["generation_kwargs"]["until"]),
+            max_gen_toks=cfg["generation_kwargs"]["max_gen_toks"], metrics=metrics))
+        (folder / "utils.py").write_text(f"from s2d.lmeval.tasks import bind\n\n"
+                                         f"load, doc_to_text, doc_to_target, process_results = bind({entry.name!r})\n")
+        written.append(folder)
+    return written

@@ -3,3 +3,7 @@
 The contract is in :mod:`s2d.methods.base`; each built-in is one module registered through the
 ``register_methods`` hook, exactly like a third-party plugin (see plugins/s2d-step-back).
 """
+
+from s2d.methods.base import Chain, Method, MethodConfigError, StageRunner, flatten, start
+
+__all__ = ["Chain", "Method", "MethodConfigError", "StageRunner", "flatten", "start"]

@@ -267,7 +267,12 @@ class Method:
                 "top_p": self.sampling_top_p, "max_new_tokens": self.budgets.get(stage)}
 
     def question(self, doc: dict) -> str:
+        """The bare input of ``doc`` (the task's :meth:`~s2d.tasks.base.Task.question`)."""
         return self.task.question(doc)
+
+    def answer_format(self, doc: dict) -> str:
+        """The task's own answer-format line for ``doc`` ("" when its System 1 prompt has none)."""
+        return self.task.answer_format(doc)
 
     # -- the program ------------------------------------------------------------------------------
     def run(self, runner: StageRunner, docs: list[dict]) -> list[Chain]:

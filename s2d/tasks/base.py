@@ -70,6 +70,12 @@ class Task:
         """The bare input a System 2 method wraps in its own prompts (default: the System 1 prompt)."""
         return self.system1_prompt(doc)
 
+    def answer_format(self, doc: dict) -> str:
+        """The System 1 prompt's instruction on how to answer (what it adds after :meth:`question`;
+        "" when it adds nothing), for methods that want the task's own answer form."""
+        full, bare = self.system1_prompt(doc), self.question(doc)
+        return full[len(bare):].strip() if full.startswith(bare) else ""
+
     def target(self, answer: str) -> str:
         """The training completion for a curated answer: the answer alone, in the form the System 1
         prompt asks for, so the distilled model's direct answer parses the same way."""

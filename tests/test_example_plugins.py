@@ -1,0 +1,84 @@
+"""The example plugins of every kind that ship in plugins/, each pip-installed as a user would and
+run through the real commands: a task scored by `s2d eval` and by stock `lm_eval`, a curator."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PLUGINS = Path(__file__).parent.parent / "plugins"
+
+
+def pip(*args):
+    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """A non-editable install of both example plugins from copies (nothing built in the repo)."""
+    names = ["s2d-reverse-word", "s2d-unanimous"]
+    for name in names:
+        src = tmp_path_factory.mktemp("plugin") / name
+        shutil.copytree(PLUGINS / name, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        pip("install", "--no-deps", "--no-build-isolation", str(src))
+    try:
+        yield
+    finally:
+        pip("uninstall", "-y", *names)
+
+
+def run(*args, ok=True):
+    res = subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                         env={**os.environ, "S2D_LOAD_PLUGINS": "reverse_word,unanimous"})
+    if ok:
+        assert res.returncode == 0, res.stdout + res.stderr
+    return res
+
+
+def s2d(*args, ok=True):
+    return run("-m", "s2d.cli", *args, ok=ok)
+
+
+def test_the_task_plugin_is_listed_and_scored_by_s2d_eval(installed, tiny_data, tmp_path):
+    assert any(line.split()[:2] == ["reverse_word", "reverse_word"] for line in s2d("list", "tasks").stdout.splitlines())
+    s2d("eval", "--tasks", "reverse_word", "--backend", "scripted", "--limit", "3",
+        "--results-dir", str(tmp_path / "eval"), "--log-samples", "--no-progress")
+    [record] = (tmp_path / "eval").rglob("system1+limit=3.json")
+    rec = json.loads(record.read_text())
+    assert rec["s2d"]["lm_eval_task"] == "s2d_reverse_word" and rec["s2d"]["n_examples"] == 3
+    assert "exact_match,none" in rec["lm_eval"]["results"]["s2d_reverse_word"]
+    lines = [json.loads(x) for x in record.with_suffix(".samples.jsonl").read_text().splitlines()]
+    assert lines[0]["prompt"].startswith("Spell the word") and set(lines[0]["metrics"]) == {"exact_match"}
+
+
+def test_the_curator_plugin_curates(installed, tmp_path):
+    traces = tmp_path / "t.jsonl"
+    traces.write_text("".join(json.dumps({"id": str(i), "task": "gsm8k", "prompt": [{"role": "user", "content": "q"}],
+                                          "samples": [{"response": f"Final answer: {a}", "answer": a} for a in answers]})
+                              + "\n" for i, answers in enumerate([["1", "1", "1"], ["1", "2", "1"]])))
+    out = json.loads(s2d("curate", "--curator", "unanimous", "--traces", str(traces), "--out",
+                         str(tmp_path / "sft.jsonl")).stdout)
+    assert out["kept_inputs"] == 1 and out["dropped_by_reason"] == {"disagree": 1}
+
+
+@pytest.mark.slow
+def test_the_task_plugin_under_s2d_eval_and_stock_lm_eval_on_the_real_model(installed, tiny_data, tmp_path,
+                                                                             model_path):
+    s2d("eval", "--tasks", "reverse_word", "--backend", "hf", "--limit", "3", "--results-dir", str(tmp_path / "eval"),
+        "--no-progress")
+    [record] = (tmp_path / "eval").rglob("system1+limit=3.json")
+    ours = json.loads(record.read_text())["lm_eval"]["results"]["s2d_reverse_word"]["exact_match,none"]
+    folders = s2d("lm-eval-tasks", str(tmp_path / "tasks")).stdout.split()
+    assert str(tmp_path / "tasks" / "s2d_reverse_word") in folders
+    assert str(tmp_path / "tasks" / "s2d_last_letter") in folders  # every registered task, built-ins too
+    stock = run("-m", "lm_eval", "--include_path", str(tmp_path / "tasks"), "--tasks", "s2d_reverse_word",
+                "--model", "hf", "--model_args", f"pretrained={model_path},dtype=float32", "--apply_chat_template",
+                "--limit", "3", "--output_path", str(tmp_path / "stock"))
+    assert "s2d_reverse_word" in stock.stdout
+    [result] = (tmp_path / "stock").rglob("results_*.json")
+    theirs = json.loads(result.read_text())["results"]["s2d_reverse_word"]["exact_match,none"]
+    assert 0.0 <= theirs <= 1.0 and 0.0 <= ours <= 1.0
