@@ -178,3 +178,32 @@ def test_load_plugins_env_selects_installed_plugins(installed_plugins):
     assert {r["source"] for r in none} == {"builtin"}
     strict = s2d_cmd("plugins", env_extra={"S2D_STRICT_PLUGINS": "1"})
     assert strict.returncode != 0 and "broken" in strict.stderr
+
+
+def test_every_hook_base_class_member_and_record_field_is_documented():
+    """datasette's test_plugin_hooks_are_documented, for every kind: the docs must name each hook,
+    each member a plugin implements or sets, and each field of the records plugins exchange."""
+    import dataclasses
+
+    from s2d.backends.base import Completion, Request
+    from s2d.curators.base import Decision
+
+    docs = (Path(__file__).parent.parent / "docs" / "plugins.md").read_text()
+    hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "s2d_spec")]
+    members = {
+        "method": ["name", "stages", "templates", "max_new_tokens", "run", "options", "answer", "question",
+                   "answer_format", "render", "sampling", "sample_record"],
+        "curator": ["curate", "completion", "needs_model", "options"],
+        "task": ["docs", "system1_prompt", "extract", "question", "answer_format", "score", "metrics", "target",
+                 "worked_example", "perturb", "unperturb_answer", "max_gen_toks", "lm_eval_name"],
+        "trainer": ["train", "options", "overwrite"],
+        "backend": ["generate", "available", "versions", "close"],
+    }
+    fields = ([f.name for f in dataclasses.fields(Decision)] + [f.name for f in dataclasses.fields(Request)]
+              + [f.name for f in dataclasses.fields(Completion)]
+              + ["id", "task", "method", "split", "model", "prompt", "samples", "perturbed", "reference",  # a trace
+                 "response", "answer", "stages", "tokens", "total_tokens", "exemplars", "completion", "s2d"])
+    missing = [n for n in hooks + [m for ms in members.values() for m in ms] + fields if f"`{n}" not in docs]
+    assert not missing, f"docs/plugins.md does not mention: {missing}"
+    for section in ("## 5. Curators", "## 6. Tasks", "## 7. Trainers", "## 8. Backends", "## When a plugin fails"):
+        assert section in docs
