@@ -750,6 +750,25 @@ def leaderboard(results_dir, out):
     click.echo(f"-> {md}" + (f", {png}" if png else ""), err=True)
 
 
+@cli.command(name="new-plugin")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(["method", "curator", "task", "trainer", "backend"]), default="method",
+              show_default=True)
+@click.option("--out-dir", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Where to create the s2d-NAME folder.")
+def new_plugin_cmd(name, kind, out_dir):
+    """Write a ready-to-install plugin package s2d-NAME: pyproject with the entry point, the class,
+    a fast test on the scripted backend and a README (`pip install -e 's2d-NAME[test]' && pytest`)."""
+    from s2d.newplugin import new_plugin
+
+    try:
+        folder = new_plugin(name, kind, out_dir)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(str(folder))
+    click.echo(f"-> pip install -e '{folder}[test]' && pytest {folder}", err=True)
+
+
 @cli.command(name="lm-eval-tasks")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.pass_context

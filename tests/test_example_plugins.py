@@ -82,3 +82,24 @@ def test_the_task_plugin_under_s2d_eval_and_stock_lm_eval_on_the_real_model(inst
     [result] = (tmp_path / "stock").rglob("results_*.json")
     theirs = json.loads(result.read_text())["results"]["s2d_reverse_word"]["exact_match,none"]
     assert 0.0 <= theirs <= 1.0 and 0.0 <= ours <= 1.0
+
+
+@pytest.mark.parametrize("kind", ["method", "curator", "task", "trainer", "backend"])
+def test_new_plugin_writes_a_package_that_installs_and_passes_its_test(kind, tmp_path):
+    res = s2d("new-plugin", f"my-{kind}", "--kind", kind, "--out-dir", str(tmp_path))
+    folder = Path(res.stdout.strip())
+    assert folder == tmp_path / f"s2d-my-{kind}" and (folder / "pyproject.toml").is_file()
+    pip("install", "--no-deps", "--no-build-isolation", str(folder))
+    try:
+        test = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder / "tests")],
+                              capture_output=True, text=True, cwd=tmp_path,
+                              env={**os.environ, "S2D_LOAD_PLUGINS": f"s2d_my_{kind}"})
+        assert test.returncode == 0, test.stdout + test.stderr
+        assert "1 passed" in test.stdout
+        listed = subprocess.run([sys.executable, "-m", "s2d.cli", "list", f"{kind}s"], capture_output=True, text=True,
+                                env={**os.environ, "S2D_LOAD_PLUGINS": f"s2d_my_{kind}"}).stdout
+        assert any(line.split()[:2] == [f"my-{kind}", f"s2d_my_{kind}"] for line in listed.splitlines()), listed
+    finally:
+        pip("uninstall", "-y", f"s2d-my-{kind}")
+    again = s2d("new-plugin", f"my-{kind}", "--kind", kind, "--out-dir", str(tmp_path), ok=False)
+    assert again.returncode != 0 and "exists" in again.stderr
