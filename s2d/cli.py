@@ -27,16 +27,44 @@ def _plugins(ctx: click.Context):
     return root.obj["plugins"]
 
 
+def quiet_libraries(verbose: int) -> None:
+    """Engine and library logs at WARNING (ERROR for the chattiest) unless -v, set before any of
+    them is imported: s2d's own stage lines, progress bars and summary are what a run shows.
+    vLLM's "No available shared memory broadcast block found in 60 seconds" is a WARNING that
+    only means the engine was busy for a minute (a long prefill or a slow step), not a hang."""
+    import logging
+    import os
+
+    if verbose:
+        level = "DEBUG" if verbose > 1 else "INFO"
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", level)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", level.lower())
+        logging.basicConfig(level=level)
+        return
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in ("lm_eval", "lm-eval", "datasets", "accelerate", "peft", "filelock", "torch", "vllm"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import warnings
+
+    for module in ("transformers", "torch", "peft", "lm_eval", "vllm", "accelerate", "datasets"):
+        warnings.filterwarnings("ignore", module=module)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="s2d")
 @click.option("--plugins-dir", type=click.Path(file_okay=False), envvar="S2D_PLUGINS_DIR",
               help="Also load every *.py file in DIR as a plugin (unpublished experiments).")
+@click.option("--verbose", "-v", count=True, help="Show engine and library logs (-vv: debug).")
 @click.pass_context
-def cli(ctx, plugins_dir):
+def cli(ctx, plugins_dir, verbose):
     """s2d: distil System 2 methods (CoT, RaR, S2A, BSM, ...) into direct System 1 answers.
 
     Plugins add methods, curators, tasks, trainers and backends: see `s2d plugins`.
     """
+    quiet_libraries(verbose)
 
 
 @cli.command()

@@ -161,3 +161,27 @@ def test_distill_set_flag_is_a_config_line(tmp_path):
         assert res.exit_code != 0 and why in res.output and not any(tmp_path.iterdir()), res.output
     res = CliRunner().invoke(cli, ["distill", "--task", "last_letter", "--runs-dir", str(tmp_path), "--set", "rounds=0"])
     assert res.exit_code != 0 and "'rounds' must be a positive integer" in res.output and not any(tmp_path.iterdir())
+
+
+def test_the_default_cli_path_prints_stage_lines_progress_and_the_summary_only(tmp_path, tiny_data):
+    """`s2d distill` as a newcomer runs it (a real subprocess; scripted engine, a model-free trainer):
+    nothing but s2d's stage lines, progress bars and the summary."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "memorize.py").write_text(TRAINER)
+    res = subprocess.run([sys.executable, "-m", "s2d.cli", "--plugins-dir", str(tmp_path / "plugins"), "distill",
+                          "--task", "last_letter", "--task-option", "size=4", "--backend", "scripted", "--n", "3",
+                          "--method", "cot", "--trainer", "memorize", "--runs-dir", str(tmp_path / "runs"),
+                          "--cache", str(tmp_path / "cache")],
+                         capture_output=True, text=True, env={**os.environ, "S2D_LOAD_PLUGINS": ""})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0].startswith("condition") and "distilled" in res.stdout
+    allowed = re.compile(r"^(\[(generate|curate|train|eval)\] (running|reusing .*)|-> .*|"
+                         r"(cot/reason|system1/answer|curator:\w+/\w+)?:?\s*\d+%\|.*|\s*)$")
+    lines = [x for line in res.stderr.splitlines() for x in line.split("\r")]
+    noise = [x for x in lines if not allowed.match(x)]
+    assert not noise, noise

@@ -126,7 +126,8 @@ class Backend:
         """Whether the engine can run here, and why not (shown by ``s2d list backends``)."""
         return True, ""
 
-    def generate(self, requests: Sequence[Request], *, progress: bool = True) -> list[list[Completion]]:
+    def generate(self, requests: Sequence[Request], *, progress: bool | str = True) -> list[list[Completion]]:
+        """Per request, its ``n`` completions. ``progress``: show a bar (a str names it: the stage)."""
         raise NotImplementedError
 
     def versions(self) -> dict:

@@ -121,7 +121,8 @@ class HFBackend(Backend):
 
         results: list[list[Completion] | None] = [None] * len(requests)
         total = sum(r.n for r in requests)
-        with tqdm(total=total, desc="hf generate", unit="seq", disable=not progress) as bar:
+        with tqdm(total=total, desc=progress if isinstance(progress, str) else "generate", unit="sample",
+                  disable=not progress) as bar:
             for batch in batches:
                 with self._adapter_context(requests[batch[0]].adapter) as model:
                     outs = self._generate_batch(model, [requests[i] for i in batch], [prompts[i] for i in batch],

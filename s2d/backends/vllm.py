@@ -22,6 +22,25 @@ from s2d.hookspecs import hookimpl
 _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
+def progress_bar(progress: bool | str):
+    """vLLM's ``use_tqdm``: one bar counting samples done, named by the stage (``progress`` a str),
+    and no second "Rendering prompts" bar (we hand vLLM token ids already)."""
+    if not progress:
+        return False
+
+    def bar(*args, **kwargs):
+        from tqdm.auto import tqdm
+
+        if kwargs.get("desc") == "Rendering prompts":
+            kwargs["disable"] = True
+        else:
+            kwargs.update(desc=progress if isinstance(progress, str) else "generate", unit="sample")
+            kwargs.pop("postfix", None)
+        return tqdm(*args, **kwargs)
+
+    return bar
+
+
 def _adapter_rank(path: str) -> int:
     try:
         with open(os.path.join(path, "adapter_config.json")) as f:
@@ -135,7 +154,7 @@ class VLLMBackend(Backend):
                     seed=None if r.greedy else sample_seed(self.seed, r, i, r.first_sample + s)))
                 loras.append(lora)
                 owner.append(i)
-        outputs = llm.generate(prompts, params, use_tqdm=progress,
+        outputs = llm.generate(prompts, params, use_tqdm=progress_bar(progress),
                                lora_request=loras if any(loras) else None)
         results: list[list[Completion]] = [[] for _ in requests]
         for i, out in zip(owner, outputs):

@@ -146,7 +146,9 @@ class StageRunner:
                                         adapter=self.adapter, seed=prompt_seed, id=key, **sampling)))
         # One batched call per stage, cut into large chunks so a kill loses at most one chunk.
         for chunk in _chunks(requests, self.chunk_sequences):
-            outs = self.backend.generate([r for _, r in chunk], progress=self.progress)
+            # The bar is named by the stage ("cot/reason"), and counts samples.
+            outs = self.backend.generate([r for _, r in chunk],
+                                         progress=f"{self.method}/{stage}" if self.progress else False)
             new = []
             for (i, req), samples in zip(chunk, outs):
                 for j, c in enumerate(samples, req.first_sample - firsts[i]):
