@@ -30,9 +30,13 @@ def weights_identity(path: str | None) -> str | None:
 
 
 def default_cache_dir() -> Path:
+    """``S2D_GENERATION_CACHE``, else ``$S2D_CACHE/generations`` (shared by every run)."""
+    import os
+
     from s2d.models import cache_dir
 
-    return cache_dir() / "generations"
+    explicit = os.environ.get("S2D_GENERATION_CACHE")
+    return Path(explicit).expanduser() if explicit else cache_dir() / "generations"
 
 
 def open_cache(cache: str | os.PathLike | bool | None):

@@ -9,6 +9,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(autouse=True)
+def _own_generation_cache(tmp_path_factory, monkeypatch):
+    """No test reads or writes the user's shared generation cache (a long run may be using it)."""
+    monkeypatch.setenv("S2D_GENERATION_CACHE", str(tmp_path_factory.mktemp("generations")))
+
+
+@pytest.fixture(autouse=True)
 def _fresh_plugins():
     """Each test starts from a freshly loaded plugin set."""
     from s2d import plugins
