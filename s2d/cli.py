@@ -778,6 +778,35 @@ def leaderboard(results_dir, out):
     click.echo(f"-> {md}" + (f", {png}" if png else ""), err=True)
 
 
+@cli.group()
+def config():
+    """Run settings: what a run will use."""
+
+
+@config.command(name="show")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Run config (YAML/JSON).")
+@click.option("--scale", default=None, help="Apply the config's `scale: {NAME: overrides}`.")
+@click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE", help="A setting, as in a config file.")
+@click.option("--task", "task_name", default=None)
+@click.option("--method", default=None)
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of YAML.")
+def config_show(config_path, scale, set_items, task_name, method, as_json):
+    """Print the effective run settings (defaults < config file < --scale < flags) as YAML: what
+    `s2d distill` with the same arguments would use and save beside the run, checked the same way."""
+    import yaml
+
+    from s2d.distill import DistillError, RunConfig, apply_scale
+
+    try:
+        layered = merge_settings(apply_scale(load_config(config_path), scale), parse_set(set_items))
+        cfg = RunConfig.build(layered, {"task": task_name, "method": method})
+    except DistillError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(cfg.settings, indent=2) if as_json else
+               yaml.safe_dump(cfg.settings, sort_keys=False, default_flow_style=False).rstrip())
+
+
 @cli.command(name="new-plugin")
 @click.argument("name")
 @click.option("--kind", type=click.Choice(["method", "curator", "task", "trainer", "backend"]), default="method",

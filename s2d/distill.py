@@ -179,6 +179,12 @@ class DistillRun:
             write_json(path, {"settings": self.config.settings, "versions": versions(),
                               "git_commit": git_commit(Path(__file__).parent),
                               "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            import yaml
+
+            from s2d.files import atomic_write
+
+            with atomic_write(self.dir / "config.yaml") as f:  # the same YAML `s2d config show` prints
+                yaml.safe_dump(self.config.settings, f, sort_keys=False, default_flow_style=False)
 
     def task(self):
         from s2d.lmeval.tasks import build_task

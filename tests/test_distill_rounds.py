@@ -185,3 +185,21 @@ def test_the_default_cli_path_prints_stage_lines_progress_and_the_summary_only(t
     lines = [x for line in res.stderr.splitlines() for x in line.split("\r")]
     noise = [x for x in lines if not allowed.match(x)]
     assert not noise, noise
+
+
+def test_config_show_prints_what_a_run_uses(tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from s2d.cli import cli
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("task: last_letter\nmethod: cot\nmethod_options: {shots: 4}\nn: 4\nscale:\n  paper: {n: 8}\n")
+    res = CliRunner().invoke(cli, ["config", "show", "--config", str(cfg), "--scale", "paper", "--set", "rounds=2",
+                                   "--set", "method_options.shots_resample=true"])
+    assert res.exit_code == 0, res.output
+    shown = yaml.safe_load(res.output)
+    assert shown["n"] == 8 and shown["rounds"] == 2 and shown["method_options"] == {"shots": 4, "shots_resample": True}
+    assert shown["curator"] == "majority" and "scale" not in shown
+    bad = CliRunner().invoke(cli, ["config", "show", "--config", str(cfg), "--set", "rounds=0"])
+    assert bad.exit_code != 0 and "'rounds' must be a positive integer" in bad.output
