@@ -165,3 +165,14 @@ def test_eval_refuses_a_record_in_the_way_before_any_model_loads(tiny_data, tmp_
     assert res.exit_code != 0 and "other settings (seed: 7 there, 0 now)" in res.output, res.output
     res = CliRunner().invoke(cli, ["eval", "--tasks", "last_letter", "--limit", "0"])
     assert res.exit_code != 0 and "--limit" in res.output
+
+
+def test_committed_sample_logs_carry_metrics_prompt_answer_and_reference():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parent.parent / "results").rglob("*.samples.jsonl"))
+    assert files
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            line = json.loads(f.readline())
+        assert line["metrics"] and line["prompt"] and "answer" in line and "reference" in line, path

@@ -147,14 +147,15 @@ def lm_eval_config(name: str) -> dict:
     check_task_plugin(name)
     cls = _task_class(name)
     load, doc_to_text, doc_to_target, process_results = bind(name)
+    aggregations = cls.aggregations if isinstance(cls.aggregations, dict) else cls.__new__(cls).aggregations
     return {
         "task": lm_eval_name(name), "custom_dataset": load, "dataset_kwargs": {}, "test_split": "test",
         "output_type": "generate_until", "doc_to_text": doc_to_text, "doc_to_target": doc_to_target,
         "process_results": process_results,
         "generation_kwargs": {"until": list(getattr(cls, "stop", [])), "max_gen_toks": int(getattr(cls, "max_gen_toks", 256)),
                               "do_sample": False},
-        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": m not in getattr(cls, "lower_is_better", ())}
-                        for m in cls.metrics],
+        "metric_list": [{"metric": m, "aggregation": aggregations.get(m, "mean"),
+                         "higher_is_better": m not in cls.lower_is_better} for m in cls.metrics],
         "metadata": {"version": 1.0},
     }
 

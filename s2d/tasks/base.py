@@ -45,6 +45,10 @@ class Task:
     name: str = ""
     splits: tuple[str, ...] = ("train", "validation", "test")
     metrics: tuple[str, ...] = ("exact_match",)
+    # metric -> how lm-eval aggregates its per-document values (default: the mean), and the
+    # metrics where lower is better.
+    aggregations: dict = {}
+    lower_is_better: tuple[str, ...] = ()
 
     def __init__(self, data_dir: str | os.PathLike | None = None, seed: int = 0, **options: Any):
         self.data_dir = data_dir

@@ -52,6 +52,11 @@ class MTBenchJudge(Task):
     name = "mt_bench_judge"
     splits = ("train", "test")
     metrics = ("agreement", "agreement_no_tie", "inconsistent") + tuple(f"agreement_{c}" for c in CATEGORIES)
+    lower_is_better = ("inconsistent",)
+
+    @property
+    def aggregations(self):
+        return {m: aggregate_inconsistent if m == "inconsistent" else aggregate_ratio for m in self.metrics}
 
     def __init__(self, data_dir=None, seed: int = 0, train_size: int = 2000, **options):
         super().__init__(data_dir, seed, **options)
