@@ -434,8 +434,13 @@ def _generate_requests(ctx, model, backend, dtype, batch_size, threads, trust_re
     _check_output(out_path, input_path)
     engine = make_backend(ctx, backend, model, seed, dtype, batch_size, threads, trust_remote_code)
     start = time.perf_counter()
+    from s2d.backends.base import PromptTooLongError
+
     with engine:
-        outputs = engine.generate(requests, progress=progress)
+        try:
+            outputs = engine.generate(requests, progress=progress)
+        except PromptTooLongError as exc:
+            raise click.ClickException(f"{input_path}: {exc}") from None
         vers = {**versions(), **engine.versions()}
     wall = time.perf_counter() - start
     from s2d.backends.base import sample_seed

@@ -107,3 +107,25 @@ def test_seeded_sampling_over_more_prompt_tokens_than_one_step_holds(engine):
                     n=2) for i in range(40)]
     outs = engine.generate(reqs, progress=False)
     assert len(outs) == 40 and all(len(o) == 2 and o[0].prompt_tokens > 800 for o in outs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
+def test_a_prompt_longer_than_the_context_is_an_error_naming_the_request(backend, model_path, tmp_path):
+    """Before: hf generated garbage past the context, vLLM raised an uncaught validation error."""
+    import importlib.util
+    import json
+
+    from click.testing import CliRunner
+
+    from s2d.cli import cli
+
+    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        pytest.skip("vllm does not import here")
+    src = tmp_path / "p.jsonl"
+    src.write_text(json.dumps({"id": "short", "prompt": "Hello"}) + "\n" +
+                   json.dumps({"id": "long", "prompt": "word " * 9000, "max_new_tokens": 4}) + "\n")
+    res = CliRunner().invoke(cli, ["generate", "--backend", backend, "--input", str(src), "--out",
+                                   str(tmp_path / "o.jsonl"), "--no-progress"])
+    assert res.exit_code != 0 and "request 2 (id 'long')" in res.output and "context" in res.output, res.output
+    assert not (tmp_path / "o.jsonl").exists()

@@ -159,6 +159,22 @@ def cpu_dtype() -> str:
     return "bfloat16" if cpu_has_fast_bf16() else "float32"
 
 
+class PromptTooLongError(ValueError):
+    """A prompt (plus its token budget) that does not fit the model's context."""
+
+
+def check_context(prompts: Sequence[list[int]], requests: Sequence[Request], context: int | None) -> None:
+    """Refuse, before generating anything, a prompt longer than the context (a model fed past its
+    context writes garbage, or the engine fails mid-run); names the request and its id."""
+    if not context:
+        return
+    for i, (ids, r) in enumerate(zip(prompts, requests), 1):
+        if len(ids) + 1 > context:
+            raise PromptTooLongError(
+                f"request {i}{f' (id {r.id!r})' if r.id and len(str(r.id)) < 40 else ''}: the prompt has {len(ids)} "
+                f"tokens, more than the model's context of {context}; shorten it")
+
+
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut ``text`` before the earliest stop string; return (text, whether a stop string was hit)."""
     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)

@@ -13,7 +13,7 @@ import os
 from contextlib import contextmanager, nullcontext
 from typing import Any, Sequence
 
-from s2d.backends.base import Backend, Completion, Request, cpu_dtype, cut_at_stop, sample_seed
+from s2d.backends.base import Backend, Completion, Request, check_context, cpu_dtype, cut_at_stop, sample_seed
 from s2d.hookspecs import hookimpl
 
 
@@ -106,6 +106,7 @@ class HFBackend(Backend):
         from tqdm.auto import tqdm
 
         prompts = [render(self.tokenizer, r) for r in requests]
+        check_context(prompts, requests, getattr(self.model.config, "max_position_embeddings", None))
         # Group by adapter, then by prompt length, so micro-batches pad little.
         order = sorted(range(len(requests)), key=lambda i: (requests[i].adapter or "", len(prompts[i])))
         batches, current, rows = [], [], 0

@@ -16,7 +16,7 @@ import json
 import os
 from typing import Any, Sequence
 
-from s2d.backends.base import Backend, Completion, Request, cpu_dtype, sample_seed
+from s2d.backends.base import Backend, Completion, Request, check_context, cpu_dtype, sample_seed
 from s2d.hookspecs import hookimpl
 
 _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -138,9 +138,12 @@ class VLLMBackend(Backend):
         # One engine request per sample, seeded by the sample's index (vLLM fans n>1 out into child
         # requests anyway, and prefix caching shares the prompt): sample j is then the same text
         # whether it is generated alone or with others, as the Request contract promises.
+        rendered = [render(tokenizer, r) for r in requests]
+        check_context(rendered, requests, self.engine_args.get("max_model_len") or
+                      llm.llm_engine.model_config.max_model_len)
         prompts, params, loras, owner = [], [], [], []
         for i, r in enumerate(requests):
-            ids = render(tokenizer, r)
+            ids = rendered[i]
             lora = None
             if r.adapter:
                 path = os.path.abspath(r.adapter)
