@@ -207,3 +207,34 @@ def test_every_hook_base_class_member_and_record_field_is_documented():
     assert not missing, f"docs/plugins.md does not mention: {missing}"
     for section in ("## 5. Curators", "## 6. Tasks", "## 7. Trainers", "## 8. Backends", "## When a plugin fails"):
         assert section in docs
+
+
+def readme_flag_errors(text: str) -> tuple[list[str], int]:
+    """(problems, flags checked) for every `s2d COMMAND ... --flag` snippet in ``text``."""
+    import re
+
+    import click
+
+    problems, checked = [], 0
+    for snippet in re.findall(r"`(s2d [^`]+)`", text):
+        words = snippet.split()[1:]
+        group, path = cli, []
+        while words and isinstance(group, click.Group) and words[0] in group.commands:
+            group = group.commands[words[0]]
+            path.append(words.pop(0))
+        if not path:
+            continue
+        known = {opt for p in group.params for opt in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}
+        for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*|-[a-zA-Z])\b", " ".join(words)):
+            checked += 1
+            if flag not in known:
+                problems.append(f"`{snippet}` uses {flag}, which `s2d {' '.join(path)}` does not take")
+    return problems, checked
+
+
+def test_every_command_and_flag_in_the_readme_exists():
+    """datasette's test_help_includes, turned around: each `s2d COMMAND ... --flag` the README shows
+    is a real command taking that flag."""
+    problems, checked = readme_flag_errors((Path(__file__).parent.parent / "README.md").read_text())
+    assert not problems and checked > 20, problems
+    assert readme_flag_errors("run `s2d eval --tasks x --no-such-flag`")[0]  # the check can fail
