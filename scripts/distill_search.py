@@ -50,6 +50,9 @@ RUNS = [
      "greedy, every sample its own exemplar set; 7 of 8 samples must agree; 800 inputs"),
     ("ll-resample-t0-n8-800-th05", LAST_LETTER, {**GREEDY_RESAMPLED, "n": 8},
      "as above, a strict majority of 8 (5 of 8)"),
+    ("ll-resample-t0-n8-1600-th08", LAST_LETTER, {**GREEDY_RESAMPLED, "n": 8, "curator_options": {"threshold": 0.8},
+                                                   "task_options": {"train_size": 1600}},
+     "7 of 8 on every unused name (1,600 inputs): more unlabeled inputs"),
     # -- coin flip ----------------------------------------------------------------------------------
     ("cf-resample-t0-n8-400-th08", COIN_FLIP, {**GREEDY_RESAMPLED, "n": 8, "train_limit": 400,
                                                "curator_options": {"threshold": 0.8}},
