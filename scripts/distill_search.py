@@ -53,6 +53,9 @@ RUNS = [
     ("ll-resample-t0-n8-1600-th08", LAST_LETTER, {**GREEDY_RESAMPLED, "n": 8, "curator_options": {"threshold": 0.8},
                                                    "task_options": {"train_size": 1600}},
      "7 of 8 on every unused name (1,600 inputs): more unlabeled inputs"),
+    ("ll-resample-t0-n8-1600-th09", LAST_LETTER, {**GREEDY_RESAMPLED, "n": 8, "curator_options": {"threshold": 0.9},
+                                                   "task_options": {"train_size": 1600}},
+     "all 8 samples agree, 1,600 inputs: fewer, better targets"),
     # -- coin flip ----------------------------------------------------------------------------------
     ("cf-resample-t0-n8-400-th08", COIN_FLIP, {**GREEDY_RESAMPLED, "n": 8, "train_limit": 400,
                                                "curator_options": {"threshold": 0.8}},
