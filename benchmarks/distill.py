@@ -8,8 +8,10 @@
    each and their ratio `lora_over_trl`.
 
     S2D_DATA_DIR=... python benchmarks/distill.py [--config results/configs/default.yaml] [--skip-run]
+        [--model qwen2.5-coder-1.5b]
 
-Run it alone on the machine. Writes results/benchmarks/distill.{md,json}.
+Run it alone on the machine. Writes results/benchmarks/distill.{md,json} (distill-MODEL.* for
+another --model than the default, so one model's figures never replace another's).
 """
 
 from __future__ import annotations
@@ -34,13 +36,13 @@ def peak_mb() -> float:
     return max(own, kids) / 1024
 
 
-def distill_run(config_path: str, folder: Path, backend: str | None) -> dict:
+def distill_run(config_path: str, folder: Path, backend: str | None, model: str | None = None) -> dict:
     import yaml
 
     from s2d.distill import DistillRun, RunConfig, apply_scale
 
     raw = yaml.safe_load(Path(config_path).read_text()) or {}
-    cfg = RunConfig.build(apply_scale(raw, None), {"backend": backend})
+    cfg = RunConfig.build(apply_scale(raw, None), {"backend": backend, "model": model})
     start = time.perf_counter()
     # A fresh cache: the shared one may already hold the run's generations.
     summary = DistillRun(cfg, folder, progress=False, cache=folder.parent / "cache").run()
@@ -96,6 +98,7 @@ def main():
     ap.add_argument("--data", default=None, help="Curated JSONL for the trainer comparison [default: the run's].")
     ap.add_argument("--skip-run", action="store_true", help="Only the trainer comparison (needs --data).")
     ap.add_argument("--out", default="results/benchmarks")
+    ap.add_argument("--model", default=None, help="Model alias or folder [default: the config's, smollm2-135m].")
     args = ap.parse_args()
 
     from s2d.models import resolve_model
@@ -105,7 +108,7 @@ def main():
     rows, figures = [], {}
     data = args.data
     if not args.skip_run:
-        summary = distill_run(args.config, work / "run", args.backend)
+        summary = distill_run(args.config, work / "run", args.backend, args.model)
         for s in summary["stages"]:
             rows.append([s["stage"], f"{s['seconds']:.1f}", f"{s['peak_rss_mb']:.0f}"])
         figures["default_run_minutes"] = round(summary["minutes"], 2)
@@ -114,7 +117,7 @@ def main():
         data = data or str(work / "run" / "sft.jsonl")
     if not data:
         sys.exit("--skip-run needs --data")
-    model_path = resolve_model("smollm2-135m")
+    model_path = resolve_model(args.model or "smollm2-135m")
     settings = {k: v for k, v in LoraTrainer.options().items()}
     ours, ours_s = s2d_examples_per_s(model_path, data, settings, str(work / "ours"))
     theirs, theirs_s = trl_examples_per_s(model_path, data, settings, str(work / "trl"))
@@ -134,8 +137,9 @@ def main():
                                                                             f"{theirs_s:.1f}"]])
     table += (f"\n\nlora_over_trl = **{ours / theirs:.2f}** (examples/s ratio, target >= 1); peak RSS of the "
               f"whole benchmark, children included: {figures['peak_rss_mb']} MB")
-    write_report(args.out, "distill", "Distillation cost", table, figures, {"stages": rows},
-                 run_meta(config=args.config, settings=settings))
+    name = "distill" if args.model in (None, "smollm2-135m") else f"distill-{Path(args.model).name}"
+    write_report(args.out, name, f"Distillation cost ({args.model or 'smollm2-135m'})", table, figures,
+                 {"stages": rows}, run_meta(config=args.config, settings=settings, model=args.model or "smollm2-135m"))
     shutil.rmtree(work, ignore_errors=True)
 
 
