@@ -552,7 +552,7 @@ def format_summary(summary: dict) -> str:
 
 # What `export_run` copies into results/: all but the adapter weights, its checkpoints and the raw
 # traces (large; the adapter is rebuilt from sft.jsonl and s2d_training.json, the traces from the cache).
-EXPORTED = ("config.json", "summary.json", "sft.jsonl", "sft.dropped.jsonl", "sft.summary.json",
+EXPORTED = ("config.json", "config.yaml", "summary.json", "sft.jsonl", "sft.dropped.jsonl", "sft.summary.json",
             "adapter/s2d_training.json", "eval")
 ROUND_EXPORTED = ("sft.jsonl", "sft.dropped.jsonl", "sft.summary.json", "sft.union.jsonl",
                   "adapter/s2d_training.json", "eval")
