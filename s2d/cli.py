@@ -740,10 +740,17 @@ def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, se
     from s2d.lmeval.run import RecordExistsError, check_record, planned_records
 
     try:  # a record of other settings in the way is found before any model loads
+        from s2d.backends import model_path_for
+        from s2d.models import ModelError
+
+        try:
+            loads = model_path_for(backend, model or "smollm2-135m")
+        except ModelError as exc:
+            raise click.ClickException(str(exc)) from None
         for path, identity in planned_records(results_dir=results_dir, model_ref=model or "smollm2-135m",
-                                              tasks=names, method=method, adapter=adapter, limit=limit, label=label,
-                                              task_options=options or None, method_options=m_options or None,
-                                              seed=seed):
+                                              model_path=loads, tasks=names, method=method, adapter=adapter,
+                                              limit=limit, label=label, task_options=options or None,
+                                              method_options=m_options or None, seed=seed):
             check_record(path, identity, overwrite)
     except RecordExistsError as exc:
         raise click.ClickException(str(exc)) from None

@@ -161,7 +161,7 @@ def test_eval_refuses_a_record_in_the_way_before_any_model_loads(tiny_data, tmp_
         {"s2d": {"model": "smollm2-135m", "method": "system1", "method_options": {}, "limit": None, "seed": 7,
                  "generation": {"task_options": {"size": 4}}}}))
     res = CliRunner().invoke(cli, ["eval", "--tasks", "last_letter", "--results-dir", str(tmp_path),
-                                   "--task-option", "size=4", "--backend", "no-such-backend"])
+                                   "--task-option", "size=4", "--backend", "scripted"])
     assert res.exit_code != 0 and "other settings (seed: 7 there, 0 now)" in res.output, res.output
     res = CliRunner().invoke(cli, ["eval", "--tasks", "last_letter", "--limit", "0"])
     assert res.exit_code != 0 and "--limit" in res.output
@@ -176,3 +176,22 @@ def test_committed_sample_logs_carry_metrics_prompt_answer_and_reference():
         with open(path, encoding="utf-8") as f:
             line = json.loads(f.readline())
         assert line["metrics"] and line["prompt"] and "answer" in line and "reference" in line, path
+
+
+def test_a_records_identity_names_the_weights_the_engine_loaded(tiny_data, tmp_path, monkeypatch):
+    """Two runs' distilled models are both evaluated as the run's model alias; their records must
+    still say which weights they scored."""
+    from s2d.lmeval.run import evaluate
+
+    monkeypatch.setenv("S2D_CACHE", str(tmp_path / "s2d"))
+    ids = []
+    for run in ("a", "b"):
+        merged = tmp_path / run / "merged"
+        merged.mkdir(parents=True)
+        (merged / "config.json").write_text("{}")
+        (merged / "model.safetensors").write_bytes(run.encode())
+        (path,) = evaluate(ScriptedBackend(str(merged), script=last_letter_oracle), model_ref="smollm2-135m",
+                           tasks=["last_letter"], results_dir=str(tmp_path / run / "eval"), label="distilled",
+                           task_options={"size": 4}, progress=False)
+        ids.append(json.loads(path.read_text())["s2d"]["identity"]["model_weights"])
+    assert ids[0] != ids[1] and all(i.startswith("sha256:") for i in ids)

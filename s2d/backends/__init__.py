@@ -3,7 +3,7 @@ registered as a built-in plugin through the ``register_backends`` hook."""
 
 from s2d.backends.base import Backend, Completion, Request
 
-__all__ = ["Backend", "Completion", "Request", "load_backend", "default_backend_name"]
+__all__ = ["Backend", "Completion", "Request", "load_backend", "default_backend_name", "model_path_for"]
 
 
 def default_backend_name() -> str:
@@ -15,7 +15,6 @@ def default_backend_name() -> str:
 
 def load_backend(name: str | None, model: str, **options) -> Backend:
     """Build a backend by name (None: the default engine) for a model reference."""
-    from s2d.models import resolve_model
     from s2d.plugins import get_plugins
 
     name = name or default_backend_name()
@@ -23,5 +22,11 @@ def load_backend(name: str | None, model: str, **options) -> Backend:
     ok, why = cls.available() if hasattr(cls, "available") else (True, "")
     if not ok:
         raise RuntimeError(f"backend {name!r} cannot run here: {why}")
-    path = model if name == "scripted" else resolve_model(model)
-    return cls(path, **{k: v for k, v in options.items() if v is not None})
+    return cls(model_path_for(name, model), **{k: v for k, v in options.items() if v is not None})
+
+
+def model_path_for(name: str | None, model: str) -> str:
+    """What backend ``name`` loads for a model reference (the scripted backend takes it as is)."""
+    from s2d.models import resolve_model
+
+    return model if (name or default_backend_name()) == "scripted" else resolve_model(model)

@@ -57,13 +57,14 @@ class RecordExistsError(ValueError):
     """An eval record of other settings is where a new one would be written."""
 
 
-def record_identity(*, model_ref: str, method: str, method_options: dict | None, adapter: str | None,
-                    limit: int | None, task_options: dict | None, seed: int) -> dict:
-    """What decides a record's numbers: the weights, the condition and the documents."""
+def record_identity(*, model_ref: str, model_path: str | None, method: str, method_options: dict | None,
+                    adapter: str | None, limit: int | None, task_options: dict | None, seed: int) -> dict:
+    """What decides a record's numbers: the weights the engine loads (their content hash), the
+    condition and the documents."""
     from s2d.traces import weights_identity
 
     return json.loads(json.dumps({
-        "model": model_ref, "model_weights": weights_identity(model_ref) if Path(model_ref).exists() else None,
+        "model": model_ref, "model_weights": weights_identity(model_path),
         "method": method, "method_options": method_options or {}, "adapter": weights_identity(adapter),
         "limit": limit, "task_options": task_options or {}, "seed": seed}, sort_keys=True, default=str))
 
@@ -88,7 +89,7 @@ def check_record(path: Path, identity: dict, overwrite: bool = False) -> None:
                                 f"--results-dir or --label, or pass --overwrite")
 
 
-def planned_records(*, results_dir, model_ref, tasks, method, adapter, limit, label, task_options,
+def planned_records(*, results_dir, model_ref, model_path, tasks, method, adapter, limit, label, task_options,
                     method_options, seed) -> list[tuple[Path, dict]]:
     """(record path, identity) for each task, known before any model loads."""
     condition = condition_name(method, adapter, label, method_options)
@@ -97,8 +98,9 @@ def planned_records(*, results_dir, model_ref, tasks, method, adapter, limit, la
             f"-seed{task_options['subset_seed']}" if task_options.get("subset_seed") else "")
     if limit is not None and not label:  # so are the first N documents
         condition += f"+limit={limit}"
-    identity = record_identity(model_ref=model_ref, method=method, method_options=method_options, adapter=adapter,
-                               limit=limit, task_options=task_options, seed=seed)
+    identity = record_identity(model_ref=model_ref, model_path=model_path, method=method,
+                               method_options=method_options, adapter=adapter, limit=limit, task_options=task_options,
+                               seed=seed)
     return [(record_path(results_dir, model_ref, task, condition), identity) for task in tasks]
 
 
@@ -124,7 +126,8 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
 
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
-    plan = planned_records(results_dir=results_dir, model_ref=model_ref, tasks=tasks, method=method, adapter=adapter,
+    plan = planned_records(results_dir=results_dir, model_ref=model_ref, model_path=backend.model_path, tasks=tasks,
+                           method=method, adapter=adapter,
                            limit=limit, label=label, task_options=task_options, method_options=method_options,
                            seed=seed)
     for path, identity in plan:
