@@ -123,3 +123,34 @@ def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None, fold
     except OSError as exc:
         raise InputError(f"{flag} {out}: cannot write there ({exc.strerror or exc})") from None
     return target
+
+
+def portable_path(path: str | os.PathLike | None, *roots: str | os.PathLike) -> str | None:
+    """A path as results should record it: relative to the first of ``roots`` (a run folder, the
+    repository) that holds it, ``$S2D_CACHE/...`` inside the s2d cache, else as given. Results then
+    hold no machine's absolute paths where they need not."""
+    if path is None:
+        return None
+    text = str(path)
+    if not os.path.isabs(text):
+        return text
+    resolved = Path(text).resolve()
+    from s2d.models import cache_dir
+
+    for root in [*roots, repo_root()]:
+        if root is None:
+            continue
+        try:
+            return str(resolved.relative_to(Path(root).resolve()))
+        except ValueError:
+            continue
+    try:
+        return "$S2D_CACHE/" + str(resolved.relative_to(cache_dir().resolve()))
+    except ValueError:
+        return text
+
+
+def repo_root() -> Path | None:
+    """The checkout s2d runs from (where results/ and tasks/ live), None for an installed copy."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").is_file() and (here / "results").is_dir() else None

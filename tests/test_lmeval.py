@@ -195,3 +195,12 @@ def test_a_records_identity_names_the_weights_the_engine_loaded(tiny_data, tmp_p
                            task_options={"size": 4}, progress=False)
         ids.append(json.loads(path.read_text())["s2d"]["identity"]["model_weights"])
     assert ids[0] != ids[1] and all(i.startswith("sha256:") for i in ids)
+
+
+def test_committed_results_hold_no_absolute_path_of_this_machine():
+    import re
+    from pathlib import Path
+
+    offenders = [str(p) for p in (Path(__file__).parent.parent / "results").rglob("*.json")
+                 if re.search(r'": "/(work|root|tmp|home)/', p.read_text(encoding="utf-8"))]
+    assert not offenders, offenders[:5]

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from s2d.files import atomic_write, write_json, write_jsonl
+from s2d.files import atomic_write, portable_path, write_json, write_jsonl
 
 SAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 
@@ -133,6 +133,7 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
     for path, identity in plan:
         check_record(path, identity, overwrite)
     tm = task_manager(task_options)
+    run_root = Path(results_dir).parent  # a distill run's folder holds eval/: paths inside it are relative
     written = []
     for task, (out, identity) in zip(tasks, plan):
         condition = out.stem
@@ -157,8 +158,9 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
             "s2d": {
                 "task": task, "lm_eval_task": lm_task, "condition": condition, "identity": identity,
                 "method": method, "method_options": method_options or {},
-                "adapter": adapter, "model": model_ref,
-                "model_path": backend.model_path, "backend": backend.name, "seed": seed, "limit": limit,
+                "adapter": portable_path(adapter, run_root), "model": model_ref,
+                "model_path": portable_path(backend.model_path, run_root), "backend": backend.name, "seed": seed,
+                "limit": limit,
                 "generation": {"dtype": getattr(backend, "dtype", None), "chat_template": True,
                                "task_options": task_options or {}},
                 "n_examples": len(usage),
@@ -172,6 +174,9 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
             "lm_eval": {k: res[k] for k in ("results", "configs", "versions", "n-shot", "higher_is_better",
                                             "n-samples") if k in res},
         }
+        for cfg in record["lm_eval"].get("configs", {}).values():  # lm-eval records its YAML's absolute path
+            if isinstance(cfg, dict) and isinstance(cfg.get("config_source"), str):
+                cfg["config_source"] = portable_path(cfg["config_source"], run_root)
         write_json(out, json.loads(json.dumps(record, default=str)))
         if log_samples:
             samples = res.get("samples", {}).get(lm_task, [])

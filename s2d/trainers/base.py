@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from s2d.files import InputError, read_jsonl, write_json
+from s2d.files import InputError, portable_path, read_jsonl, write_json
 from s2d.options import apply_options
 
 CONFIG_NAME = "s2d_training.json"
@@ -183,8 +183,9 @@ def hf_train(trainer: Trainer, model, tokenizer, records: list[dict], out: Path,
     if hf.is_world_process_zero():
         save(hf.model)
         write_json(out / CONFIG_NAME, {
-            "trainer": trainer.name, "settings": trainer.settings(), "seed": seed, "model": model_path,
-            "data": str(data_path), "data_sha256": file_sha256(data_path), "records": len(data),
+            "trainer": trainer.name, "settings": trainer.settings(), "seed": seed,
+            "model": portable_path(model_path, out.parent), "data": portable_path(data_path, out.parent),
+            "data_sha256": file_sha256(data_path), "records": len(data),
             "resumed_from": last, "metrics": metrics, "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None, "world_size": args.world_size,
         })

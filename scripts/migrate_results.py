@@ -1,10 +1,14 @@
-"""Complete the committed --log-samples files written before sample logs carried metrics: add each
-document's metrics, parsed answer, reference and rendered prompt, computed from the document and
-the response already in the line (no generation). A file is rewritten only when every document's
-recomputed metrics average to exactly the scores in its record, so a migration can never change
-a committed number.
+"""Bring committed results written by earlier versions up to the current formats, changing no number:
 
-    S2D_DATA_DIR=../shared/data python scripts/migrate_samples.py [results]
+1. --log-samples files without metrics: add each document's metrics, parsed answer, reference and
+   rendered prompt, computed from the document and the response already in the line (no
+   generation). A file is rewritten only when the recomputed metrics aggregate to exactly the
+   scores in its record.
+2. Absolute paths of the machine that made them (model folders in the s2d cache, run folders,
+   lm-eval's task files): made relative to the run folder or the repository, `$S2D_CACHE/...`
+   inside the s2d cache, `<tmp>/NAME` for temporary folders.
+
+    S2D_DATA_DIR=../shared/data python scripts/migrate_results.py [results]
 """
 
 from __future__ import annotations
@@ -70,6 +74,62 @@ def migrate(samples_path: Path) -> str:
     return f"migrated {len(out)} lines"
 
 
+PATH_KEYS = {"model_path", "adapter", "config_source", "data", "model", "out", "traces", "run", "data_dir", "gguf"}
+
+
+def run_folder(path: Path) -> Path | None:
+    """The run (or export) folder a results file belongs to: the nearest parent with a config.json."""
+    for parent in path.parents:
+        if (parent / "config.json").is_file() or (parent / "summary.json").is_file():
+            return parent
+        if parent == ROOT:
+            break
+    return None
+
+
+def portable(value: str, folder: Path | None) -> str:
+    from s2d.files import portable_path
+
+    if value.startswith("/tmp/"):
+        return "<tmp>/" + Path(value).name
+    if "/runs/" in value and not Path(value).exists():  # a run folder of the machine that made it
+        return value[value.index("/runs/") + 1:]
+    if "/.cache/s2d/" in value:
+        return "$S2D_CACHE/" + value.split("/.cache/s2d/", 1)[1]
+    out = portable_path(value, *([folder] if folder else []))
+    if out.startswith("/") and Path(out).is_relative_to(ROOT.parent):  # beside the checkout (../shared/data)
+        return "../" + str(Path(out).relative_to(ROOT.parent))
+    return out
+
+
+def migrate_paths(path: Path) -> int:
+    """Rewrite absolute paths under PATH_KEYS; return how many changed."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    folder = run_folder(path)
+    changed = 0
+
+    def walk(node):
+        nonlocal changed
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in PATH_KEYS and isinstance(v, str) and v.startswith("/"):
+                    new = Path(v).name if k == "run" else portable(v, folder)
+                    if new != v:
+                        node[k], changed = new, changed + 1
+                else:
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(data)
+    if changed:
+        from s2d.files import write_json
+
+        write_json(path, data)
+    return changed
+
+
 def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "results")
     for path in sorted(root.rglob("*.samples.jsonl")):
@@ -77,6 +137,14 @@ def main() -> None:
             print(f"{path.relative_to(root)}: {migrate(path)}")
         except Exception as exc:  # noqa: BLE001 - report and go on: a file left as it was loses nothing
             print(f"{path.relative_to(root)}: SKIPPED: {type(exc).__name__}: {exc}")
+    for path in sorted(root.rglob("*.json")):
+        try:
+            n = migrate_paths(path)
+        except (OSError, ValueError) as exc:
+            print(f"{path.relative_to(root)}: paths SKIPPED: {exc}")
+            continue
+        if n:
+            print(f"{path.relative_to(root)}: {n} absolute path(s) made portable")
 
 
 if __name__ == "__main__":
