@@ -260,3 +260,32 @@ def test_method_sampling_options_are_checked(tiny_data):
                          ({"max_new_tokens": 0}, "max_new_tokens must be")):
         with pytest.raises(MethodConfigError, match=message):
             build_method("cot", t, **bad)
+
+
+def test_empty_inputs_are_errors_naming_the_file(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    for args, message in ((["curate", "--traces", str(empty), "--out", str(tmp_path / "s.jsonl")], "no traces"),
+                          (["generate", "--input", str(empty), "--out", str(tmp_path / "o.jsonl"),
+                            "--backend", "scripted"], "no requests"),
+                          (["train", "--data", str(empty), "--out", str(tmp_path / "m")], "no training records")):
+        res = invoke(*args)
+        assert res.exit_code != 0 and "empty.jsonl" in res.output and message in res.output, res.output
+
+
+def test_reproduce_and_leaderboard_reject_bad_arguments(tmp_path):
+    res = invoke("reproduce", "table9")
+    assert res.exit_code == 2 and "table9" in res.output
+    res = invoke("reproduce", "table1", "--scale", "huge")
+    assert res.exit_code == 2 and "huge" in res.output
+    res = invoke("leaderboard", str(tmp_path))
+    assert res.exit_code != 0 and "no s2d eval records" in res.output
+
+
+def test_run_names_cannot_leave_the_runs_folder(tiny_data, tmp_path):
+    res = invoke("distill", "--task", "last_letter", "--task-option", "size=4", "--backend", "scripted",
+                 "--runs-dir", str(tmp_path / "runs"), "--name", "../../../etc/evil", "--set", "rounds=0")
+    assert res.exit_code != 0 and not (tmp_path / "etc").exists() and not (tmp_path.parent / "etc").exists()
+    from s2d.lmeval.run import safe_name
+
+    assert "/" not in safe_name("../../x") and not safe_name("..").startswith(".")
