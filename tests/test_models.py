@@ -1,6 +1,7 @@
 """Model references and the once-only, race-free GGUF conversion."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,20 @@ def test_models_command_shows_the_qwen_alias_and_its_install_state(monkeypatch, 
         resolve_model("qwen2.5-coder-1.5b")
     text = CliRunner().invoke(cli, ["models"]).output
     assert "qwen2.5-coder-1.5b" in text and "installed: no" in text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("S2D_TEST_QWEN") != "1", reason="opt-in (S2D_TEST_QWEN=1): the 1.5B model "
+                    "needs the s2d[qwen] packages, ~13 GB of memory to convert and minutes per call; never in CI")
+def test_the_qwen_alias_converts_and_evaluates(tmp_path):
+    from s2d.models import ALIASES, resolve_model
+
+    path = Path(resolve_model("qwen2.5-coder-1.5b"))
+    assert (path / "model.safetensors").is_file() or list(path.glob("model-*.safetensors"))
+    assert json.loads((path / "s2d_source.json").read_text())["gguf_sha256"] == ALIASES["qwen2.5-coder-1.5b"].gguf_sha256
+    res = subprocess.run([sys.executable, "-m", "s2d.cli", "eval", "--model", "qwen2.5-coder-1.5b", "--tasks",
+                          "last_letter", "--limit", "5", "--results-dir", str(tmp_path), "--no-progress"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    [record] = tmp_path.rglob("system1+limit=5.json")
+    assert json.loads(record.read_text())["s2d"]["n_examples"] == 5
