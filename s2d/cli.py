@@ -647,16 +647,18 @@ def distill(ctx, task_name, method, curator, trainer, config_path, name, runs_di
 @click.option("--runs-dir", default="runs/reproduce", show_default=True, type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", default="results/reproduce", show_default=True, type=click.Path(file_okay=False))
 @click.option("--backend", "-b", default=None)
+@click.option("--model", "-m", default=None,
+              help="[default: smollm2-135m] Another model gets its own run folders and table file.")
 @click.option("--progress/--no-progress", default=True)
 @click.pass_context
-def reproduce(ctx, table, scale, configs_dir, runs_dir, out_dir, backend, progress):
+def reproduce(ctx, table, scale, configs_dir, runs_dir, out_dir, backend, model, progress):
     """Run a paper table's configs (reusing finished runs) and write it beside the paper's numbers."""
     from s2d.reproduce import run_table
 
     _plugins(ctx)
     try:
         path = run_table(table, scale=scale, configs_dir=configs_dir, runs_dir=runs_dir, out_dir=out_dir,
-                         backend=backend, progress=progress, echo=lambda m: click.echo(m, err=True))
+                         backend=backend, progress=progress, echo=lambda m: click.echo(m, err=True), model=model)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(path.read_text())

@@ -81,31 +81,41 @@ def config_path(configs_dir: str | Path, name: str) -> Path:
 
 def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "results/configs",
               runs_dir: str | Path = "runs/reproduce", out_dir: str | Path = "results/reproduce",
-              backend: str | None = None, progress: bool = True, echo: Callable[[str], None] = print) -> Path:
+              backend: str | None = None, progress: bool = True, echo: Callable[[str], None] = print,
+              model: str | None = None) -> Path:
+    """Run (or reuse) a table's runs and write it. Another ``model`` than the default gets its own
+    run folders, exports and table file (``<table>_<scale>_<model>.md``): nothing of the default
+    model's is replaced."""
     import yaml
 
     from s2d.distill import DistillRun, RunConfig, apply_scale, export_run
+    from s2d.lmeval.run import safe_name
+    from s2d.models import DEFAULT_MODEL
 
     if table not in PAPER:
         raise ValueError(f"unknown table {table!r}; tables: {', '.join(PAPER)}")
+    other = model not in (None, DEFAULT_MODEL)
+    where = Path(scale) / safe_name(Path(model).name) if other else Path(scale)
     summaries = []
     for name, overrides, rows in PAPER[table]["runs"]:
         raw = yaml.safe_load(config_path(configs_dir, name).read_text()) or {}
-        cfg = RunConfig.build(apply_scale(raw, scale), {"backend": backend, **overrides})
+        cfg = RunConfig.build(apply_scale(raw, scale), {"backend": backend, "model": model, **overrides})
         folder = run_name(name, overrides)
-        echo(f"== {folder} ({scale})")
-        summary = DistillRun(cfg, Path(runs_dir) / scale / folder, progress=progress, echo=echo).run()
-        export_run(summary["run"], Path(out_dir) / scale / folder)  # the records, curated set, config
+        echo(f"== {folder} ({scale}{f', {model}' if other else ''})")
+        run_dir = Path(runs_dir) / where / folder
+        summary = DistillRun(cfg, run_dir, progress=progress, echo=echo).run()
+        export_run(run_dir, Path(out_dir) / where / folder)  # the records, curated set, config
         summaries.append((cfg, summary, rows))
-    path = Path(out_dir) / f"{table}_{scale}.md"
+    path = Path(out_dir) / (f"{table}_{scale}_{safe_name(Path(model).name)}.md" if other else f"{table}_{scale}.md")
     from s2d.files import atomic_write
 
     with atomic_write(path) as f:
-        f.write(render_table(table, scale, summaries))
+        f.write(render_table(table, scale, summaries, where=str(where), model=model or DEFAULT_MODEL))
     return path
 
 
-def render_table(table: str, scale: str, summaries: list) -> str:
+def render_table(table: str, scale: str, summaries: list, where: str | None = None,
+                 model: str = "smollm2-135m") -> str:
     """`summaries`: (config, distill summary, {row key: condition}) per run."""
     spec = PAPER[table]
     metrics = spec.get("metrics", ("exact_match",))
@@ -121,7 +131,8 @@ def render_table(table: str, scale: str, summaries: list) -> str:
         head += [f"{task} {m} (ours)" for m in metrics] + [f"{task} #tokens (ours)"]
         head += [f"{task} {m} (paper)" for m in metrics] + [f"{task} #tokens (paper)"]
     lines = [f"# {spec['title']}", "",
-             f"Ours: SmolLM2-135M-Instruct, scale `{scale}`, made by `s2d reproduce {table} --scale {scale}` on "
+             f"Ours: `{model}`, scale `{scale}`, made by `s2d reproduce {table} --scale {scale}"
+             f"{'' if model == 'smollm2-135m' else f' --model {model}'}` on "
              f"{time.strftime('%Y-%m-%d')}. Paper: Llama-2-70B-chat (arXiv 2407.06023 v1).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, (label, paper) in spec["rows"].items():
@@ -138,7 +149,7 @@ def render_table(table: str, scale: str, summaries: list) -> str:
     lines.append("")
     for cfg, summary, _ in summaries:
         cur = summary.get("curation") or {}
-        folder = f"{scale}/{Path(summary['run']).name}"  # where run_table exported it, beside this file
+        folder = f"{where or scale}/{Path(summary['run']).name}"  # where run_table exported it, beside this file
         error = summary.get("error") or ""
         note = f" **{error[:1].upper()}{error[1:]}.**" if error else ""
         lines.append(f"- {cfg['task']}: method `{cfg['method']}`, curator `{cfg['curator']}`, trainer "

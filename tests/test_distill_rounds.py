@@ -203,3 +203,30 @@ def test_config_show_prints_what_a_run_uses(tmp_path):
     assert shown["curator"] == "majority" and "scale" not in shown
     bad = CliRunner().invoke(cli, ["config", "show", "--config", str(cfg), "--set", "rounds=0"])
     assert bad.exit_code != 0 and "'rounds' must be a positive integer" in bad.output
+
+
+def test_reproduce_a_table_for_another_model_keeps_the_defaults_files(memorize, tmp_path):
+    """run_table end to end on the scripted engine and the model-free trainer: every run exported,
+    the table written; another --model gets its own folders and table file."""
+    from s2d.reproduce import run_table
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    small = "backend: scripted\nn: 2\ntrainer: memorize\neval_limit: 2\n"
+    (configs / "table1_last_letter_rar2.yaml").write_text(
+        "task: last_letter\nmethod: rar2\ntask_options: {size: 4}\n" + small)
+    (configs / "table1_coin_flip_rar2.yaml").write_text(
+        "task: coin_flip\nmethod: rar2\ntask_options: {train_size: 4, validation_size: 2}\n" + small)
+    kw = dict(configs_dir=configs, runs_dir=tmp_path / "runs", out_dir=tmp_path / "out", progress=False,
+              echo=lambda m: None, backend="scripted")
+    default = run_table("table1", **kw)
+    assert default.name == "table1_small.md" and (tmp_path / "out" / "small" / "table1_last_letter_rar2"
+                                                  / "summary.txt").is_file()
+    weights = tmp_path / "other-model"
+    weights.mkdir()
+    (weights / "config.json").write_text("{}")
+    (weights / "model.safetensors").write_bytes(b"w")
+    other = run_table("table1", model=str(weights), **kw)
+    assert other.name == "table1_small_other-model.md" and f"`{weights}`" in other.read_text()
+    assert (tmp_path / "out" / "small" / "other-model" / "table1_coin_flip_rar2+method=system1" / "summary.txt").is_file()
+    assert default.read_text() and (tmp_path / "runs" / "small" / "other-model").is_dir()
