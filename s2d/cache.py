@@ -46,19 +46,23 @@ class GenerationCache:
         if self._db is not None:
             return self._db
         self.dir.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         try:
-            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # durable at each WAL checkpoint; a kill loses no commit
             db.execute("CREATE TABLE IF NOT EXISTS samples (key TEXT PRIMARY KEY, record TEXT NOT NULL)")
+            self._import_legacy(db)  # before the connection is kept: a failed import is never skipped later
         except sqlite3.DatabaseError as exc:
+            db.close()
             raise InputError(f"{self.path}: not a usable generation cache ({exc}); move it away to start "
                              f"a new one") from None
+        except BaseException:
+            db.close()
+            raise
         self._db = db
-        self._import_legacy()
         return db
 
-    def _import_legacy(self) -> None:
+    def _import_legacy(self, db: sqlite3.Connection) -> None:
         """Take over a JSONL cache of earlier s2d versions (complete lines only), once."""
         legacy = self.dir / LEGACY_NAME
         if not legacy.is_file():
@@ -83,9 +87,9 @@ class GenerationCache:
                     raise InputError(f"{legacy}:{lineno}: corrupt generation cache line; delete the line or "
                                      f"the file to regenerate") from None
                 records.append((key, json.dumps(rec, ensure_ascii=False)))
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("INSERT OR IGNORE INTO samples (key, record) VALUES (?, ?)", records)
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany("INSERT OR IGNORE INTO samples (key, record) VALUES (?, ?)", records)
             kept, k = legacy.with_name(LEGACY_NAME + ".imported"), 1
             while kept.exists():  # an earlier import's copy is never replaced
                 kept, k = legacy.with_name(f"{LEGACY_NAME}.imported.{k}"), k + 1

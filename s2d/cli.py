@@ -248,6 +248,16 @@ def merge_settings(config: dict, overrides: dict) -> dict:
     return out
 
 
+def with_set(cfg, set_items):
+    """``--set`` as the last layer: over the config file and every other flag, mapping settings
+    merged one level deep (``--set method_options.shots=4`` keeps the other method options)."""
+    from s2d.distill import RunConfig
+
+    if not set_items:
+        return cfg
+    return RunConfig.build(merge_settings(cfg.settings, parse_set(set_items)))
+
+
 def load_config(path: str | None) -> dict:
     """A run config (YAML or JSON): method, method_options, templates, curator, curator_options, task_options."""
     if not path:
@@ -607,14 +617,20 @@ def distill(ctx, task_name, method, curator, trainer, config_path, name, runs_di
                              ("task_options", task_option, "--task-option")):
         if items:
             flags[key] = {**(config.get(key) or {}), **parse_kv(items, hint)}
-    config = merge_settings(config, parse_set(set_items))
     try:
-        cfg = RunConfig.build(config, flags)
+        cfg = with_set(RunConfig.build(config, flags), set_items)
         for kind, key in (("tasks", "task"), ("methods", "method"), ("curators", "curator"), ("trainers", "trainer")):
             _plugins(ctx).get(kind, cfg[key])
     except (DistillError, UnknownNameError) as exc:
         raise click.ClickException(str(exc)) from None
     folder = out_dir or str(Path(runs_dir) / safe_name(name or cfg.name()))
+    if export_dir:  # a refusal found now, not after the whole run
+        from s2d.distill import check_export_dest
+
+        try:
+            check_export_dest(export_dir)
+        except DistillError as exc:
+            raise click.ClickException(str(exc)) from None
     run = DistillRun(cfg, folder, progress=progress, echo=lambda m: click.echo(m, err=True),
                      backend_options={"dtype": dtype} if dtype else None, cache=cache_dir or True)
     from s2d.files import InputError
@@ -813,8 +829,8 @@ def config_show(config_path, scale, set_items, task_name, method, as_json):
     from s2d.distill import DistillError, RunConfig, apply_scale
 
     try:
-        layered = merge_settings(apply_scale(load_config(config_path), scale), parse_set(set_items))
-        cfg = RunConfig.build(layered, {"task": task_name, "method": method})
+        cfg = with_set(RunConfig.build(apply_scale(load_config(config_path), scale),
+                                       {"task": task_name, "method": method}), set_items)
     except DistillError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(cfg.settings, indent=2) if as_json else

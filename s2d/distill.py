@@ -283,6 +283,7 @@ class DistillRun:
 
             check_task_options(_task_class(c["task"]), {**c["task_options"], **c["eval_task_options"]})
             build_method(c["method"], task, **self.round(1).method_options())
+            build_method(c["method"], task, **self.round(1).conditions()[1][2])  # the System 2 row's options
             build_curator(c["curator"], task, **c["curator_options"])
             get_plugins().get("trainers", c["trainer"]).obj(**c["trainer_options"])
             if c["backend"] != "scripted":  # round 1's teacher: a missing package says so now
@@ -396,7 +397,10 @@ class Round:
                                             cache=self.run.cache, seed=c["seed"],
                                             perturb=c["curator"] == "perturb", progress=self.run.progress)
             write_jsonl(out, traces)
-            return {"inputs": len(traces), "teacher": self.teacher() if self.r > 1 else c["model"], **stats}
+            from s2d.files import portable_path
+
+            teacher = portable_path(self.teacher(), self.run.dir) if self.r > 1 else c["model"]
+            return {"inputs": len(traces), "teacher": teacher, **stats}
 
         return self._stage("generate", out.is_file(), work)
 
@@ -449,6 +453,9 @@ class Round:
             self.run.close_engine()  # the CPU (or GPU) goes to training
             c = self.config
             trainer = get_plugins().get("trainers", c["trainer"]).obj(**c["trainer_options"])
+            # The run folder's config.json already proves these checkpoints are this run's (the same
+            # settings, hence the same curated data): adopt ones written before they were recorded.
+            trainer.adopt_checkpoints = True
             # Every round's student starts from the base model (not from the previous student).
             trainer.train(resolve_model(c["model"]), str(self.training_data()), str(self.adapter_dir()),
                           seed=c["seed"], progress=self.run.progress)
@@ -561,6 +568,19 @@ ROUND_EXPORTED = ("sft.jsonl", "sft.dropped.jsonl", "sft.summary.json", "sft.uni
 EXPORT_MARK = ".s2d-export"
 
 
+def check_export_dest(dest: str | Path) -> None:
+    """An export replaces only an empty folder or an earlier export: one holding export's marker, or
+    (exports made before the marker existed) its summary.txt and config.json."""
+    dest = Path(dest)
+    if not dest.exists():
+        return
+    earlier = dest.is_dir() and ((dest / EXPORT_MARK).is_file() or
+                                 ((dest / "summary.txt").is_file() and (dest / "config.json").is_file()))
+    if not earlier and (not dest.is_dir() or any(dest.iterdir())):
+        raise DistillError(f"--export {dest}: exists and is not an earlier s2d export; refusing to replace it "
+                           f"(choose another folder or remove it yourself)")
+
+
 def export_run(folder: str | Path, dest: str | Path) -> Path:
     """Copy a finished run's small files (every round's) to ``dest``. An existing ``dest`` is
     replaced only when it is an earlier export (it holds the marker file export writes) or empty."""
@@ -572,9 +592,7 @@ def export_run(folder: str | Path, dest: str | Path) -> Path:
     summary = folder / "summary.json"
     if not summary.is_file():
         raise DistillError(f"{folder}: no summary.json, so the run has not finished; nothing to export")
-    if dest.exists() and not (dest / EXPORT_MARK).is_file() and (not dest.is_dir() or any(dest.iterdir())):
-        raise DistillError(f"--export {dest}: exists and is not an earlier s2d export; refusing to replace it "
-                           f"(choose another folder or remove it yourself)")
+    check_export_dest(dest)
 
     def copy(src_dir: Path, out: Path, names) -> None:
         for name in names:

@@ -257,7 +257,8 @@ def model_rows() -> list[dict]:
 
 # Files whose bytes decide what a model or adapter folder generates (weights, config, tokenizer).
 _IDENTITY_FILES = ("*.safetensors", "*.bin", "config.json", "generation_config.json", "adapter_config.json",
-                   "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
+                   "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
+                   "tokenizer.model", "vocab.json", "merges.txt")
 
 
 def weights_fingerprint(path: str | os.PathLike) -> str:

@@ -171,3 +171,11 @@ def test_weights_trained_again_into_the_same_folder_get_new_samples(tmp_path, mo
     assert sample(str(adapter))[:2] == (0, 2)
     (adapter / "adapter_model.safetensors").write_bytes(b"lora v2")
     assert sample(str(adapter))[:2] == (2, 0)
+
+
+def test_a_failed_legacy_import_is_not_skipped_on_the_next_call(tmp_path):
+    (tmp_path / "generations.jsonl").write_text(json.dumps({"key": "a"}) + "\ngarbage\n" + json.dumps({"key": "b"}) + "\n")
+    c = GenerationCache(tmp_path)
+    for _ in range(2):
+        with pytest.raises(InputError, match="generations.jsonl:2"):
+            c.get("a")

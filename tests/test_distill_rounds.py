@@ -230,3 +230,29 @@ def test_reproduce_a_table_for_another_model_keeps_the_defaults_files(memorize, 
     assert other.name == "table1_small_other-model.md" and f"`{weights}`" in other.read_text()
     assert (tmp_path / "out" / "small" / "other-model" / "table1_coin_flip_rar2+method=system1" / "summary.txt").is_file()
     assert default.read_text() and (tmp_path / "runs" / "small" / "other-model").is_dir()
+
+
+def test_set_is_the_last_layer_and_merges_into_mappings():
+    import yaml
+    from click.testing import CliRunner
+
+    from s2d.cli import cli
+
+    res = CliRunner().invoke(cli, ["config", "show", "--task", "last_letter", "--method", "cot", "--set",
+                                   "method_options.shots=4", "--set", "method_options.shots_resample=true"])
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load(res.output)["method_options"] == {"shots": 4, "shots_resample": True}
+
+
+def test_exports_made_before_the_marker_can_be_replaced(memorize, tmp_path):
+    from s2d.distill import check_export_dest
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "summary.txt").write_text("x")
+    (old / "config.json").write_text("{}")
+    check_export_dest(old)  # an export of an earlier version: replaceable
+    run(config(rounds=1), tmp_path / "run", tmp_path / "cache")
+    from s2d.distill import export_run
+
+    assert (export_run(tmp_path / "run", old) / ".s2d-export").is_file()

@@ -289,3 +289,36 @@ def test_run_names_cannot_leave_the_runs_folder(tiny_data, tmp_path):
     from s2d.lmeval.run import safe_name
 
     assert "/" not in safe_name("../../x") and not safe_name("..").startswith(".")
+
+
+def test_distill_adopts_its_own_unrecorded_checkpoints_but_train_does_not(tmp_path):
+    from s2d.trainers.base import TrainerError, claim_output
+
+    run = {"trainer": "lora", "settings": {}, "seed": 0, "model": "m", "data_sha256": "a"}
+    (tmp_path / "checkpoints" / "checkpoint-2").mkdir(parents=True)  # left by a version that kept no record
+    with pytest.raises(TrainerError):
+        claim_output(tmp_path, run)
+    claim_output(tmp_path, run, adopt=True)
+    assert (tmp_path / "checkpoints" / "checkpoint-2").is_dir()
+    claim_output(tmp_path, run)  # recorded now: resumable by anyone with the same data
+
+
+def test_few_shot_exemplars_never_show_the_same_question_under_another_id():
+    from s2d.methods.cot import ChainOfThought
+
+    class Toy:
+        name = "toy"
+
+        def docs(self, split):
+            return [{"id": f"{split}-{i}", "question": f"q{i % 3}"} for i in range(6)]  # duplicates by design
+
+        def worked_example(self, doc):
+            return doc["question"], "solution"
+
+        def question(self, doc):
+            return doc["question"]
+
+    m = ChainOfThought(Toy(), shots=2, shots_resample=True)
+    for doc in Toy().docs("train"):
+        for j in range(5):
+            assert all(q != doc["question"] for _, (q, _) in m.exemplars(doc, j)), (doc, j)

@@ -160,6 +160,13 @@ def lm_eval_config(name: str) -> dict:
     }
 
 
+def aggregation(name: str, metric: str):
+    """Task ``name``'s own aggregation of ``metric`` (for the lm-eval files of plugin tasks)."""
+    cls = _task_class(name)
+    aggregations = cls.aggregations if isinstance(cls.aggregations, dict) else cls.__new__(cls).aggregations
+    return aggregations[metric]
+
+
 def lm_eval_spec(name: str):
     """What to hand lm-eval for task ``name``: the built-in's name (its YAML), else its config."""
     lm_name = lm_eval_name(name)
@@ -194,18 +201,31 @@ def write_task_files(out: str | Path) -> list[Path]:
 
     from s2d.plugins import get_plugins
 
+    import shutil
+
     out = Path(out)
     written = []
+    builtins = builtin_task_names()
     for entry in get_plugins().entries("tasks"):
         cfg = lm_eval_config(entry.name)
         folder = out / cfg["task"]
+        if cfg["task"] in builtins:  # the shipped files, exactly what `s2d eval` scores with
+            shutil.copytree(Path(tasks_path()) / cfg["task"], folder, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+            written.append(folder)
+            continue
         folder.mkdir(parents=True, exist_ok=True)
-        metrics = "\n".join(f"  - {{metric: {m['metric']}, aggregation: mean, higher_is_better: "
-                            f"{str(m['higher_is_better']).lower()}}}" for m in cfg["metric_list"])
+        metrics = "\n".join(
+            f"  - {{metric: {m['metric']}, aggregation: "
+            f"{'mean' if m['aggregation'] == 'mean' else '!function utils.aggregate_' + m['metric']}, "
+            f"higher_is_better: {str(m['higher_is_better']).lower()}}}" for m in cfg["metric_list"])
+        custom = [m["metric"] for m in cfg["metric_list"] if m["aggregation"] != "mean"]
         (folder / f"{cfg['task']}.yaml").write_text(YAML.format(
             name=entry.name, plugin=entry.plugin, lm_name=cfg["task"], until=json.dumps(cfg["generation_kwargs"]["until"]),
             max_gen_toks=cfg["generation_kwargs"]["max_gen_toks"], metrics=metrics))
-        (folder / "utils.py").write_text(f"from s2d.lmeval.tasks import bind\n\n"
-                                         f"load, doc_to_text, doc_to_target, process_results = bind({entry.name!r})\n")
+        aggregations = "".join(f"aggregate_{m} = aggregation({entry.name!r}, {m!r})\n" for m in custom)
+        (folder / "utils.py").write_text(f"from s2d.lmeval.tasks import aggregation, bind\n\n"
+                                         f"load, doc_to_text, doc_to_target, process_results = bind({entry.name!r})\n"
+                                         + aggregations)
         written.append(folder)
     return written

@@ -65,11 +65,15 @@ class ChainOfThought(Method):
             spares = [ex for ex in rng.sample(self.pool, int(self.shots) + 1) if ex not in chosen]
             self._sets[j] = (chosen, spares)
         chosen, spares = self._sets[j]
-        own = str(doc.get("id"))
-        if all(i != own for i, _ in chosen):
+        own, question = str(doc.get("id")), doc.get("question")
+
+        def is_own(item):  # the same document, or the same question under another id
+            return item[0] == own or (question is not None and item[1][0] == question)
+
+        if not any(is_own(x) for x in chosen):
             return chosen
-        spare = next(ex for ex in spares if ex[0] != own)
-        return [spare if i == own else (i, ex) for i, ex in chosen]
+        extra = iter([x for x in spares + self.pool if not is_own(x) and x not in chosen])
+        return [next(extra) if is_own(x) else x for x in chosen]
 
     def messages(self, doc, sample: int = 0) -> list[dict]:
         msgs = []

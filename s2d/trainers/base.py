@@ -137,6 +137,7 @@ class Trainer:
 
     name: str = ""
     overwrite: bool = False
+    adopt_checkpoints: bool = False  # s2d distill: unrecorded checkpoints in its own run folder are its own
 
     def __init__(self, **options: Any):
         apply_options(self, "trainer", options, TrainerError)
@@ -164,7 +165,8 @@ def hf_train(trainer: Trainer, model, tokenizer, records: list[dict], out: Path,
     data = [encode(tokenizer, r, int(trainer.max_length)) for r in records]
     checkpoints = out / "checkpoints"
     claim_output(out, {"trainer": trainer.name, "settings": trainer.settings(), "seed": seed, "model": model_path,
-                       "data_sha256": file_sha256(data_path)}, overwrite=bool(getattr(trainer, "overwrite", False)))
+                       "data_sha256": file_sha256(data_path)}, overwrite=bool(getattr(trainer, "overwrite", False)),
+                 adopt=bool(getattr(trainer, "adopt_checkpoints", False)))
     args = TrainingArguments(
         output_dir=str(checkpoints), per_device_train_batch_size=int(trainer.batch_size),
         gradient_accumulation_steps=int(trainer.grad_accum), num_train_epochs=float(trainer.epochs),
@@ -195,7 +197,7 @@ def hf_train(trainer: Trainer, model, tokenizer, records: list[dict], out: Path,
 RUN_NAME = "s2d_run.json"
 
 
-def claim_output(out: Path, run: dict, *, overwrite: bool = False) -> None:
+def claim_output(out: Path, run: dict, *, overwrite: bool = False, adopt: bool = False) -> None:
     """Make ``out`` this training run's folder: resume only checkpoints made from the same data and
     settings (recorded in ``checkpoints/s2d_run.json``); refuse anything else unless ``overwrite``."""
     import shutil
@@ -209,7 +211,8 @@ def claim_output(out: Path, run: dict, *, overwrite: bool = False) -> None:
     if finished is not None and (finished.get("data_sha256") != run["data_sha256"]
                                  or finished.get("settings") != run["settings"]):
         foreign.append(f"a model trained from other data or settings ({out / CONFIG_NAME})")
-    if checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")) and theirs != run:
+    if checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")) and theirs != run \
+            and not (adopt and theirs is None):
         why = "no record of what made them" if theirs is None else \
             "made from other " + ", ".join(k for k in run if theirs.get(k) != run[k])
         foreign.append(f"checkpoints of another run ({why})")
