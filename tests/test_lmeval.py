@@ -204,3 +204,12 @@ def test_committed_results_hold_no_absolute_path_of_this_machine():
     offenders = [str(p) for p in (Path(__file__).parent.parent / "results").rglob("*.json")
                  if re.search(r'": "/(work|root|tmp|home)/', p.read_text(encoding="utf-8"))]
     assert not offenders, offenders[:5]
+
+
+def test_new_records_hold_no_absolute_path(tiny_data, tmp_path):
+    from s2d.lmeval.run import evaluate
+
+    (path,) = evaluate(ScriptedBackend(script=last_letter_oracle), model_ref="scripted", tasks=["last_letter"],
+                       results_dir=str(tmp_path / "run" / "eval"), task_options={"size": 4}, progress=False)
+    text = path.read_text()
+    assert '"/work/' not in text and '"/root/' not in text and "tasks/s2d_last_letter" in text

@@ -175,8 +175,9 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
                                             "n-samples") if k in res},
         }
         for cfg in record["lm_eval"].get("configs", {}).values():  # lm-eval records its YAML's absolute path
-            if isinstance(cfg, dict) and isinstance(cfg.get("config_source"), str):
-                cfg["config_source"] = portable_path(cfg["config_source"], run_root)
+            for holder in (cfg, cfg.get("metadata") if isinstance(cfg, dict) else None):
+                if isinstance(holder, dict) and isinstance(holder.get("config_source"), str):
+                    holder["config_source"] = portable_path(holder["config_source"], run_root)
         write_json(out, json.loads(json.dumps(record, default=str)))
         if log_samples:
             samples = res.get("samples", {}).get(lm_task, [])
