@@ -96,10 +96,14 @@ def test_distill_killed_in_generation_and_in_training_resumes_to_the_same_data(t
     # The resumed run stored what the uninterrupted one did, and no generation twice.
     import sqlite3
 
+    # The distilled row's samples are keyed by the trained weights' hash, and a resumed training
+    # need not end bit-identical, so compare the method's generations and count the evaluations.
+    query = "SELECT key, json_extract(record, '$.method') FROM samples"
     with sqlite3.connect(run / "cache" / "generations.sqlite") as db, \
             sqlite3.connect(clean / "cache" / "generations.sqlite") as ref:
-        keys = {k for (k,) in db.execute("SELECT key FROM samples")}
-        assert keys == {k for (k,) in ref.execute("SELECT key FROM samples")}
+        ours, theirs = db.execute(query).fetchall(), ref.execute(query).fetchall()
+    assert {k for k, m in ours if m == "rar2"} == {k for k, m in theirs if m == "rar2"}
+    assert sorted(m for _, m in ours) == sorted(m for _, m in theirs)
     training = json.loads((run / "adapter" / "s2d_training.json").read_text())
     assert "checkpoint-" in (training["resumed_from"] or "")
     assert "distilled" in out and Path(run / "summary.json").is_file()
@@ -201,8 +205,8 @@ def test_second_round_samples_come_from_the_first_rounds_merged_weights(tiny_dat
     run = tmp_path / "r"
     first = [json.loads(x) for x in (run / "traces.jsonl").read_text().splitlines()]
     second = [json.loads(x) for x in (run / "round2" / "traces.jsonl").read_text().splitlines()]
-    assert {t["model"] for t in first} == {f"hf:sha256:{weights_fingerprint(model_path)}:float32"}
-    assert {t["model"] for t in second} == {f"hf:sha256:{weights_fingerprint(run / 'merged')}:float32"}
+    assert {t["model"].split(":")[1:3] == ["sha256", weights_fingerprint(model_path)] for t in first} == {True}
+    assert {t["model"].split(":")[1:3] == ["sha256", weights_fingerprint(run / "merged")] for t in second} == {True}
     assert [s["response"] for t in first for s in t["samples"]] != [s["response"] for t in second for s in t["samples"]]
     summary = json.loads((run / "summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [1, 2] and len(summary["rounds"][1]["rows"]) == 3

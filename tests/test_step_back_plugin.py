@@ -50,7 +50,7 @@ def test_listed_with_its_distribution(step_back_installed, tiny_data):
 def test_eval_and_generate_with_the_plugin(step_back_installed, tiny_data, tmp_path, model_path):
     res = s2d("eval", "--method", "step-back", "--tasks", "gsm8k", "--limit", "5", "--backend", "hf",
               "-o", "max_new_tokens=16", "--results-dir", str(tmp_path / "eval"), "--no-progress")
-    [record] = (tmp_path / "eval").rglob("step-back+max_new_tokens=16.json")
+    [record] = (tmp_path / "eval").rglob("step-back+max_new_tokens=16+limit=5.json")
     rec = json.loads(record.read_text())
     assert rec["s2d"]["method"] == "step-back" and rec["s2d"]["n_examples"] == 5
     assert set(rec["s2d"]["mean_generated_tokens_by_stage"]) == {"abstract", "answer"}
