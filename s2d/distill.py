@@ -286,11 +286,13 @@ class DistillRun:
             build_method(c["method"], task, **self.round(1).conditions()[1][2])  # the System 2 row's options
             build_curator(c["curator"], task, **c["curator_options"])
             get_plugins().get("trainers", c["trainer"]).obj(**c["trainer_options"])
+            if c["backend"] is not None:
+                get_plugins().get("backends", c["backend"])
             if c["backend"] != "scripted":  # round 1's teacher: a missing package says so now
                 from s2d.models import resolve_model
 
                 resolve_model(c["model"])
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, LookupError) as exc:  # LookupError: an unknown plugin name
             raise DistillError(str(exc)) from None
 
     def run(self) -> dict:

@@ -174,8 +174,10 @@ def test_plugin_options_are_typed_for_every_kind(tiny_data):
 
 
 def test_distill_rejects_a_bad_plugin_option_before_claiming_the_folder(tiny_data, tmp_path):
-    for flag in (["-O", "epochs=three"], ["--curator-option", "margin=-1"], ["--task-option", "size=100000"]):
-        res = invoke("distill", "--task", "last_letter", "--task-option", "size=4", "--backend", "scripted",
+    for flag in (["-O", "epochs=three"], ["--curator-option", "margin=-1"], ["--task-option", "size=100000"],
+                 ["--backend", "bogus"], ["--n", "0"]):
+        backend = [] if "--backend" in flag else ["--backend", "scripted"]
+        res = invoke("distill", "--task", "last_letter", "--task-option", "size=4", *backend,
                      "--runs-dir", str(tmp_path), "--name", "r", *flag)
         assert res.exit_code != 0 and "Traceback" not in res.output, res.output
         assert not (tmp_path / "r").exists(), flag  # no config.json left to refuse the corrected rerun
