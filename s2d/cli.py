@@ -314,10 +314,10 @@ def _task(ctx, name: str, options: dict):
         cls = plugins.get("tasks", name).obj
     except UnknownNameError as exc:
         raise click.ClickException(str(exc)) from None
-    from s2d.lmeval.tasks import check_task_options
+    from s2d.lmeval.tasks import task_kwargs
 
     try:
-        return cls(**{k: v for k, v in check_task_options(cls, options).items() if k not in ("subset", "subset_seed")})
+        return cls(**task_kwargs(cls, options))
     except (TypeError, ValueError, TaskDataError) as exc:
         raise click.ClickException(f"task {name!r}: {exc}" if not str(exc).startswith("task ") else str(exc)) from None
 

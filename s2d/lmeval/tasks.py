@@ -48,14 +48,19 @@ def check_task_options(cls, options: dict) -> dict:
             for k, v in options.items()}
 
 
+def task_kwargs(cls, options: dict) -> dict:
+    """The constructor arguments of task class ``cls`` for ``options``, checked (the evaluation's
+    ``subset``/``subset_seed`` are not the task's own and are left out)."""
+    return {k: v for k, v in check_task_options(cls, options).items() if k not in ("subset", "subset_seed")}
+
+
 def build_task(name: str, strict: bool = False, **options):
     """The task plugin ``name`` built with ``options``. ``strict`` (s2d's own commands): unknown or
     mistyped options are an error; otherwise (lm-eval's metadata, which carries its own keys such
     as ``version``) only what the task's constructor takes is passed."""
     cls = _task_class(name)
     if strict:
-        options = {k: v for k, v in check_task_options(cls, options).items() if k not in ("subset", "subset_seed")}
-        return cls(**options)
+        return cls(**task_kwargs(cls, options))
     known = {k: v for k, v in options.items() if k in task_options(cls)}
     return cls(**known)
 
@@ -147,7 +152,7 @@ def lm_eval_config(name: str) -> dict:
     check_task_plugin(name)
     cls = _task_class(name)
     load, doc_to_text, doc_to_target, process_results = bind(name)
-    aggregations = cls.aggregations if isinstance(cls.aggregations, dict) else cls.__new__(cls).aggregations
+    aggregations = task_aggregations(cls)
     return {
         "task": lm_eval_name(name), "custom_dataset": load, "dataset_kwargs": {}, "test_split": "test",
         "output_type": "generate_until", "doc_to_text": doc_to_text, "doc_to_target": doc_to_target,
@@ -162,9 +167,14 @@ def lm_eval_config(name: str) -> dict:
 
 def aggregation(name: str, metric: str):
     """Task ``name``'s own aggregation of ``metric`` (for the lm-eval files of plugin tasks)."""
-    cls = _task_class(name)
-    aggregations = cls.aggregations if isinstance(cls.aggregations, dict) else cls.__new__(cls).aggregations
-    return aggregations[metric]
+    return task_aggregations(_task_class(name))[metric]
+
+
+def task_aggregations(cls) -> dict:
+    """A task class's ``aggregations`` (a dict, or a property that needs an instance, like
+    mt_bench_judge's)."""
+    value = cls.aggregations
+    return value if isinstance(value, dict) else cls.__new__(cls).aggregations
 
 
 def lm_eval_spec(name: str):
