@@ -59,6 +59,9 @@ RUNS = [
     ("ll-resample-t0-n8-1600-th09", LAST_LETTER, {**GREEDY_RESAMPLED, "n": 8, "curator_options": {"threshold": 0.9},
                                                    "task_options": {"train_size": 1600}},
      "all 8 samples agree, 1,600 inputs: fewer, better targets"),
+    ("ll-resample-t0-n4-400-th09", LAST_LETTER, {**GREEDY_RESAMPLED, "n": 4, "train_limit": 400,
+                                                  "curator_options": {"threshold": 0.9}},
+     "all 4 of 4 agree on 400 inputs: the default's sample budget (1,600) spent on inputs, not votes"),
     # -- coin flip ----------------------------------------------------------------------------------
     ("cf-resample-t0-n8-400-th08", COIN_FLIP, {**GREEDY_RESAMPLED, "n": 8, "train_limit": 400,
                                                "curator_options": {"threshold": 0.8}},
