@@ -39,7 +39,8 @@ def peak_mb() -> float:
 def distill_run(config_path: str, folder: Path, backend: str | None, model: str | None = None) -> dict:
     import yaml
 
-    from s2d.distill import DistillRun, RunConfig, apply_scale
+    from s2d.config import RunConfig, apply_scale
+    from s2d.distill import DistillRun
 
     raw = yaml.safe_load(Path(config_path).read_text()) or {}
     cfg = RunConfig.build(apply_scale(raw, None), {"backend": backend, "model": model})

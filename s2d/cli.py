@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from s2d import __version__
-from s2d.plugins import KINDS, PluginError, UnknownNameError
+from s2d.errors import S2DError
+from s2d.plugins import KINDS
 
 
 def _plugins(ctx: click.Context):
@@ -20,11 +21,19 @@ def _plugins(ctx: click.Context):
     if root.obj is None:
         root.obj = {}
     if "plugins" not in root.obj:
-        try:
-            root.obj["plugins"] = get_plugins(plugins_dir=root.params.get("plugins_dir"))
-        except PluginError as exc:
-            raise click.ClickException(str(exc)) from None
+        root.obj["plugins"] = get_plugins(plugins_dir=root.params.get("plugins_dir"))
     return root.obj["plugins"]
+
+
+class S2DGroup(click.Group):
+    """Every command's expected errors (:class:`s2d.errors.S2DError`: bad settings, files, records
+    in the way) become one line and exit code 1; anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except S2DError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 def quiet_libraries(verbose: int) -> None:
@@ -53,7 +62,7 @@ def quiet_libraries(verbose: int) -> None:
         warnings.filterwarnings("ignore", module=module)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=S2DGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="s2d")
 @click.option("--plugins-dir", type=click.Path(file_okay=False), envvar="S2D_PLUGINS_DIR",
               help="Also load every *.py file in DIR as a plugin (unpublished experiments).")
@@ -142,40 +151,62 @@ def models(as_json):
 
 
 def backend_options(f):
-    """Options shared by every command that generates."""
+    """Engine flags shared by every command that generates (model, backend and seed are also run
+    settings: a config's `model:` is honoured, a flag wins)."""
     for opt in reversed([
         click.option("--model", "-m", default=None, help="Alias, model folder, .gguf file or hub id "
                      "[default: smollm2-135m]."),
         click.option("--backend", "-b", default=None, help="Generation engine [default: vllm if it "
                      "imports, else hf]."),
         click.option("--dtype", default=None, help="auto, bfloat16, float16 or float32."),
-        click.option("--batch-size", type=int, default=None, help="hf: sequences decoded together."),
-        click.option("--threads", type=int, default=None, help="hf: torch CPU threads."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None, help="hf: sequences decoded together."),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="hf: torch CPU threads."),
         click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (off by default)."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Run seed (per-request seeds derive from it)."),
+        click.option("--seed", type=int, default=None, help="Run seed; per-request seeds derive from it [default: 0]."),
     ]):
         f = opt(f)
     return f
 
 
-def make_backend(ctx, backend, model, seed, dtype, batch_size, threads, trust_remote_code):
+def settings_options(f):
+    """--config, --scale and --set: the one way every command takes run settings."""
+    for opt in reversed([
+        click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="Run config (YAML/JSON; results/configs/README.md lists the settings)."),
+        click.option("--scale", default=None, help="Apply the config's `scale: {NAME: overrides}` (e.g. paper)."),
+        click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE",
+                     help="A setting as in a config file, over it and every flag: n=8, "
+                          "method_options.shots=4, task_options.words_per_example=1 (repeatable)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def cache_options(f):
+    for opt in reversed([
+        click.option("--cache", "cache_dir", default=None, type=click.Path(file_okay=False),
+                     help="Generation cache folder [default: $S2D_CACHE/generations]."),
+        click.option("--no-cache", is_flag=True, help="Generate everything afresh and store nothing."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _cache(cache_dir, no_cache):
+    from s2d.traces import open_cache
+
+    return open_cache(None if no_cache else (cache_dir or True))
+
+
+def make_backend(ctx, cfg, dtype=None, batch_size=None, threads=None, trust_remote_code=False, model=None):
+    """The engine for the settings' model (or ``model``), backend and seed."""
     from s2d.backends import load_backend
-    from s2d.models import ModelError
 
     _plugins(ctx)
     try:
-        return load_backend(backend, model, seed=seed, dtype=dtype, batch_size=batch_size, threads=threads,
-                            trust_remote_code=trust_remote_code or None)
-    except (UnknownNameError, ModelError, RuntimeError) as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _check_output(out, *inputs, folders=()) -> None:
-    from s2d.files import InputError, check_output
-
-    try:
-        check_output(out, *inputs, folders=folders)
-    except InputError as exc:
+        return load_backend(cfg["backend"], model or cfg["model"], seed=cfg["seed"], dtype=dtype,
+                            batch_size=batch_size, threads=threads, trust_remote_code=trust_remote_code or None)
+    except RuntimeError as exc:  # an engine that cannot start here says why in one line
         raise click.ClickException(str(exc)) from None
 
 
@@ -197,162 +228,53 @@ class _FiniteNonNegative(click.ParamType):
 FINITE_NON_NEGATIVE = _FiniteNonNegative()
 
 
-def parse_value(text: str):
-    """A KEY=VALUE option's value: JSON when it parses (numbers, true/false, lists), else the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def parse_kv(items, hint: str) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=hint)
-        out[key] = parse_value(value)
-    return out
-
-
-def parse_set(items) -> dict:
-    """``--set KEY=VALUE`` (repeatable): a config line on the command line. KEY is a run setting
-    (``n``, ``rounds``) or ``SETTING.KEY`` inside a mapping setting (``method_options.shots``)."""
-    from s2d.distill import DEFAULTS
-
-    out: dict = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        top, dot, sub = key.partition(".")
-        if not sep or not top or (dot and not sub):
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE or SETTING.KEY=VALUE", param_hint="--set")
-        if top not in DEFAULTS:
-            raise click.BadParameter(f"{item!r}: unknown setting {top!r}; settings: {', '.join(sorted(DEFAULTS))}",
-                                     param_hint="--set")
-        if dot and not isinstance(DEFAULTS[top], dict):
-            raise click.BadParameter(f"{item!r}: {top!r} is not a mapping setting", param_hint="--set")
-        value = parse_value(raw)
-        if dot:
-            out.setdefault(top, {})[sub] = value
-        else:
-            out[top] = value
-    return out
-
-
-def merge_settings(config: dict, overrides: dict) -> dict:
-    """``overrides`` over ``config``; mapping settings merge one level deep."""
-    out = dict(config)
-    for key, value in overrides.items():
-        out[key] = {**(out.get(key) or {}), **value} if isinstance(value, dict) and isinstance(out.get(key), dict) \
-            else value
-    return out
-
-
-def with_set(cfg, set_items):
-    """``--set`` as the last layer: over the config file and every other flag, mapping settings
-    merged one level deep (``--set method_options.shots=4`` keeps the other method options)."""
-    from s2d.distill import RunConfig
-
-    if not set_items:
-        return cfg
-    return RunConfig.build(merge_settings(cfg.settings, parse_set(set_items)))
-
-
-def load_config(path: str | None) -> dict:
-    """A run config (YAML or JSON): method, method_options, templates, curator, curator_options, task_options."""
-    if not path:
-        return {}
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise click.ClickException(f"{path}: cannot read config ({exc})") from None
-    if not isinstance(data, dict):
-        raise click.ClickException(f"{path}: a config must be a mapping of settings")
-    from s2d.distill import DEFAULTS
-
-    allowed = set(DEFAULTS) | {"scale"}  # one list of run settings, the one `s2d distill` fills in
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise click.ClickException(f"{path}: unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-    for key in ("method_options", "templates", "curator_options", "task_options", "trainer_options"):
-        if not isinstance(data.get(key, {}), dict):
-            raise click.ClickException(f"{path}: {key} must be a mapping")
-    return data
-
-
-def method_settings(config: dict, options: dict) -> dict:
-    """Method options from a config file (method_options, templates) overridden by -o KEY=VALUE."""
-    merged = dict(config.get("method_options") or {})
-    if config.get("templates"):
-        merged["templates"] = dict(config["templates"])
-    merged.update(options)
-    return merged
-
-
-def method_options_decorator(f):
-    for opt in reversed([
-        click.option("--method", default=None, help="Method (see `s2d list methods`) [default: system1]."),
-        click.option("--method-option", "-o", "method_option", multiple=True, metavar="KEY=VALUE",
-                     help="Method option, e.g. n=8, shots=4, respond_n=8 (repeatable)."),
-        click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="YAML/JSON with method, method_options, templates (prompt overrides), task_options."),
-        click.option("--task-option", "task_option", multiple=True, metavar="KEY=VALUE",
-                     help="Option for the task plugin, e.g. data_dir=... or seed=1 (repeatable)."),
-    ]):
-        f = opt(f)
-    return f
-
-
 def _task(ctx, name: str, options: dict):
-    from s2d.tasks.base import TaskDataError
+    """Task ``name`` built once with its checked options (an error names the task and option)."""
+    from s2d.config import ConfigError
+    from s2d.lmeval.tasks import build_task
 
-    plugins = _plugins(ctx)
+    _plugins(ctx)
     try:
-        cls = plugins.get("tasks", name).obj
-    except UnknownNameError as exc:
-        raise click.ClickException(str(exc)) from None
-    from s2d.lmeval.tasks import task_kwargs
-
-    try:
-        return cls(**task_kwargs(cls, options))
-    except (TypeError, ValueError, TaskDataError) as exc:
-        raise click.ClickException(f"task {name!r}: {exc}" if not str(exc).startswith("task ") else str(exc)) from None
+        return build_task(name, strict=True, **options)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, S2DError):
+            raise
+        raise ConfigError(f"task {name!r}: {exc}" if not str(exc).startswith("task ") else str(exc)) from None
 
 
 def _method(ctx, name: str, task, options: dict):
-    from s2d.methods.base import MethodConfigError
+    from s2d.config import ConfigError
     from s2d.traces import build_method
 
     _plugins(ctx)
     try:
         return build_method(name, task, **options)
-    except (UnknownNameError, MethodConfigError, TypeError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except TypeError as exc:
+        raise ConfigError(f"method {name!r}: {exc}") from None
 
 
 def _docs(task, split: str, limit: int | None):
-    from s2d.tasks.base import TaskDataError
-
     try:
         docs = task.docs(split)
-    except (TaskDataError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        if isinstance(exc, S2DError):
+            raise
+        from s2d.config import ConfigError
+
+        raise ConfigError(str(exc)) from None
     return docs if limit is None else docs[:limit]
 
 
 @cli.command()
 @backend_options
-@method_options_decorator
+@settings_options
 @click.option("--task", "task_name", default=None, help="Run a method over a task split (writes traces).")
-@click.option("--split", default="train", show_default=True, help="Task split (train is used unlabeled).")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N documents of the split.")
+@click.option("--method", default=None, help="Method (see `s2d list methods`) [default: system1].")
+@click.option("--split", default=None, help="Task split; train is used unlabeled [default: train].")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Only the first N documents of the split (the setting train_limit).")
 @click.option("--perturb", is_flag=True, help="Also run every input's perturbation (for the perturb curator).")
-@click.option("--cache", "cache_dir", default=None, type=click.Path(file_okay=False),
-              help="Generation cache folder [default: $S2D_CACHE/generations].")
-@click.option("--no-cache", is_flag=True, help="Generate everything afresh and store nothing.")
+@cache_options
 @click.option("--chunk-sequences", type=click.IntRange(min=1), default=2048, show_default=True,
               help="Sequences per engine call within a stage; a kill loses at most one chunk.")
 @click.option("--input", "input_path", default=None, type=click.Path(exists=True, dir_okay=False),
@@ -370,82 +292,79 @@ def _docs(task, split: str, limit: int | None):
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False), default=None, help="LoRA adapter folder.")
 @click.option("--progress/--no-progress", default=True)
 @click.pass_context
-def generate(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, seed, method, method_option,
-             config_path, task_option, task_name, split, limit, perturb, cache_dir, no_cache, chunk_sequences,
-             input_path, out_path, n,
+def generate(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, seed, config_path, scale, set_items,
+             task_name, method, split, limit, perturb, cache_dir, no_cache, chunk_sequences, input_path, out_path, n,
              max_new_tokens, temperature, top_p, stop, adapter, progress):
-    """Run a method over a task split and write traces (--task), or generate for raw requests (--input).
+    """Run a method over a task split and write traces (--task, or `task:` in --config), or
+    generate for raw requests (--input).
 
     Traces go through the generation cache: rerunning a killed run generates only what is missing."""
-    if (task_name is None) == (input_path is None):
-        raise click.UsageError("give exactly one of --task (run a method) or --input (raw requests)")
+    from s2d.config import resolve
+
+    flags = {"task": task_name, "method": method, "split": split, "train_limit": limit, "n": n,
+             "temperature": temperature, "top_p": top_p, "model": model, "backend": backend, "seed": seed}
     if input_path:
-        if method or method_option or config_path or task_option or perturb:
-            raise click.UsageError("--method/-o/--config/--task-option/--perturb go with --task, not --input")
-        return _generate_requests(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, seed,
-                                  input_path, out_path, 1 if n is None else n, 256 if max_new_tokens is None
-                                  else max_new_tokens, temperature, 1.0 if top_p is None else top_p, stop,
-                                  adapter, progress)
+        if any((task_name, method, config_path, scale, set_items, perturb, split, limit, cache_dir, no_cache)):
+            raise click.UsageError("--task/--method/--config/--scale/--set/--split/--limit/--perturb/--cache go "
+                                   "with --task, not --input (each input line carries its own settings; raw "
+                                   "requests are not cached)")
+        cfg = resolve("generate", flags={"model": model, "backend": backend, "seed": seed}, require_task=False)
+        return _generate_requests(ctx, cfg, dtype, batch_size, threads, trust_remote_code, input_path, out_path,
+                                  1 if n is None else n, 256 if max_new_tokens is None else max_new_tokens,
+                                  temperature, 1.0 if top_p is None else top_p, stop, adapter, progress)
+    cfg = resolve("generate", config_path, scale=scale, flags=flags, set_items=set_items, require_task=False)
+    if not cfg["task"]:
+        raise click.UsageError("give --task (or `task:` in --config) to run a method, or --input for raw requests")
     if stop:  # a method's stages set their own stop strings; never drop a flag silently
         raise click.UsageError("--stop goes with --input; with --task each stage of the method sets its own")
-    from s2d.files import write_jsonl
-    from s2d.traces import generate_traces, open_cache
+    from s2d.files import check_output, write_jsonl
+    from s2d.traces import generate_traces
 
-    config = load_config(config_path)
-    method = method or config.get("method") or "system1"
-    options = method_settings(config, parse_kv(method_option, "--method-option"))
-    for key, value in (("n", n), ("temperature", temperature), ("top_p", top_p), ("max_new_tokens", max_new_tokens)):
-        if value is not None:
-            options[key] = value
-    task = _task(ctx, task_name, {**(config.get("task_options") or {}), **parse_kv(task_option, "--task-option")})
-    m = _method(ctx, method, task, options)
-    docs = _docs(task, split, limit)
-    cache = open_cache(None if no_cache else (cache_dir or True))
-    _check_output(out_path, folders=[cache.dir] if cache is not None else [])
-    engine = make_backend(ctx, backend, model, seed, dtype, batch_size, threads, trust_remote_code)
+    options = cfg.generation_options()
+    if max_new_tokens is not None:
+        options["max_new_tokens"] = max_new_tokens
+    task = _task(ctx, cfg["task"], cfg["task_options"])
+    m = _method(ctx, cfg["method"], task, options)
+    docs = _docs(task, cfg["split"], cfg["train_limit"])
+    cache = _cache(cache_dir, no_cache)
+    check_output(out_path, folders=[cache.dir] if cache is not None else [])
+    engine = make_backend(ctx, cfg, dtype, batch_size, threads, trust_remote_code)
     start = time.perf_counter()
-    from s2d.methods.base import MethodConfigError
-
     with engine:
-        try:
-            traces, stats = generate_traces(engine, task, m, docs, split=split, cache=cache, seed=seed,
-                                            adapter=adapter, perturb=perturb, progress=progress,
-                                            chunk_sequences=chunk_sequences)
-        except (MethodConfigError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from None
+        traces, stats = generate_traces(engine, task, m, docs, split=cfg["split"], cache=cache, seed=cfg["seed"],
+                                        adapter=adapter, perturb=perturb, progress=progress,
+                                        chunk_sequences=chunk_sequences)
     write_jsonl(out_path, traces)
     tokens = [s["total_tokens"] for t in traces for s in t["samples"]]
-    click.echo(f"{len(traces)} inputs x {m.n} samples of {method} on {task_name}/{split}: {stats['generated']} "
-               f"generated, {stats['reused']} from the cache, mean {sum(tokens) / max(len(tokens), 1):.1f} tokens "
-               f"per sample, {time.perf_counter() - start:.1f} s -> {out_path}", err=True)
+    click.echo(f"{len(traces)} inputs x {m.n} samples of {cfg['method']} on {cfg['task']}/{cfg['split']}: "
+               f"{stats['generated']} generated, {stats['reused']} from the cache, mean "
+               f"{sum(tokens) / max(len(tokens), 1):.1f} tokens per sample, {time.perf_counter() - start:.1f} s "
+               f"-> {out_path}", err=True)
 
 
-def _generate_requests(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, seed, input_path,
-                       out_path, n, max_new_tokens, temperature, top_p, stop, adapter, progress):
-    from s2d.backends.base import Request
+def _generate_requests(ctx, cfg, dtype, batch_size, threads, trust_remote_code, input_path, out_path, n,
+                       max_new_tokens, temperature, top_p, stop, adapter, progress):
+    from s2d.backends.base import PromptTooLongError, Request, sample_seed
     from s2d.envinfo import versions
-    from s2d.files import InputError, read_jsonl, write_jsonl
+    from s2d.files import check_output, read_jsonl, write_jsonl
 
     defaults = {"n": n, "max_new_tokens": max_new_tokens, "top_p": top_p, "stop": list(stop),
                 "temperature": temperature if temperature is not None else (0.0 if n == 1 else 0.7),
                 "adapter": adapter}
+
     def parse(rec):
         req = Request.from_dict(rec, defaults)
         if req.adapter is not None and not (Path(req.adapter) / "adapter_config.json").is_file():
             raise ValueError(f"'adapter' {req.adapter!r} is not a PEFT adapter folder (no adapter_config.json)")
         return req
 
-    try:  # validate every line before any model is loaded
-        requests = read_jsonl(input_path, parse)
-    except (InputError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+    requests = read_jsonl(input_path, parse)  # every line checked before any model is loaded
     if not requests:
         raise click.ClickException(f"{input_path}: no requests")
-    _check_output(out_path, input_path)
-    engine = make_backend(ctx, backend, model, seed, dtype, batch_size, threads, trust_remote_code)
+    check_output(out_path, input_path)
+    engine = make_backend(ctx, cfg, dtype, batch_size, threads, trust_remote_code)
+    seed = cfg["seed"]
     start = time.perf_counter()
-    from s2d.backends.base import PromptTooLongError
-
     with engine:
         try:
             outputs = engine.generate(requests, progress=progress)
@@ -453,7 +372,6 @@ def _generate_requests(ctx, model, backend, dtype, batch_size, threads, trust_re
             raise click.ClickException(f"{input_path}: {exc}") from None
         vers = {**versions(), **engine.versions()}
     wall = time.perf_counter() - start
-    from s2d.backends.base import sample_seed
 
     def records():
         for i, (req, outs) in enumerate(zip(requests, outputs)):
@@ -462,7 +380,7 @@ def _generate_requests(ctx, model, backend, dtype, batch_size, threads, trust_re
                    "prompt_tokens": outs[0].prompt_tokens,
                    "completion_tokens": sum(c.completion_tokens for c in outs),
                    "seed": None if req.greedy else sample_seed(seed, req, i, req.first_sample), "run_seed": seed,
-                   "backend": engine.name, "model": model or "smollm2-135m", "model_path": engine.model_path,
+                   "backend": engine.name, "model": cfg["model"], "model_path": engine.model_path,
                    "versions": vers}
 
     write_jsonl(out_path, records())
@@ -472,184 +390,142 @@ def _generate_requests(ctx, model, backend, dtype, batch_size, threads, trust_re
 
 
 @cli.command()
-@click.option("--curator", "-c", default="majority", show_default=True, help="See `s2d list curators`.")
+@settings_options
+@click.option("--curator", "-c", default=None, help="See `s2d list curators` [default: majority].")
 @click.option("--traces", "traces_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Traces JSONL written by `s2d generate --task ...`.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Training set (TRL prompt-completion JSONL); .dropped.jsonl and .summary.json go beside it.")
-@click.option("--curator-option", "curator_option", multiple=True, metavar="KEY=VALUE",
-              help="Curator option, e.g. threshold=0.5 (repeatable).")
-@click.option("--task-option", "task_option", multiple=True, metavar="KEY=VALUE")
 @click.option("--model", "-m", default=None, help="Model for curators that ask one (usc) [default: smollm2-135m].")
 @click.option("--backend", "-b", default=None)
 @click.option("--dtype", default=None)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--cache", "cache_dir", default=None, type=click.Path(file_okay=False))
-@click.option("--no-cache", is_flag=True)
+@click.option("--seed", type=int, default=None, help="[default: 0]")
+@cache_options
 @click.option("--progress/--no-progress", default=True)
 @click.pass_context
-def curate(ctx, curator, traces_path, out_path, curator_option, task_option, model, backend, dtype, seed, cache_dir,
+def curate(ctx, config_path, scale, set_items, curator, traces_path, out_path, model, backend, dtype, seed, cache_dir,
            no_cache, progress):
-    """Turn traces into a training set with an unsupervised curator; print the summary."""
-    from s2d.curators.base import write_curated
-    from s2d.files import InputError
-    from s2d.traces import build_curator, load_traces, make_runner, open_cache
+    """Turn traces into a training set with an unsupervised curator; print the summary.
 
-    try:
-        traces = load_traces(traces_path)
-    except (InputError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+    Curator options are settings: --set curator_options.threshold=0.8 (or `curator_options:` in --config)."""
+    from s2d.config import resolve
+    from s2d.curators.base import write_curated
+    from s2d.files import check_output
+    from s2d.traces import build_curator, load_traces, make_runner
+
+    cfg = resolve("curate", config_path, scale=scale, set_items=set_items, require_task=False,
+                  flags={"curator": curator, "model": model, "backend": backend, "seed": seed})
+    traces = load_traces(traces_path)
     if not traces:
         raise click.ClickException(f"{traces_path}: no traces")
     tasks = {t.get("task") for t in traces}
     if len(tasks) != 1 or None in tasks:
         raise click.ClickException(f"{traces_path}: traces must come from one task, found {sorted(map(str, tasks))}")
-    task = _task(ctx, tasks.pop(), parse_kv(task_option, "--task-option"))
+    name = tasks.pop()
+    if cfg["task"] and cfg["task"] != name:
+        raise click.ClickException(f"{traces_path}: traces of task {name!r}, but the settings say {cfg['task']!r}")
+    task = _task(ctx, name, cfg["task_options"])
     out = Path(out_path)
     for written in (out, out.with_name(out.stem + ".dropped.jsonl"), out.with_name(out.stem + ".summary.json")):
-        _check_output(written, traces_path)
+        check_output(written, traces_path)
+    _plugins(ctx)
     try:
-        cur = build_curator(curator, task, **parse_kv(curator_option, "--curator-option"))
-    except (UnknownNameError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-    engine = None
-    if cur.needs_model:
-        engine = make_backend(ctx, backend, model, seed, dtype, None, None, False)
+        cur = build_curator(cfg["curator"], task, **cfg["curator_options"])
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, S2DError):
+            raise
+        raise click.ClickException(f"curator {cfg['curator']!r}: {exc}") from None
+    engine = make_backend(ctx, cfg, dtype) if cur.needs_model else None
     try:
-        runner = make_runner(engine, f"curator:{curator}", cache=open_cache(None if no_cache else (cache_dir or True)),
-                             seed=seed, progress=progress) if engine else None
+        runner = make_runner(engine, f"curator:{cfg['curator']}", cache=_cache(cache_dir, no_cache),
+                             seed=cfg["seed"], progress=progress) if engine else None
         decisions = cur.curate(traces, runner)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
     finally:
         if engine is not None:
             engine.close()
-    summary = write_curated(out_path, traces, decisions, curator=curator,
+    summary = write_curated(out_path, traces, decisions, curator=cfg["curator"],
                             extra={"traces": str(traces_path), "method": traces[0].get("method")})
     click.echo(json.dumps(summary, indent=2))
 
 
 @cli.command()
+@settings_options
 @click.option("--data", "data_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Curated prompt-completion JSONL (from `s2d curate`).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Adapter (lora) or model (full) folder; checkpoints go under OUT/checkpoints.")
-@click.option("--trainer", default="lora", show_default=True, help="See `s2d list trainers`.")
-@click.option("--trainer-option", "-O", "trainer_option", multiple=True, metavar="KEY=VALUE",
-              help="e.g. epochs=3 learning_rate=2e-4 rank=16 batch_size=8 (repeatable).")
+@click.option("--out-dir", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Adapter (lora) or model (full) folder; checkpoints go under OUT_DIR/checkpoints.")
+@click.option("--trainer", default=None, help="See `s2d list trainers` [default: lora].")
 @click.option("--model", "-m", default=None, help="Base model [default: smollm2-135m].")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--overwrite", is_flag=True, help="Start over where OUT holds checkpoints of other data or settings.")
+@click.option("--seed", type=int, default=None, help="[default: 0]")
+@click.option("--overwrite", is_flag=True, help="Start over where OUT_DIR holds checkpoints of other data or settings.")
 @click.option("--progress/--no-progress", default=True)
 @click.pass_context
-def train(ctx, data_path, out_dir, trainer, trainer_option, model, seed, overwrite, progress):
-    """Fine-tune on a curated set; resumes from OUT's last checkpoint after a kill.
+def train(ctx, config_path, scale, set_items, data_path, out_dir, trainer, model, seed, overwrite, progress):
+    """Fine-tune on a curated set; resumes from OUT_DIR's last checkpoint after a kill.
 
+    Trainer options are settings: --set trainer_options.epochs=3 --set trainer_options.learning_rate=2e-4.
     Runs data-parallel under `accelerate launch --multi_gpu --num_processes N -m s2d.cli train ...`
     (also on CPUs, over gloo)."""
-    from s2d.models import ModelError, resolve_model
-    from s2d.trainers.base import TrainerError
+    from s2d.config import resolve
+    from s2d.models import resolve_model
+    from s2d.trainers.base import load_records
 
-    plugins = _plugins(ctx)
-    try:
-        cls = plugins.get("trainers", trainer).obj
-        t = cls(**parse_kv(trainer_option, "--trainer-option"))
-        t.overwrite = overwrite
-        from s2d.trainers.base import load_records
-
-        load_records(data_path)  # every line checked before the model is converted or loaded
-        path = resolve_model(model)
-        out = t.train(path, data_path, out_dir, seed=seed, progress=progress)
-    except (UnknownNameError, TrainerError, ModelError) as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"{trainer} -> {out}")
+    cfg = resolve("train", config_path, scale=scale, set_items=set_items, require_task=False,
+                  flags={"trainer": trainer, "model": model, "seed": seed})
+    t = _plugins(ctx).get("trainers", cfg["trainer"]).obj(**cfg["trainer_options"])
+    t.overwrite = overwrite
+    load_records(data_path)  # every line checked before the model is converted or loaded
+    out = t.train(resolve_model(cfg["model"]), data_path, out_dir, seed=cfg["seed"], progress=progress)
+    click.echo(f"{cfg['trainer']} -> {out}")
 
 
 @cli.command()
+@settings_options
 @click.option("--task", "task_name", default=None, help="Task (see `s2d list tasks`).")
 @click.option("--method", default=None, help="System 2 method to distil [default: rar2]; system1 = 'Distill System 1'.")
 @click.option("--curator", default=None, help="Curator [default: majority]; none = no curation.")
 @click.option("--trainer", default=None, help="Trainer [default: lora].")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Run config (YAML/JSON); flags override it.")
 @click.option("--name", default=None, help="Run name [default: task-method-curator-trainer].")
 @click.option("--runs-dir", default="runs/distill", show_default=True, type=click.Path(file_okay=False))
-@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+@click.option("--out-dir", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Run folder [default: RUNS_DIR/NAME].")
 @click.option("--n", type=click.IntRange(min=1), default=None, help="Samples per train input [default: 8].")
-@click.option("--train-limit", type=int, default=None, help="Only the first N train inputs.")
-@click.option("--eval-limit", type=int, default=None, help="Only the first N test documents.")
-@click.option("--method-option", "-o", "method_option", multiple=True, metavar="KEY=VALUE")
-@click.option("--curator-option", "curator_option", multiple=True, metavar="KEY=VALUE")
-@click.option("--trainer-option", "-O", "trainer_option", multiple=True, metavar="KEY=VALUE")
-@click.option("--task-option", "task_option", multiple=True, metavar="KEY=VALUE")
+@click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Only the first N train inputs.")
+@click.option("--eval-limit", type=click.IntRange(min=1), default=None, help="Only the first N test documents.")
 @click.option("--model", "-m", default=None, help="[default: smollm2-135m]")
 @click.option("--backend", "-b", default=None, help="[default: vllm if it imports, else hf]")
 @click.option("--dtype", default=None)
 @click.option("--seed", type=int, default=None, help="[default: 0]")
-@click.option("--scale", default=None, help="Apply the config's `scale: {NAME: overrides}` (e.g. paper).")
-@click.option("--cache", "cache_dir", default=None, type=click.Path(file_okay=False),
-              help="Generation cache folder [default: $S2D_CACHE/generations, shared by runs].")
+@cache_options
 @click.option("--export", "export_dir", default=None, type=click.Path(file_okay=False),
-              help="Also copy the finished run, without adapter weights and traces, to this folder (for results/).")
-@click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE",
-              help="A run setting, as in a config file: rounds=2, temperature=0, method_options.shots=4 (repeatable).")
+              help="Copy the finished run (without weights and traces) to this folder, e.g. under results/.")
 @click.option("--progress/--no-progress", default=True)
 @click.pass_context
-def distill(ctx, task_name, method, curator, trainer, config_path, name, runs_dir, out_dir, n, train_limit,
-            eval_limit, method_option, curator_option, trainer_option, task_option, model, backend, dtype, seed,
-            scale, cache_dir, export_dir, set_items, progress):
+def distill(ctx, config_path, scale, set_items, task_name, method, curator, trainer, name, runs_dir, out_dir, n,
+            train_limit, eval_limit, model, backend, dtype, seed, cache_dir, no_cache, export_dir, progress):
     """Generate on the train split, curate, train, and score System 1, System 2 and the distilled
     model through lm-eval; every stage resumes after a kill. Prints a three-row summary."""
-    from s2d.distill import DistillError, DistillRun, RunConfig, apply_scale, format_summary
+    from s2d.config import resolve
+    from s2d.distill import DistillRun, check_export_dest, export_run, format_summary
     from s2d.lmeval.run import safe_name
 
-    _plugins(ctx)
-    try:
-        config = apply_scale(load_config(config_path), scale)
-    except DistillError as exc:
-        raise click.ClickException(f"{config_path}: {exc}") from None
-    flags = {"task": task_name, "method": method, "curator": curator, "trainer": trainer, "n": n,
-             "train_limit": train_limit, "eval_limit": eval_limit, "model": model, "backend": backend, "seed": seed}
-    for key, items, hint in (("method_options", method_option, "--method-option"),
-                             ("curator_options", curator_option, "--curator-option"),
-                             ("trainer_options", trainer_option, "--trainer-option"),
-                             ("task_options", task_option, "--task-option")):
-        if items:
-            flags[key] = {**(config.get(key) or {}), **parse_kv(items, hint)}
-    try:
-        cfg = with_set(RunConfig.build(config, flags), set_items)
-        for kind, key in (("tasks", "task"), ("methods", "method"), ("curators", "curator"), ("trainers", "trainer")):
-            _plugins(ctx).get(kind, cfg[key])
-    except (DistillError, UnknownNameError) as exc:
-        raise click.ClickException(str(exc)) from None
+    plugins = _plugins(ctx)
+    cfg = resolve("distill", config_path, scale=scale, set_items=set_items, flags={
+        "task": task_name, "method": method, "curator": curator, "trainer": trainer, "n": n,
+        "train_limit": train_limit, "eval_limit": eval_limit, "model": model, "backend": backend, "seed": seed})
+    for kind, key in (("tasks", "task"), ("methods", "method"), ("curators", "curator"), ("trainers", "trainer")):
+        plugins.get(kind, cfg[key])
     folder = out_dir or str(Path(runs_dir) / safe_name(name or cfg.name()))
     if export_dir:  # a refusal found now, not after the whole run
-        from s2d.distill import check_export_dest
-
-        try:
-            check_export_dest(export_dir)
-        except DistillError as exc:
-            raise click.ClickException(str(exc)) from None
+        check_export_dest(export_dir)
     run = DistillRun(cfg, folder, progress=progress, echo=lambda m: click.echo(m, err=True),
-                     backend_options={"dtype": dtype} if dtype else None, cache=cache_dir or True)
-    from s2d.files import InputError
-    from s2d.methods.base import MethodConfigError
-    from s2d.models import ModelError
-    from s2d.tasks.base import TaskDataError
-    from s2d.trainers.base import TrainerError
-
-    try:
-        summary = run.run()
-    # Expected errors become one line; anything else (a bug) keeps its traceback. Settings were
-    # checked before the run started (DistillRun.check), so a ValueError now is not the user's.
-    except (DistillError, MethodConfigError, TrainerError, TaskDataError, ModelError, InputError) as exc:
-        raise click.ClickException(str(exc)) from None
+                     backend_options={"dtype": dtype} if dtype else None, cache=False if no_cache else (cache_dir or True))
+    # Expected errors (S2DError) become one line; anything else (a bug) keeps its traceback.
+    # Settings were checked before the run started (DistillRun.check).
+    summary = run.run()
     click.echo(format_summary(summary))
     click.echo(f"-> {folder}", err=True)
     if export_dir:
-        from s2d.distill import export_run
-
         click.echo(f"-> {export_run(folder, export_dir)}", err=True)
     if summary.get("error"):
         raise click.ClickException(summary["error"])
@@ -659,133 +535,118 @@ def distill(ctx, task_name, method, curator, trainer, config_path, name, runs_di
 @click.argument("table", type=click.Choice(["table1", "table2", "table3", "table4"]))
 @click.option("--scale", type=click.Choice(["small", "paper"]), default="small", show_default=True,
               help="small: sized for a 2-core CPU and the embedded model; paper: the paper's sizes (GPU).")
+@click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE",
+              help="A setting over every run of the table (e.g. eval_limit=50); named in the run folders.")
 @click.option("--configs-dir", default="results/configs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--runs-dir", default="runs/reproduce", show_default=True, type=click.Path(file_okay=False))
-@click.option("--out", "out_dir", default="results/reproduce", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out-dir", "out_dir", default="results/reproduce", show_default=True, type=click.Path(file_okay=False))
 @click.option("--backend", "-b", default=None)
 @click.option("--model", "-m", default=None,
               help="[default: smollm2-135m] Another model gets its own run folders and table file.")
 @click.option("--progress/--no-progress", default=True)
 @click.pass_context
-def reproduce(ctx, table, scale, configs_dir, runs_dir, out_dir, backend, model, progress):
+def reproduce(ctx, table, scale, set_items, configs_dir, runs_dir, out_dir, backend, model, progress):
     """Run a paper table's configs (reusing finished runs) and write it beside the paper's numbers."""
+    from s2d.config import parse_set
     from s2d.reproduce import run_table
 
     _plugins(ctx)
     try:
         path = run_table(table, scale=scale, configs_dir=configs_dir, runs_dir=runs_dir, out_dir=out_dir,
-                         backend=backend, progress=progress, echo=lambda m: click.echo(m, err=True), model=model)
-    except (FileNotFoundError, ValueError) as exc:
+                         backend=backend, progress=progress, echo=lambda m: click.echo(m, err=True), model=model,
+                         settings=parse_set(set_items))
+    except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(path.read_text())
     click.echo(f"-> {path}", err=True)
 
 
 @cli.command(name="show-prompts")
-@method_options_decorator
-@click.option("--task", "task_name", required=True)
+@settings_options
+@click.option("--task", "task_name", default=None, help="Task [default: the config's].")
+@click.option("--method", default=None, help="Method [default: system1].")
 @click.option("--split", default="test", show_default=True)
-@click.option("--index", type=int, default=0, show_default=True, help="Which document of the split.")
+@click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Which document of the split.")
 @click.pass_context
-def show_prompts(ctx, method, method_option, config_path, task_option, task_name, split, index):
+def show_prompts(ctx, config_path, scale, set_items, task_name, method, split, index):
     """Print every rendered stage of a method for one document (nothing is generated)."""
-    from s2d.methods.base import MethodConfigError, run_method
+    from s2d.config import resolve
+    from s2d.methods.base import run_method
     from s2d.traces import make_runner
 
-    config = load_config(config_path)
-    method = method or config.get("method") or "system1"
-    task = _task(ctx, task_name, {**(config.get("task_options") or {}), **parse_kv(task_option, "--task-option")})
-    m = _method(ctx, method, task, {**method_settings(config, parse_kv(method_option, "--method-option")), "n": 1})
+    cfg = resolve("show-prompts", config_path, scale=scale, set_items=set_items,
+                  flags={"task": task_name, "method": method})
+    task = _task(ctx, cfg["task"], cfg["task_options"])
+    m = _method(ctx, cfg["method"], task, {**cfg.eval_method_options(), "n": 1})
     docs = _docs(task, split, None)
-    if not 0 <= index < len(docs):
-        raise click.ClickException(f"--index {index}: {task_name}/{split} has {len(docs)} documents")
+    if index >= len(docs):
+        raise click.ClickException(f"--index {index}: {cfg['task']}/{split} has {len(docs)} documents")
     shown = []
-    runner = make_runner(None, method, record=lambda stage, prompts: shown.append((stage, prompts)))
-    try:
-        run_method(m, runner, [docs[index]])
-    except MethodConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    runner = make_runner(None, cfg["method"], record=lambda stage, prompts: shown.append((stage, prompts)))
+    run_method(m, runner, [docs[index]])
     for stage, prompts in shown:
         for j, prompt in enumerate(prompts):
             suffix = f" [{j + 1}/{len(prompts)}]" if len(prompts) > 1 else ""
-            click.echo(click.style(f"=== {method} / stage {stage}{suffix} ===", bold=True))
+            click.echo(click.style(f"=== {cfg['method']} / stage {stage}{suffix} ===", bold=True))
             click.echo(prompt)
             click.echo()
 
 
 @cli.command(name="eval")
 @backend_options
-@method_options_decorator
-@click.option("--tasks", "-t", required=True, help="Comma-separated task names (see `s2d list tasks`).")
+@settings_options
+@click.option("--task", "-t", "task_name", default=None,
+              help="Task names, comma-separated (see `s2d list tasks`) [default: the config's].")
+@click.option("--method", default=None, help="Method (see `s2d list methods`) [default: system1].")
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False), default=None, help="LoRA adapter folder.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate the first N documents of each task.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Evaluate the first N documents of each task (the setting eval_limit).")
 @click.option("--log-samples", is_flag=True, help="Keep every document's prompt, output and metrics.")
-@click.option("--results-dir", default="results/eval", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out-dir", "out_dir", default="results/eval", show_default=True, type=click.Path(file_okay=False),
+              help="Where the records go.")
 @click.option("--label", default=None, help="Condition name in the records [default: method(+options)(+adapter)].")
-@click.option("--cache", "cache_dir", default=None, type=click.Path(file_okay=False),
-              help="Use a generation cache folder (resume a killed eval); off by default.")
+@cache_options
 @click.option("--overwrite", is_flag=True, help="Replace records made with other settings (refused by default).")
 @click.option("--progress/--no-progress", default=True)
 @click.pass_context
-def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, seed, method, method_option,
-          config_path, task_option, tasks, adapter, limit, log_samples, results_dir, label, cache_dir, overwrite,
-          progress):
+def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, seed, config_path, scale, set_items,
+          task_name, method, adapter, limit, log_samples, out_dir, label, cache_dir, no_cache, overwrite, progress):
     """Score a model (System 1, a method, or base + adapter) on s2d's tasks through lm-eval.
 
-    Task options subset=N subset_seed=S evaluate a seeded random subset of at least N documents
-    (judged pairs stay whole), the same for every condition."""
-    from s2d.lmeval.run import evaluate
-    from s2d.traces import open_cache
-
-    names = [t.strip() for t in tasks.split(",") if t.strip()]
-    plugins = _plugins(ctx)
-    config = load_config(config_path)
-    method = method or config.get("method") or "system1"
+    With a run's --config, the method is scored as that run's System 2 row (its method options and
+    eval_method_options, its task_options and eval_task_options, eval_limit). Task options
+    subset=N subset_seed=S (--set task_options.subset=300) evaluate a seeded random subset of at
+    least N documents (judged pairs stay whole), the same for every condition."""
+    from s2d.backends import model_path_for
+    from s2d.config import resolve
+    from s2d.lmeval.run import check_record, evaluate, load_record, metrics_of, planned_records
     from s2d.lmeval.tasks import check_task_plugin
 
-    try:
-        for name in names:
-            plugins.get("tasks", name)
-            check_task_plugin(name)
-        plugins.get("methods", method)
-    except (UnknownNameError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-    options = {**(config.get("task_options") or {}), **parse_kv(task_option, "--task-option")}
-    m_options = method_settings(config, parse_kv(method_option, "--method-option"))
-    for name in names:  # check the method's options against each task before any model loads
-        _method(ctx, method, _task(ctx, name, {k: v for k, v in options.items()
-                                               if k not in ("subset", "subset_seed")}), m_options)
-    from s2d.lmeval.run import RecordExistsError, check_record, planned_records
-
-    try:  # a record of other settings in the way is found before any model loads
-        from s2d.backends import model_path_for
-        from s2d.models import ModelError
-
-        try:
-            loads = model_path_for(backend, model or "smollm2-135m")
-        except ModelError as exc:
-            raise click.ClickException(str(exc)) from None
-        for path, identity in planned_records(results_dir=results_dir, model_ref=model or "smollm2-135m",
-                                              model_path=loads, tasks=names, method=method, adapter=adapter,
-                                              limit=limit, label=label, task_options=options or None,
-                                              method_options=m_options or None, seed=seed):
-            check_record(path, identity, overwrite)
-    except RecordExistsError as exc:
-        raise click.ClickException(str(exc)) from None
-    engine = make_backend(ctx, backend, model, seed, dtype, batch_size, threads, trust_remote_code)
-    from s2d.methods.base import MethodConfigError
-    from s2d.tasks.base import TaskDataError
-
+    cfg = resolve("eval", config_path, scale=scale, set_items=set_items, require_task=False, flags={
+        "task": task_name, "method": method, "eval_limit": limit, "model": model, "backend": backend, "seed": seed})
+    names = cfg.tasks()
+    if not names:
+        raise click.UsageError("give --task NAME[,NAME...] (or `task:` in --config)")
+    plugins = _plugins(ctx)
+    for name in names:
+        plugins.get("tasks", name)
+        check_task_plugin(name)
+    options, m_options = cfg.eval_task_options(), cfg.eval_method_options()
+    for name in names:  # the method's options checked against each task (built once) before any model loads
+        _method(ctx, cfg["method"], _task(ctx, name, {k: v for k, v in options.items()
+                                                      if k not in ("subset", "subset_seed")}), m_options)
+    loads = model_path_for(cfg["backend"], cfg["model"])
+    for path, identity in planned_records(results_dir=out_dir, model_ref=cfg["model"], model_path=loads, tasks=names,
+                                          method=cfg["method"], adapter=adapter, limit=cfg["eval_limit"], label=label,
+                                          task_options=options or None, method_options=m_options or None,
+                                          seed=cfg["seed"]):
+        check_record(path, identity, overwrite)  # a record of other settings in the way: found now
+    engine = make_backend(ctx, cfg, dtype, batch_size, threads, trust_remote_code)
     with engine:
-        try:
-            paths = evaluate(engine, model_ref=model or "smollm2-135m", tasks=names, method=method, adapter=adapter,
-                             limit=limit, seed=seed, log_samples=log_samples, results_dir=results_dir, label=label,
-                             task_options=options or None, progress=progress, method_options=m_options or None,
-                             cache=open_cache(cache_dir), overwrite=overwrite)
-        except (TaskDataError, MethodConfigError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from None
-    from s2d.lmeval.run import load_record, metrics_of
-
+        paths = evaluate(engine, model_ref=cfg["model"], tasks=names, method=cfg["method"], adapter=adapter,
+                         limit=cfg["eval_limit"], seed=cfg["seed"], log_samples=log_samples, results_dir=out_dir,
+                         label=label, task_options=options or None, progress=progress,
+                         method_options=m_options or None, cache=_cache(cache_dir, no_cache), overwrite=overwrite)
     for path in paths:
         rec = load_record(path)
         shown = ", ".join(f"{k}={v:.3f}" for k, v in metrics_of(rec).items())
@@ -795,13 +656,14 @@ def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, se
 
 @cli.command()
 @click.argument("results_dir", default="results/eval", type=click.Path(file_okay=False))
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="Where to write [default: RESULTS_DIR].")
-def leaderboard(results_dir, out):
+@click.option("--out-dir", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Where to write [default: RESULTS_DIR].")
+def leaderboard(results_dir, out_dir):
     """Markdown table and plot of every `s2d eval` record under RESULTS_DIR."""
     from s2d.lmeval.run import leaderboard as build
 
     try:
-        table, md, png = build(results_dir, out, warn=lambda m: click.echo(m, err=True))
+        table, md, png = build(results_dir, out_dir, warn=lambda m: click.echo(m, err=True))
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(table)
@@ -814,25 +676,22 @@ def config():
 
 
 @config.command(name="show")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Run config (YAML/JSON).")
-@click.option("--scale", default=None, help="Apply the config's `scale: {NAME: overrides}`.")
-@click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE", help="A setting, as in a config file.")
+@settings_options
+@click.option("--for", "command", type=click.Choice(["distill", "generate", "eval", "curate", "train",
+                                                     "show-prompts"]), default="distill", show_default=True,
+              help="The command whose defaults apply (generate and eval: system1, one sample).")
 @click.option("--task", "task_name", default=None)
 @click.option("--method", default=None)
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of YAML.")
-def config_show(config_path, scale, set_items, task_name, method, as_json):
-    """Print the effective run settings (defaults < config file < --scale < flags) as YAML: what
-    `s2d distill` with the same arguments would use and save beside the run, checked the same way."""
+def config_show(config_path, scale, set_items, command, task_name, method, as_json):
+    """Print the effective run settings (defaults < config file < --scale < flags < --set) as YAML:
+    what the command with the same arguments would use (`s2d distill` saves it beside the run)."""
     import yaml
 
-    from s2d.distill import DistillError, RunConfig, apply_scale
+    from s2d.config import resolve
 
-    try:
-        cfg = with_set(RunConfig.build(apply_scale(load_config(config_path), scale),
-                                       {"task": task_name, "method": method}), set_items)
-    except DistillError as exc:
-        raise click.ClickException(str(exc)) from None
+    cfg = resolve(command, config_path, scale=scale, set_items=set_items, require_task=command == "distill",
+                  flags={"task": task_name, "method": method})
     click.echo(json.dumps(cfg.settings, indent=2) if as_json else
                yaml.safe_dump(cfg.settings, sort_keys=False, default_flow_style=False).rstrip())
 

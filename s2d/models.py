@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from s2d.errors import S2DError
 from s2d.files import atomic_folder
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -139,7 +140,7 @@ def assemble_parts(parts: list[Path], final: Path, sha256: str | None) -> Path:
     return final
 
 
-class ModelError(ValueError):
+class ModelError(S2DError, ValueError):
     """A model reference that cannot be resolved, with what to do about it."""
 
 

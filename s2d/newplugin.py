@@ -107,7 +107,7 @@ class {cls}(Curator):
 def register_curators(register):
     register({cls})
 ''',
-    "task": '''"""`{name}`: an s2d task plugin. `s2d eval --tasks {name}` scores it through lm-eval."""
+    "task": '''"""`{name}`: an s2d task plugin. `s2d eval --task {name}` scores it through lm-eval."""
 
 import random
 import re

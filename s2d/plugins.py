@@ -27,6 +27,7 @@ from typing import Any, Callable
 import pluggy
 
 from s2d import hookspecs
+from s2d.errors import S2DError
 
 ENTRY_POINT_GROUP = "s2d"
 KINDS = ("methods", "curators", "tasks", "trainers", "backends")
@@ -55,11 +56,11 @@ DEFAULT_PLUGINS = (
 )
 
 
-class PluginError(RuntimeError):
+class PluginError(S2DError, RuntimeError):
     """A plugin could not be loaded (raised only under S2D_STRICT_PLUGINS=1)."""
 
 
-class UnknownNameError(LookupError):
+class UnknownNameError(S2DError, LookupError):
     """A method, curator, task, trainer or backend name nobody registered."""
 
 

@@ -79,16 +79,24 @@ def config_path(configs_dir: str | Path, name: str) -> Path:
     return path
 
 
+def flat(settings: dict) -> dict:
+    """``{"method_options": {"shots": 4}}`` -> ``{"method_options.shots": 4}`` (for folder names)."""
+    return {f"{k}.{sub}" if isinstance(v, dict) else k: sv for k, v in settings.items()
+            for sub, sv in (v.items() if isinstance(v, dict) else [(None, v)])}
+
+
 def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "results/configs",
               runs_dir: str | Path = "runs/reproduce", out_dir: str | Path = "results/reproduce",
               backend: str | None = None, progress: bool = True, echo: Callable[[str], None] = print,
-              model: str | None = None) -> Path:
+              model: str | None = None, settings: dict | None = None) -> Path:
     """Run (or reuse) a table's runs and write it. Another ``model`` than the default gets its own
     run folders, exports and table file (``<table>_<scale>_<model>.md``): nothing of the default
-    model's is replaced."""
+    model's is replaced. ``settings`` (parsed ``--set`` items) go over every run, named in its
+    folder (``+eval_limit=50``) so a run of other settings never lands in the default's folder."""
     import yaml
 
-    from s2d.distill import DistillRun, RunConfig, apply_scale, export_run
+    from s2d.config import RunConfig, SetItems, apply_scale
+    from s2d.distill import DistillRun, export_run
     from s2d.lmeval.run import safe_name
     from s2d.models import DEFAULT_MODEL
 
@@ -99,8 +107,9 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "re
     summaries = []
     for name, overrides, rows in PAPER[table]["runs"]:
         raw = yaml.safe_load(config_path(configs_dir, name).read_text()) or {}
-        cfg = RunConfig.build(apply_scale(raw, scale), {"backend": backend, "model": model, **overrides})
-        folder = run_name(name, overrides)
+        cfg = RunConfig.build(apply_scale(raw, scale), {"backend": backend, "model": model, **overrides},
+                              SetItems(settings or {}))
+        folder = run_name(name, {**overrides, **flat(settings or {})})
         echo(f"== {folder} ({scale}{f', {model}' if other else ''})")
         run_dir = Path(runs_dir) / where / folder
         summary = DistillRun(cfg, run_dir, progress=progress, echo=echo).run()

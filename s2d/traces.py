@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from s2d.config import ConfigError
 from s2d.methods.base import Method, StageRunner, run_method
 
 
@@ -80,7 +81,7 @@ def generate_traces(backend, task, method: Method, docs: list[dict], *, split: s
     if perturb:
         variants = [task.perturb(d) for d in docs]
         if any(v is None for v in variants):
-            raise ValueError(f"task {task.name!r} defines no input perturbation; drop --perturb")
+            raise ConfigError(f"task {task.name!r} defines no input perturbation; drop --perturb")
         inputs += variants
     samples = run_method(method, runner, inputs)
     traces = []

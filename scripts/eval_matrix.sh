@@ -18,7 +18,7 @@ run() {  # run TASK METHOD CONDITION_FILE [extra s2d eval args...]
   local rec="$OUT/smollm2-135m/$task/$cond.json"
   if [[ -f "$rec" ]]; then echo "skip $task/$cond (exists)"; return; fi
   echo "=== $task / $cond: $(date -u +%H:%M:%S)"
-  "$S2D" eval --tasks "$task" --method "$method" --results-dir "$OUT" --seed 0 --log-samples --no-progress \
+  "$S2D" eval --task "$task" --method "$method" --out-dir "$OUT" --seed 0 --log-samples --no-progress \
     --cache "$CACHE" "$@" \
     || echo "FAILED: $task/$cond"
 }
@@ -39,7 +39,7 @@ if [[ $MATRIX == all || $MATRIX == system2 ]]; then
   # mt_bench_judge: BSM over the 1,820 ~600-token judgements takes several hours here, so it and
   # the methods it is compared with run on a seeded random subset of 300 judgements (150 pairs in
   # both orders), the same subset (subset_seed=0) for every method.
-  run mt_bench_judge system1 system1+subset=300 --task-option subset=300
-  for m in bsm cot; do run mt_bench_judge $m $m+subset=300 --task-option subset=300; done
+  run mt_bench_judge system1 system1+subset=300 --set task_options.subset=300
+  for m in bsm cot; do run mt_bench_judge $m $m+subset=300 --set task_options.subset=300; done
 fi
 "$S2D" leaderboard "$OUT" > /dev/null

@@ -109,8 +109,8 @@ def test_reruns_reuse_samples_and_batch_layout_is_not_in_the_key(tiny_data, tmp_
 @pytest.mark.slow
 def test_kill_mid_stage_then_resume_matches_an_uninterrupted_run(tiny_data, tmp_path, model_path):
     """The real model: kill `s2d generate` during a stage, rerun, compare with a clean run."""
-    args = ["generate", "--task", "last_letter", "--task-option", "size=4", "--split", "train", "--method", "rar2",
-            "--n", "2", "-o", "max_new_tokens=12", "--backend", "hf", "--chunk-sequences", "2", "--no-progress"]
+    args = ["generate", "--task", "last_letter", "--set", "task_options.size=4", "--split", "train", "--method", "rar2",
+            "--n", "2", "--set", "method_options.max_new_tokens=12", "--backend", "hf", "--chunk-sequences", "2", "--no-progress"]
 
     def s2d(*extra, cache, wait=True):
         cmd = [sys.executable, "-m", "s2d.cli", *args, "--cache", str(cache), *extra]

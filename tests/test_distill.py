@@ -15,8 +15,8 @@ from s2d.cli import cli
 
 
 def distill(*args):
-    return CliRunner().invoke(cli, ["distill", "--task", "last_letter", "--task-option", "size=4", "--backend",
-                                    "scripted", "--n", "3", "-O", "epochs=1", "-O", "batch_size=4", "--no-progress",
+    return CliRunner().invoke(cli, ["distill", "--task", "last_letter", "--set", "task_options.size=4", "--backend",
+                                    "scripted", "--n", "3", "--set", "trainer_options.epochs=1", "--set", "trainer_options.batch_size=4", "--no-progress",
                                     *args])
 
 
@@ -62,13 +62,13 @@ def _wait_then_kill(proc, ready, what):
 def test_distill_killed_in_generation_and_in_training_resumes_to_the_same_data(tiny_data, tmp_path, model_path):
     """The real model on the hf engine: SIGKILL `s2d distill` while it generates, rerun, SIGKILL it
     while it trains, rerun; the curated set equals an uninterrupted run's and training resumed."""
-    args = [sys.executable, "-m", "s2d.cli", "distill", "--task", "last_letter", "--task-option", "size=4",
-            "--method", "rar2", "--curator", "none", "--n", "2", "-o", "max_new_tokens=12", "--backend", "hf",
-            "--eval-limit", "2", "-O", "epochs=3", "-O", "batch_size=1", "-O", "save_steps=1", "--no-progress"]
+    args = [sys.executable, "-m", "s2d.cli", "distill", "--task", "last_letter", "--set", "task_options.size=4",
+            "--method", "rar2", "--curator", "none", "--n", "2", "--set", "method_options.max_new_tokens=12", "--backend", "hf",
+            "--eval-limit", "2", "--set", "trainer_options.epochs=3", "--set", "trainer_options.batch_size=1", "--set", "trainer_options.save_steps=1", "--no-progress"]
     env = {**os.environ, "S2D_LOAD_PLUGINS": ""}
 
     def start(folder):
-        return subprocess.Popen([*args, "--out", str(folder), "--cache", str(folder / "cache")], env=env, stdout=subprocess.PIPE,
+        return subprocess.Popen([*args, "--out-dir", str(folder), "--cache", str(folder / "cache")], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
 
     clean = tmp_path / "clean"
@@ -142,7 +142,7 @@ def test_configs_are_valid_at_both_scales():
 
     import yaml
 
-    from s2d.distill import RunConfig, apply_scale
+    from s2d.config import RunConfig, apply_scale
     from s2d.plugins import get_plugins
     from s2d.reproduce import PAPER, config_names
 
@@ -199,8 +199,8 @@ def test_second_round_samples_come_from_the_first_rounds_merged_weights(tiny_dat
     from s2d.models import weights_fingerprint
 
     res = distill("--runs-dir", str(tmp_path), "--name", "r", "--cache", str(tmp_path / "cache"), "--backend", "hf",
-                  "--method", "cot", "-o", "max_new_tokens=16", "--curator", "none", "--eval-limit", "2",
-                  "-O", "epochs=2", "-O", "learning_rate=1e-3", "--set", "rounds=2")
+                  "--method", "cot", "--set", "method_options.max_new_tokens=16", "--curator", "none", "--eval-limit", "2",
+                  "--set", "trainer_options.epochs=2", "--set", "trainer_options.learning_rate=1e-3", "--set", "rounds=2")
     assert res.exit_code == 0, res.output
     run = tmp_path / "r"
     first = [json.loads(x) for x in (run / "traces.jsonl").read_text().splitlines()]
@@ -210,3 +210,25 @@ def test_second_round_samples_come_from_the_first_rounds_merged_weights(tiny_dat
     assert [s["response"] for t in first for s in t["samples"]] != [s["response"] for t in second for s in t["samples"]]
     summary = json.loads((run / "summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [1, 2] and len(summary["rounds"][1]["rows"]) == 3
+
+
+def test_run_folder_knows_what_is_done_and_refuses_other_settings(tmp_path):
+    """RunFolder alone (no engine): paths per round, a stage done only once its last file exists,
+    and a folder of other settings refused."""
+    from s2d.config import RunConfig
+    from s2d.distill import DistillError, RunFolder
+
+    cfg = RunConfig.build({"task": "last_letter", "n": 2})
+    folder = RunFolder(tmp_path / "run", cfg.settings)
+    folder.claim()
+    assert (tmp_path / "run" / "config.json").is_file() and (tmp_path / "run" / "config.yaml").is_file()
+    assert folder.round_dir(2) == tmp_path / "run" / "round2"
+    assert not folder.generated() and not folder.curation_done()
+    folder.traces().write_text("")
+    folder.curated().write_text("")
+    assert folder.generated() and not folder.curation_done()  # the summary is the stage's last file
+    folder.curation_summary().write_text('{"records": 0}')
+    assert folder.curation_done() and folder.curation() == {"records": 0}
+    RunFolder(tmp_path / "run", cfg.settings).claim()  # the same settings: fine
+    with pytest.raises(DistillError, match=r"other settings \(n\)"):
+        RunFolder(tmp_path / "run", RunConfig.build({"task": "last_letter", "n": 3}).settings).claim()

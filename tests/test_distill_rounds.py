@@ -150,7 +150,8 @@ def test_bad_run_settings_are_rejected_when_the_config_is_built(bad, message):
 def test_distill_set_flag_is_a_config_line(tmp_path):
     from click.testing import CliRunner
 
-    from s2d.cli import cli, merge_settings, parse_set
+    from s2d.cli import cli
+    from s2d.config import merge_settings, parse_set
 
     assert parse_set(["rounds=2", "method_options.shots=4", "temperature=0"]) == {
         "rounds": 2, "method_options": {"shots": 4}, "temperature": 0}
@@ -174,7 +175,7 @@ def test_the_default_cli_path_prints_stage_lines_progress_and_the_summary_only(t
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / "memorize.py").write_text(TRAINER)
     res = subprocess.run([sys.executable, "-m", "s2d.cli", "--plugins-dir", str(tmp_path / "plugins"), "distill",
-                          "--task", "last_letter", "--task-option", "size=4", "--backend", "scripted", "--n", "3",
+                          "--task", "last_letter", "--set", "task_options.size=4", "--backend", "scripted", "--n", "3",
                           "--method", "cot", "--trainer", "memorize", "--runs-dir", str(tmp_path / "runs"),
                           "--cache", str(tmp_path / "cache")],
                          capture_output=True, text=True, env={**os.environ, "S2D_LOAD_PLUGINS": ""})

@@ -45,8 +45,8 @@ def s2d(*args, ok=True):
 
 def test_the_task_plugin_is_listed_and_scored_by_s2d_eval(installed, tiny_data, tmp_path):
     assert any(line.split()[:2] == ["reverse_word", "reverse_word"] for line in s2d("list", "tasks").stdout.splitlines())
-    s2d("eval", "--tasks", "reverse_word", "--backend", "scripted", "--limit", "3",
-        "--results-dir", str(tmp_path / "eval"), "--log-samples", "--no-progress")
+    s2d("eval", "--task", "reverse_word", "--backend", "scripted", "--limit", "3",
+        "--out-dir", str(tmp_path / "eval"), "--log-samples", "--no-progress")
     [record] = (tmp_path / "eval").rglob("system1+limit=3.json")
     rec = json.loads(record.read_text())
     assert rec["s2d"]["lm_eval_task"] == "s2d_reverse_word" and rec["s2d"]["n_examples"] == 3
@@ -68,7 +68,7 @@ def test_the_curator_plugin_curates(installed, tmp_path):
 @pytest.mark.slow
 def test_the_task_plugin_under_s2d_eval_and_stock_lm_eval_on_the_real_model(installed, tiny_data, tmp_path,
                                                                              model_path):
-    s2d("eval", "--tasks", "reverse_word", "--backend", "hf", "--limit", "3", "--results-dir", str(tmp_path / "eval"),
+    s2d("eval", "--task", "reverse_word", "--backend", "hf", "--limit", "3", "--out-dir", str(tmp_path / "eval"),
         "--no-progress")
     [record] = (tmp_path / "eval").rglob("system1+limit=3.json")
     ours = json.loads(record.read_text())["lm_eval"]["results"]["s2d_reverse_word"]["exact_match,none"]

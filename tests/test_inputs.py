@@ -27,7 +27,7 @@ def test_curate_and_generate_never_write_over_their_input(tiny_data, tmp_path):
     res = invoke("generate", "--input", str(prompts), "--out", str(prompts), "--backend", "scripted")
     assert res.exit_code != 0 and "also an input" in res.output and prompts.read_text() == json.dumps({"prompt": "hi"}) + "\n"
     cache = tmp_path / "cache"
-    res = invoke("generate", "--task", "last_letter", "--task-option", "size=4", "--backend", "scripted",
+    res = invoke("generate", "--task", "last_letter", "--set", "task_options.size=4", "--backend", "scripted",
                  "--cache", str(cache), "--out", str(cache / "generations.sqlite"))
     assert res.exit_code != 0 and "also an input" in res.output
 
@@ -153,9 +153,9 @@ def test_train_checks_options_and_every_record_before_loading_a_model(tmp_path, 
                                 "completion": [{"role": "assistant", "content": "a"}]}) + "\n" +
                     json.dumps({"prompt": [{"role": "user", "content": "q"}],
                                 "completion": [{"role": "assistant", "content": "  "}]}) + "\n")
-    res = invoke("train", "--data", str(data), "--out", str(tmp_path / "o"), "-O", "epochs=three")
+    res = invoke("train", "--data", str(data), "--out-dir", str(tmp_path / "o"), "--set", "trainer_options.epochs=three")
     assert res.exit_code != 0 and "option 'epochs' must be int" in res.output, res.output
-    res = invoke("train", "--data", str(data), "--out", str(tmp_path / "o"))
+    res = invoke("train", "--data", str(data), "--out-dir", str(tmp_path / "o"))
     assert res.exit_code != 0 and "sft.jsonl:2: 'completion' is empty" in res.output, res.output
 
 
@@ -174,10 +174,10 @@ def test_plugin_options_are_typed_for_every_kind(tiny_data):
 
 
 def test_distill_rejects_a_bad_plugin_option_before_claiming_the_folder(tiny_data, tmp_path):
-    for flag in (["-O", "epochs=three"], ["--curator-option", "margin=-1"], ["--task-option", "size=100000"],
+    for flag in (["--set", "trainer_options.epochs=three"], ["--set", "curator_options.margin=-1"], ["--set", "task_options.size=100000"],
                  ["--backend", "bogus"], ["--n", "0"]):
         backend = [] if "--backend" in flag else ["--backend", "scripted"]
-        res = invoke("distill", "--task", "last_letter", "--task-option", "size=4", *backend,
+        res = invoke("distill", "--task", "last_letter", "--set", "task_options.size=4", *backend,
                      "--runs-dir", str(tmp_path), "--name", "r", *flag)
         assert res.exit_code != 0 and "Traceback" not in res.output, res.output
         assert not (tmp_path / "r").exists(), flag  # no config.json left to refuse the corrected rerun
@@ -191,10 +191,10 @@ def test_task_options_are_checked_by_name_and_type(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="option 'size' must be int"):
         build_task("last_letter", strict=True, size="big")
     assert build_task("last_letter", version=1.0, size=4).size == 4  # lm-eval's own metadata keys pass by
-    res = invoke("generate", "--task", "last_letter", "--task-option", "sizee=4", "--backend", "scripted",
+    res = invoke("generate", "--task", "last_letter", "--set", "task_options.sizee=4", "--backend", "scripted",
                  "--out", str(tmp_path / "o.jsonl"))
     assert res.exit_code != 0 and "unknown option(s) sizee" in res.output
-    res = invoke("distill", "--task", "last_letter", "--task-option", "sizee=4", "--backend", "scripted",
+    res = invoke("distill", "--task", "last_letter", "--set", "task_options.sizee=4", "--backend", "scripted",
                  "--runs-dir", str(tmp_path), "--name", "r")
     assert res.exit_code != 0 and "unknown option(s) sizee" in res.output and not (tmp_path / "r").exists()
 
@@ -213,14 +213,14 @@ def test_generate_flags_are_checked_as_flags(tmp_path, flags, message):
 
 def test_generate_task_takes_max_new_tokens_and_refuses_stop(tiny_data, tmp_path):
     out = tmp_path / "t.jsonl"
-    res = invoke("generate", "--task", "last_letter", "--task-option", "size=4", "--backend", "scripted",
+    res = invoke("generate", "--task", "last_letter", "--set", "task_options.size=4", "--backend", "scripted",
                  "--method", "cot", "--max-new-tokens", "3", "--out", str(out), "--no-cache", "--no-progress")
     assert res.exit_code == 0, res.output
     traces = [json.loads(x) for x in out.read_text().splitlines()]
     assert all(s["total_tokens"] <= 3 for t in traces for s in t["samples"])
     res = invoke("generate", "--task", "last_letter", "--backend", "scripted", "--stop", "x", "--out", str(out))
     assert res.exit_code == 2 and "--stop goes with --input" in res.output
-    res = invoke("generate", "--task", "last_letter", "--task-option", "size=4", "--backend", "scripted",
+    res = invoke("generate", "--task", "last_letter", "--set", "task_options.size=4", "--backend", "scripted",
                  "--limit", "0", "--out", str(out))
     assert res.exit_code == 2 and "--limit" in res.output
 
@@ -270,7 +270,7 @@ def test_empty_inputs_are_errors_naming_the_file(tmp_path):
     for args, message in ((["curate", "--traces", str(empty), "--out", str(tmp_path / "s.jsonl")], "no traces"),
                           (["generate", "--input", str(empty), "--out", str(tmp_path / "o.jsonl"),
                             "--backend", "scripted"], "no requests"),
-                          (["train", "--data", str(empty), "--out", str(tmp_path / "m")], "no training records")):
+                          (["train", "--data", str(empty), "--out-dir", str(tmp_path / "m")], "no training records")):
         res = invoke(*args)
         assert res.exit_code != 0 and "empty.jsonl" in res.output and message in res.output, res.output
 
@@ -285,7 +285,7 @@ def test_reproduce_and_leaderboard_reject_bad_arguments(tmp_path):
 
 
 def test_run_names_cannot_leave_the_runs_folder(tiny_data, tmp_path):
-    res = invoke("distill", "--task", "last_letter", "--task-option", "size=4", "--backend", "scripted",
+    res = invoke("distill", "--task", "last_letter", "--set", "task_options.size=4", "--backend", "scripted",
                  "--runs-dir", str(tmp_path / "runs"), "--name", "../../../etc/evil", "--set", "rounds=0")
     assert res.exit_code != 0 and not (tmp_path / "etc").exists() and not (tmp_path.parent / "etc").exists()
     from s2d.lmeval.run import safe_name

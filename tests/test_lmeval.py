@@ -69,10 +69,10 @@ def test_eval_names_stay_inside_the_results_dir(tiny_data, tmp_path):
 
 
 def test_eval_command_reports_unknown_task_and_missing_data(tmp_path, monkeypatch):
-    r = CliRunner().invoke(cli, ["eval", "--backend", "scripted", "--tasks", "nope"])
+    r = CliRunner().invoke(cli, ["eval", "--backend", "scripted", "--task", "nope"])
     assert r.exit_code == 1 and "unknown task 'nope'" in r.output
     monkeypatch.delenv("S2D_DATA_DIR", raising=False)
-    r = CliRunner().invoke(cli, ["eval", "--backend", "scripted", "--tasks", "gsm8k", "--results-dir",
+    r = CliRunner().invoke(cli, ["eval", "--backend", "scripted", "--task", "gsm8k", "--out-dir",
                                  str(tmp_path), "--no-progress"], env={"HF_DATASETS_OFFLINE": "1"})
     assert r.exit_code == 1 and "S2D_DATA_DIR" in r.output
 
@@ -90,9 +90,9 @@ def test_wheel_ships_the_task_files(tmp_path):
 def test_s2d_eval_and_stock_lm_eval_agree_on_the_embedded_model(tiny_data, tmp_path, model_path):
     """`s2d eval --backend hf` and `lm_eval --model hf --apply_chat_template` send the same prompts:
     greedy fp32 responses match document for document."""
-    r = CliRunner().invoke(cli, ["eval", "--backend", "hf", "--dtype", "float32", "--tasks", "last_letter",
-                                 "--limit", "3", "--log-samples", "--results-dir", str(tmp_path / "s2d"),
-                                 "--task-option", "size=4", "--no-progress"])
+    r = CliRunner().invoke(cli, ["eval", "--backend", "hf", "--dtype", "float32", "--task", "last_letter",
+                                 "--limit", "3", "--log-samples", "--out-dir", str(tmp_path / "s2d"),
+                                 "--set", "task_options.size=4", "--no-progress"])
     assert r.exit_code == 0, r.output
     (samples,) = (tmp_path / "s2d").rglob("*.samples.jsonl")
     ours = [json.loads(line) for line in samples.read_text().splitlines()]
@@ -160,10 +160,10 @@ def test_eval_refuses_a_record_in_the_way_before_any_model_loads(tiny_data, tmp_
     (tmp_path / "smollm2-135m" / "last_letter" / "system1.json").write_text(json.dumps(
         {"s2d": {"model": "smollm2-135m", "method": "system1", "method_options": {}, "limit": None, "seed": 7,
                  "generation": {"task_options": {"size": 4}}}}))
-    res = CliRunner().invoke(cli, ["eval", "--tasks", "last_letter", "--results-dir", str(tmp_path),
-                                   "--task-option", "size=4", "--backend", "scripted"])
+    res = CliRunner().invoke(cli, ["eval", "--task", "last_letter", "--out-dir", str(tmp_path),
+                                   "--set", "task_options.size=4", "--backend", "scripted"])
     assert res.exit_code != 0 and "other settings (seed: 7 there, 0 now)" in res.output, res.output
-    res = CliRunner().invoke(cli, ["eval", "--tasks", "last_letter", "--limit", "0"])
+    res = CliRunner().invoke(cli, ["eval", "--task", "last_letter", "--limit", "0"])
     assert res.exit_code != 0 and "--limit" in res.output
 
 

@@ -148,8 +148,8 @@ def test_the_qwen_alias_converts_and_evaluates(tmp_path):
     path = Path(resolve_model("qwen2.5-coder-1.5b"))
     assert (path / "model.safetensors").is_file() or list(path.glob("model-*.safetensors"))
     assert json.loads((path / "s2d_source.json").read_text())["gguf_sha256"] == ALIASES["qwen2.5-coder-1.5b"].gguf_sha256
-    res = subprocess.run([sys.executable, "-m", "s2d.cli", "eval", "--model", "qwen2.5-coder-1.5b", "--tasks",
-                          "last_letter", "--limit", "5", "--results-dir", str(tmp_path), "--no-progress"],
+    res = subprocess.run([sys.executable, "-m", "s2d.cli", "eval", "--model", "qwen2.5-coder-1.5b", "--task",
+                          "last_letter", "--limit", "5", "--out-dir", str(tmp_path), "--no-progress"],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     [record] = tmp_path.rglob("system1+limit=5.json")

@@ -48,8 +48,8 @@ def test_listed_with_its_distribution(step_back_installed, tiny_data):
 
 @pytest.mark.slow
 def test_eval_and_generate_with_the_plugin(step_back_installed, tiny_data, tmp_path, model_path):
-    res = s2d("eval", "--method", "step-back", "--tasks", "gsm8k", "--limit", "5", "--backend", "hf",
-              "-o", "max_new_tokens=16", "--results-dir", str(tmp_path / "eval"), "--no-progress")
+    res = s2d("eval", "--method", "step-back", "--task", "gsm8k", "--limit", "5", "--backend", "hf",
+              "--set", "method_options.max_new_tokens=16", "--out-dir", str(tmp_path / "eval"), "--no-progress")
     [record] = (tmp_path / "eval").rglob("step-back+max_new_tokens=16+limit=5.json")
     rec = json.loads(record.read_text())
     assert rec["s2d"]["method"] == "step-back" and rec["s2d"]["n_examples"] == 5
@@ -57,7 +57,7 @@ def test_eval_and_generate_with_the_plugin(step_back_installed, tiny_data, tmp_p
     assert "exact_match,none" in rec["lm_eval"]["results"]["s2d_gsm8k"], res.stdout
     out = tmp_path / "traces.jsonl"
     s2d("generate", "--method", "step-back", "--task", "gsm8k", "--split", "train", "--limit", "3", "--n", "2",
-        "--backend", "hf", "-o", "max_new_tokens=16", "--cache", str(tmp_path / "cache"), "--out", str(out),
+        "--backend", "hf", "--set", "method_options.max_new_tokens=16", "--cache", str(tmp_path / "cache"), "--out", str(out),
         "--no-progress")
     traces = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(traces) == 3 and all(len(t["samples"]) == 2 for t in traces)

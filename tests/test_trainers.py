@@ -107,8 +107,8 @@ def test_lora_moves_the_model_toward_the_targets(model_path, tmp_path, tokenizer
 def test_training_resumes_from_the_last_checkpoint_after_a_kill(model_path, tmp_path):
     data = write_records(tmp_path / "sft.jsonl", SECRETS, repeat=8)
     out = tmp_path / "adapter"
-    cmd = [sys.executable, "-m", "s2d.cli", "train", "--data", str(data), "--out", str(out), "--no-progress",
-           "-O", "epochs=2", "-O", "batch_size=2", "-O", "save_steps=2"]
+    cmd = [sys.executable, "-m", "s2d.cli", "train", "--data", str(data), "--out-dir", str(out), "--no-progress",
+           "--set", "trainer_options.epochs=2", "--set", "trainer_options.batch_size=2", "--set", "trainer_options.save_steps=2"]
     env = {**os.environ, "S2D_LOAD_PLUGINS": ""}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
@@ -138,8 +138,8 @@ def test_two_process_data_parallel_training_under_accelerate(model_path, tmp_pat
     # (--cpu instead would start one plain process).
     res = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "s2d.cli", "train",
-                          "--data", str(data), "--out", str(out), "--no-progress", "-O", "epochs=1",
-                          "-O", "batch_size=2"],
+                          "--data", str(data), "--out-dir", str(out), "--no-progress", "--set", "trainer_options.epochs=1",
+                          "--set", "trainer_options.batch_size=2"],
                          env={**os.environ, "S2D_LOAD_PLUGINS": "", "OMP_NUM_THREADS": "1"},
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -13,6 +13,8 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
+from s2d.errors import S2DError
+
 # Fields a request may carry; anything else in an input record is an error (caught early).
 REQUEST_FIELDS = ("messages", "prompt", "max_new_tokens", "temperature", "top_p", "n", "stop", "seed",
                   "adapter", "id", "first_sample")
@@ -159,7 +161,7 @@ def cpu_dtype() -> str:
     return "bfloat16" if cpu_has_fast_bf16() else "float32"
 
 
-class PromptTooLongError(ValueError):
+class PromptTooLongError(S2DError, ValueError):
     """A prompt (plus its token budget) that does not fit the model's context."""
 
 

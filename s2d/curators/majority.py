@@ -5,6 +5,7 @@ parseable answer."""
 
 from __future__ import annotations
 
+from s2d.config import ConfigError
 from s2d.curators.base import Curator, Decision, vote
 from s2d.hookspecs import hookimpl
 
@@ -26,9 +27,9 @@ class MajorityVote(Curator):
     def __init__(self, task, **options):
         super().__init__(task, **options)
         if self.margin < 0:
-            raise ValueError(f"majority: margin must be a non-negative integer, got {self.margin!r}")
+            raise ConfigError(f"majority: margin must be a non-negative integer, got {self.margin!r}")
         if self.target not in ("answer", "response"):
-            raise ValueError(f"majority: target must be 'answer' or 'response', got {self.target!r}")
+            raise ConfigError(f"majority: target must be 'answer' or 'response', got {self.target!r}")
 
     def curate(self, traces, runner=None):
         out = []

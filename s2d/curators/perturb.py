@@ -5,6 +5,7 @@ original and the perturbed input give the same answer. Needs traces made with ``
 from __future__ import annotations
 
 from s2d.curators.base import Curator, Decision, vote
+from s2d.files import InputError
 from s2d.hookspecs import hookimpl
 
 
@@ -21,7 +22,7 @@ class PerturbationConsistency(Curator):
         out = []
         for t in traces:
             if "perturbed" not in t:
-                raise ValueError(f"trace {t['id']!r} has no perturbed samples: run `s2d generate --perturb` "
+                raise InputError(f"trace {t['id']!r} has no perturbed samples: run `s2d generate --perturb` "
                                  f"(task {t.get('task')!r} must define a perturbation)")
             _, a, _, tied_a = vote([s["answer"] for s in t["samples"]])
             _, b_raw, _, tied_b = vote([s["answer"] for s in t["perturbed"]["samples"]])

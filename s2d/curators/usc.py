@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from s2d.config import ConfigError
 from s2d.curators.base import Curator, Decision
 from s2d.hookspecs import hookimpl
 from s2d.methods.base import Chain
@@ -30,7 +31,7 @@ class UniversalSelfConsistency(Curator):
 
     def curate(self, traces, runner=None):
         if runner is None:
-            raise ValueError("the usc curator asks the model: give it a backend (s2d curate --model ...)")
+            raise ConfigError("the usc curator asks the model: give it a backend (s2d curate --model ...)")
         todo, prompts, out = [], [], {}
         for t in traces:
             responses = [s["response"].strip() for s in t["samples"] if s["response"].strip()]

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from s2d.config import ConfigError
+from s2d.errors import S2DError
 from s2d.files import atomic_write, portable_path, write_json, write_jsonl
 
 SAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
@@ -53,7 +55,7 @@ def record_path(results_dir: str | Path, model_ref: str, task: str, condition: s
     return Path(results_dir) / model_dir / safe_name(task) / f"{safe_name(condition)}.json"
 
 
-class RecordExistsError(ValueError):
+class RecordExistsError(S2DError, ValueError):
     """An eval record of other settings is where a new one would be written."""
 
 
@@ -86,7 +88,7 @@ def check_record(path: Path, identity: dict, overwrite: bool = False) -> None:
     if differ:
         shown = "; ".join(f"{k}: {saved.get(k)!r} there, {identity.get(k)!r} now" for k in differ)
         raise RecordExistsError(f"{path} holds a record made with other settings ({shown}); choose another "
-                                f"--results-dir or --label, or pass --overwrite")
+                                f"--out-dir or --label, or pass --overwrite")
 
 
 def planned_records(*, results_dir, model_ref, model_path, tasks, method, adapter, limit, label, task_options,
@@ -125,7 +127,7 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
     from s2d.lmeval.model import S2DLM
 
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        raise ConfigError(f"limit must be a positive integer, got {limit!r}")
     plan = planned_records(results_dir=results_dir, model_ref=model_ref, model_path=backend.model_path, tasks=tasks,
                            method=method, adapter=adapter,
                            limit=limit, label=label, task_options=task_options, method_options=method_options,

@@ -12,6 +12,8 @@ import inspect
 from functools import lru_cache
 from pathlib import Path
 
+from s2d.config import ConfigError
+
 
 def tasks_path() -> str:
     """The folder of s2d's lm-eval task files, for ``lm_eval --include_path``."""
@@ -42,7 +44,7 @@ def check_task_options(cls, options: dict) -> dict:
     declared = task_options(cls)
     unknown = sorted(set(options) - set(declared) - {"subset", "subset_seed"})
     if unknown:
-        raise ValueError(f"task {cls.name!r}: unknown option(s) {', '.join(unknown)}; options: "
+        raise ConfigError(f"task {cls.name!r}: unknown option(s) {', '.join(unknown)}; options: "
                          f"{', '.join(sorted(declared))}, subset, subset_seed")
     return {k: check_type(v, declared[k], f"task {cls.name!r}: option {k!r}") if k in declared else v
             for k, v in options.items()}
@@ -60,9 +62,31 @@ def build_task(name: str, strict: bool = False, **options):
     as ``version``) only what the task's constructor takes is passed."""
     cls = _task_class(name)
     if strict:
-        return cls(**task_kwargs(cls, options))
-    known = {k: v for k, v in options.items() if k in task_options(cls)}
-    return cls(**known)
+        kwargs = task_kwargs(cls, options)
+    else:
+        kwargs = {k: v for k, v in options.items() if k in task_options(cls)}
+    return _built(cls, kwargs)
+
+
+_BUILT: dict = {}
+
+
+def _built(cls, kwargs: dict):
+    """One instance per (task class, options, data folder) in a process: an `s2d eval` checks the
+    task's options, lm-eval loads its documents and the LM builds prompts from the same Task
+    (building one reads and splits its data files)."""
+    import json
+    import os
+
+    try:
+        key = (cls, json.dumps(kwargs, sort_keys=True), os.environ.get("S2D_DATA_DIR"))
+    except TypeError:  # an option JSON cannot spell: no sharing
+        return cls(**kwargs)
+    if key not in _BUILT:
+        if len(_BUILT) >= 64:
+            _BUILT.clear()
+        _BUILT[key] = cls(**kwargs)
+    return _BUILT[key]
 
 
 def bind(name: str):
@@ -137,7 +161,7 @@ def check_task_plugin(name: str) -> None:
     cls = entry.obj
     missing = [m for m in REQUIRED if getattr(cls, m, None) is None or getattr(cls, m) is getattr(Task, m)]
     if missing:
-        raise ValueError(f"task {name!r} (plugin {entry.plugin!r}) cannot be scored: it does not implement "
+        raise ConfigError(f"task {name!r} (plugin {entry.plugin!r}) cannot be scored: it does not implement "
                          f"{', '.join(missing)} (see docs/plugins.md, 'Tasks')")
 
 

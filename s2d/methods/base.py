@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from s2d.backends.base import Completion, Request
+from s2d.errors import S2DError
 from s2d.options import apply_options
 
 
@@ -184,7 +185,7 @@ def _show(messages: list[dict]) -> str:
     return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
 
 
-class MethodConfigError(ValueError):
+class MethodConfigError(S2DError, ValueError):
     """A method option or template override that does not fit the method."""
 
 

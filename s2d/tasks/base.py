@@ -15,8 +15,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from s2d.errors import S2DError
 
-class TaskDataError(FileNotFoundError):
+
+class TaskDataError(S2DError, FileNotFoundError):
     """Data a task needs is missing: says which file, which setting, and how to get it."""
 
 

@@ -18,13 +18,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from s2d.errors import S2DError
 from s2d.files import InputError, portable_path, read_jsonl, write_json
 from s2d.options import apply_options
 
 CONFIG_NAME = "s2d_training.json"
 
 
-class TrainerError(ValueError):
+class TrainerError(S2DError, ValueError):
     """Bad training data or settings (names the file and line, or the option)."""
 
 
