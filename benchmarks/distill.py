@@ -8,7 +8,7 @@
    each and their ratio `lora_over_trl`.
 
     S2D_DATA_DIR=... python benchmarks/distill.py [--config results/configs/default.yaml] [--skip-run]
-        [--model qwen2.5-coder-1.5b]
+        [--model qwen2.5-coder-1.5b] [--export results/distill/default]
 
 Run it alone on the machine. Writes results/benchmarks/distill.{md,json} (distill-MODEL.* for
 another --model than the default, so one model's figures never replace another's).
@@ -100,11 +100,17 @@ def main():
     ap.add_argument("--skip-run", action="store_true", help="Only the trainer comparison (needs --data).")
     ap.add_argument("--out", default="results/benchmarks")
     ap.add_argument("--model", default=None, help="Model alias or folder [default: the config's, smollm2-135m].")
+    ap.add_argument("--export", default=None, help="Also export the timed run (as `s2d distill --export`), e.g. "
+                                                   "results/distill/default: the README's run, from an empty cache.")
     args = ap.parse_args()
 
     from s2d.models import resolve_model
     from s2d.trainers.lora import LoraTrainer
 
+    if args.export:  # refused now, not after the run
+        from s2d.distill import check_export_dest
+
+        check_export_dest(args.export)
     work = Path(tempfile.mkdtemp(prefix="s2d-bench-distill-"))
     rows, figures = [], {}
     data = args.data
@@ -116,6 +122,10 @@ def main():
         figures["stages"] = summary["stages"]
         figures["summary_rows"] = summary["rows"]
         data = data or str(work / "run" / "sft.jsonl")
+        if args.export:
+            from s2d.distill import export_run
+
+            print(f"-> {export_run(work / 'run', args.export)}", file=sys.stderr)
     if not data:
         sys.exit("--skip-run needs --data")
     model_path = resolve_model(args.model or "smollm2-135m")
