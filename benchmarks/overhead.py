@@ -134,8 +134,8 @@ def main() -> None:
         if not args.skip_eval:
             model_args = ",".join([f"pretrained={path}", f"dtype={eng['dtype']}", "seed=0",
                                    f"max_model_len={eng['max_model_len']}", f"enforce_eager={eng['enforce_eager']}"]
-                                  + [f"{k}={eng[k]}" for k in ("enable_chunked_prefill", "max_num_batched_tokens")
-                                     if k in eng])
+                                  + [f"{k}={eng[k]}" for k in ("enable_chunked_prefill", "max_num_batched_tokens",
+                                                               "gpu_memory_utilization", "load_format") if k in eng])
             lm_out = tmp / "lm_eval"
             wall, _ = timed([sys.executable, "-c", LM_EVAL, "--model", "vllm", "--model_args", model_args,
                              "--tasks", "s2d_last_letter", "--include_path", tasks_path(), "--limit", str(args.limit),

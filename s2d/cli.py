@@ -253,6 +253,14 @@ def _method(ctx, name: str, task, options: dict):
         raise ConfigError(f"method {name!r}: {exc}") from None
 
 
+def _check_adapter(adapter: str | None) -> None:
+    """--adapter must be a PEFT adapter folder: said now, before any model loads."""
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+        from s2d.files import InputError
+
+        raise InputError(f"--adapter {adapter}: not a PEFT adapter folder (no adapter_config.json)")
+
+
 def _docs(task, split: str, limit: int | None):
     try:
         docs = task.docs(split)
@@ -317,6 +325,7 @@ def generate(ctx, model, backend, dtype, batch_size, threads, trust_remote_code,
         raise click.UsageError("give --task (or `task:` in --config) to run a method, or --input for raw requests")
     if stop:  # a method's stages set their own stop strings; never drop a flag silently
         raise click.UsageError("--stop goes with --input; with --task each stage of the method sets its own")
+    _check_adapter(adapter)
     from s2d.files import check_output, write_jsonl
     from s2d.traces import generate_traces
 
@@ -627,6 +636,7 @@ def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, se
     names = cfg.tasks()
     if not names:
         raise click.UsageError("give --task NAME[,NAME...] (or `task:` in --config)")
+    _check_adapter(adapter)
     plugins = _plugins(ctx)
     for name in names:
         plugins.get("tasks", name)

@@ -80,7 +80,9 @@ def check_settings(s: dict) -> None:
         if not isinstance(s[key], bool):
             fail(key, "true or false")
     for key in ("task", "method", "curator", "trainer", "model", "backend", "split"):
-        if s[key] is not None and not isinstance(s[key], str):
+        if s[key] is None and key in ("task", "backend"):  # null: none yet / the default engine
+            continue
+        if not isinstance(s[key], str) or not s[key]:
             fail(key, "a name")
     for key in MAPPINGS:
         if not isinstance(s[key], dict):
@@ -125,6 +127,10 @@ class RunConfig:
     def generation_options(self) -> dict:
         """The method's options for sampling the train split: its own, n, and the run's sampling."""
         s = self.settings
+        clash = sorted({"n", "temperature", "top_p"} & set(s["method_options"]))
+        if clash:  # the run's own settings decide the train samples; one spelling, never two
+            raise ConfigError(f"method_options {', '.join(clash)}: for the train samples set "
+                              f"{', '.join(clash)} itself (--set {clash[0]}=...), not inside method_options")
         options = {**s["method_options"], "n": int(s["n"])}
         for key in ("temperature", "top_p"):  # None: the method's own (0.7 for n > 1)
             if s[key] is not None:

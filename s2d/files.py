@@ -20,7 +20,11 @@ def read_jsonl(path: str | os.PathLike, parse: Callable[[Any], Any] | None = Non
     """Read every line of a JSONL file, failing on the first bad line with ``FILE:LINE: why``.
     ``parse`` turns each decoded record into an object and may raise ValueError/TypeError."""
     items = []
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    with f:
         for lineno, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")

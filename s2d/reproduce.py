@@ -109,7 +109,7 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "re
         raw = yaml.safe_load(config_path(configs_dir, name).read_text()) or {}
         cfg = RunConfig.build(apply_scale(raw, scale), {"backend": backend, "model": model, **overrides},
                               SetItems(settings or {}))
-        folder = run_name(name, {**overrides, **flat(settings or {})})
+        folder = safe_name(run_name(name, {**overrides, **flat(settings or {})}))
         echo(f"== {folder} ({scale}{f', {model}' if other else ''})")
         run_dir = Path(runs_dir) / where / folder
         summary = DistillRun(cfg, run_dir, progress=progress, echo=echo).run()

@@ -178,3 +178,24 @@ def test_an_expected_error_from_deep_inside_is_one_line(tiny_data, tmp_path):
                  "--out-dir", str(tmp_path))
     assert res.exit_code == 1 and "size" in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1, res.output
+
+
+def test_names_cannot_be_null_and_sampling_has_one_spelling(tmp_path):
+    from s2d.config import ConfigError, resolve
+
+    for item in ("model=null", "method=null", "curator=null", "trainer=null"):
+        with pytest.raises(ConfigError, match="must be a name"):
+            resolve("distill", flags={"task": "last_letter"}, set_items=[item])
+    assert resolve("distill", flags={"task": "last_letter"}, set_items=["backend=null"])["backend"] is None
+    cfg = resolve("distill", flags={"task": "last_letter"}, set_items=["method_options.n=4"])
+    with pytest.raises(ConfigError, match="set n itself"):
+        cfg.generation_options()
+    assert cfg.eval_method_options()["n"] == 4  # at test time, n samples and their majority (GSM8k's k)
+
+
+def test_an_adapter_flag_that_is_no_adapter_is_refused_before_any_model_loads(tiny_data, tmp_path):
+    (tmp_path / "not_adapter").mkdir()
+    for command in (["eval", "--task", "last_letter", "--out-dir", str(tmp_path / "e")],
+                    ["generate", "--task", "last_letter", "--out", str(tmp_path / "o.jsonl")]):
+        res = invoke(*command, "--backend", "scripted", "--adapter", str(tmp_path / "not_adapter"))
+        assert res.exit_code == 1 and "not a PEFT adapter folder" in res.output, res.output

@@ -34,7 +34,9 @@ def render(tokenizer, request: Request) -> list[int]:
     as is (with the tokenizer's usual special tokens)."""
     if request.messages is not None:
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError("this model has no chat template; send raw 'prompt' text instead of 'messages'")
+            from s2d.models import ModelError
+
+            raise ModelError("this model has no chat template; send raw 'prompt' text instead of 'messages'")
         text = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
     return tokenizer(request.prompt)["input_ids"]

@@ -46,7 +46,9 @@ def _adapter_rank(path: str) -> int:
         with open(os.path.join(path, "adapter_config.json")) as f:
             return int(json.load(f).get("r", 16))
     except (OSError, ValueError) as exc:
-        raise ValueError(f"adapter {path}: cannot read adapter_config.json ({exc})") from None
+        from s2d.files import InputError
+
+        raise InputError(f"adapter {path}: cannot read adapter_config.json ({exc})") from None
 
 
 class VLLMBackend(Backend):
