@@ -198,13 +198,13 @@ def _cache(cache_dir, no_cache):
     return open_cache(None if no_cache else (cache_dir or True))
 
 
-def make_backend(ctx, cfg, dtype=None, batch_size=None, threads=None, trust_remote_code=False, model=None):
-    """The engine for the settings' model (or ``model``), backend and seed."""
+def make_backend(ctx, cfg, dtype=None, batch_size=None, threads=None, trust_remote_code=False):
+    """The engine for the settings' model, backend and seed."""
     from s2d.backends import load_backend
 
     _plugins(ctx)
     try:
-        return load_backend(cfg["backend"], model or cfg["model"], seed=cfg["seed"], dtype=dtype,
+        return load_backend(cfg["backend"], cfg["model"], seed=cfg["seed"], dtype=dtype,
                             batch_size=batch_size, threads=threads, trust_remote_code=trust_remote_code or None)
     except RuntimeError as exc:  # an engine that cannot start here says why in one line
         raise click.ClickException(str(exc)) from None
@@ -253,12 +253,13 @@ def _method(ctx, name: str, task, options: dict):
         raise ConfigError(f"method {name!r}: {exc}") from None
 
 
-def _check_adapter(adapter: str | None) -> None:
-    """--adapter must be a PEFT adapter folder: said now, before any model loads."""
+def _check_adapter(adapter: str | None, what: str = "--adapter") -> None:
+    """An adapter (the --adapter flag, or a request line's 'adapter') must be a PEFT adapter
+    folder: said now, before any model loads."""
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         from s2d.files import InputError
 
-        raise InputError(f"--adapter {adapter}: not a PEFT adapter folder (no adapter_config.json)")
+        raise InputError(f"{what} {adapter!r} is not a PEFT adapter folder (no adapter_config.json)")
 
 
 def _docs(task, split: str, limit: int | None):
@@ -363,8 +364,7 @@ def _generate_requests(ctx, cfg, dtype, batch_size, threads, trust_remote_code, 
 
     def parse(rec):
         req = Request.from_dict(rec, defaults)
-        if req.adapter is not None and not (Path(req.adapter) / "adapter_config.json").is_file():
-            raise ValueError(f"'adapter' {req.adapter!r} is not a PEFT adapter folder (no adapter_config.json)")
+        _check_adapter(req.adapter, "'adapter'")  # an InputError is a ValueError: read_jsonl adds file:line
         return req
 
     requests = read_jsonl(input_path, parse)  # every line checked before any model is loaded
@@ -528,7 +528,8 @@ def distill(ctx, config_path, scale, set_items, task_name, method, curator, trai
     if export_dir:  # a refusal found now, not after the whole run
         check_export_dest(export_dir)
     run = DistillRun(cfg, folder, progress=progress, echo=lambda m: click.echo(m, err=True),
-                     backend_options={"dtype": dtype} if dtype else None, cache=False if no_cache else (cache_dir or True))
+                     backend_options={"dtype": dtype} if dtype else None,
+                     cache=False if no_cache else (cache_dir or True))
     # Expected errors (S2DError) become one line; anything else (a bug) keeps its traceback.
     # Settings were checked before the run started (DistillRun.check).
     summary = run.run()
@@ -643,8 +644,7 @@ def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, se
         check_task_plugin(name)
     options, m_options = cfg.eval_task_options(), cfg.eval_method_options()
     for name in names:  # the method's options checked against each task (built once) before any model loads
-        _method(ctx, cfg["method"], _task(ctx, name, {k: v for k, v in options.items()
-                                                      if k not in ("subset", "subset_seed")}), m_options)
+        _method(ctx, cfg["method"], _task(ctx, name, options), m_options)  # build_task leaves subset* to lm-eval
     loads = model_path_for(cfg["backend"], cfg["model"])
     for path, identity in planned_records(results_dir=out_dir, model_ref=cfg["model"], model_path=loads, tasks=names,
                                           method=cfg["method"], adapter=adapter, limit=cfg["eval_limit"], label=label,

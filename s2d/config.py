@@ -231,9 +231,10 @@ OWN_BY_METHOD = ("method_options", "eval_method_options", "templates")
 
 def layer_over(settings: dict, layer: dict, keep_none: bool = False) -> dict:
     """One layer of settings over ``settings``: a ``None`` value leaves the setting as it was (a
-    flag not given; with ``keep_none``, as in ``--set train_limit=null``, it sets null); mapping settings merge one level deep (``--set method_options.shots=4``
-    keeps the other method options); a new ``method`` drops the previous method's options,
-    which belong to it (``--method system1`` over a rar2 config), unless the layer gives new ones."""
+    flag not given; with ``keep_none``, as in ``--set train_limit=null``, it sets null); mapping
+    settings merge one level deep (``--set method_options.shots=4`` keeps the other method options);
+    a new ``method`` drops the previous method's options, which belong to it (``--method system1``
+    over a rar2 config), unless the layer gives new ones."""
     out = dict(settings)
     if layer.get("method") is not None and layer["method"] != out.get("method"):
         for own in OWN_BY_METHOD:
@@ -242,15 +243,6 @@ def layer_over(settings: dict, layer: dict, keep_none: bool = False) -> dict:
         if value is None and not keep_none:
             continue
         out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def merge_settings(config: dict, overrides: dict) -> dict:
-    """``overrides`` over ``config``, mapping settings merged one level deep (no method rule)."""
-    out = dict(config)
-    for key, value in overrides.items():
-        out[key] = {**(out.get(key) or {}), **value} if isinstance(value, dict) and isinstance(out.get(key), dict) \
-            else value
     return out
 
 

@@ -151,10 +151,6 @@ class DistillRun:
         self._task = None
 
     # -- plumbing ---------------------------------------------------------------------------------
-    def check_folder(self) -> None:
-        """Refuse to mix two different runs in one folder (see :meth:`RunFolder.claim`)."""
-        self.folder.claim()
-
     def task(self):
         from s2d.lmeval.tasks import build_task
 
@@ -250,8 +246,8 @@ class DistillRun:
             task.docs(c["split"])
             from s2d.lmeval.tasks import _task_class, check_task_options
 
-            check_task_options(_task_class(c["task"]), {**c["task_options"], **c["eval_task_options"]})
-            build_method(c["method"], task, **self.round(1).method_options())
+            check_task_options(_task_class(c["task"]), c.eval_task_options())
+            build_method(c["method"], task, **c.generation_options())
             build_method(c["method"], task, **self.round(1).conditions()[1][2])  # the System 2 row's options
             build_curator(c["curator"], task, **c["curator_options"])
             get_plugins().get("trainers", c["trainer"]).obj(**c["trainer_options"])
@@ -339,10 +335,6 @@ class Round:
     def merged_dir(self) -> Path:
         return self.folder.merged(self.r)
 
-    def method_options(self) -> dict:
-        """The System 2 method's options on the train split: its own, n, and the run's sampling."""
-        return self.config.generation_options()
-
     # -- the four stages --------------------------------------------------------------------------
     def generate(self) -> Stage:
         out = self.folder.traces(self.r)
@@ -355,7 +347,7 @@ class Round:
             docs = task.docs(c["split"])
             if c["train_limit"]:
                 docs = docs[: int(c["train_limit"])]
-            method = build_method(c["method"], task, **self.method_options())
+            method = build_method(c["method"], task, **c.generation_options())
             engine = self.run.engine(self.teacher())
             traces, stats = generate_traces(engine, task, method, docs, split=c["split"],
                                             cache=self.run.cache, seed=c["seed"],
@@ -468,7 +460,8 @@ class Round:
                     engine, adapter = self.run.engine(self.teacher()), None
                 # The cache keys weights and adapters by their content, so every row goes through it.
                 evaluate(engine, model_ref=c["model"], tasks=[c["task"]], method=method, adapter=adapter,
-                         limit=c["eval_limit"], seed=c["seed"], log_samples=True, results_dir=str(self.folder.eval_dir(self.r)),
+                         limit=c["eval_limit"], seed=c["seed"], log_samples=True,
+                         results_dir=str(self.folder.eval_dir(self.r)),
                          label=label, task_options=c.eval_task_options() or None,
                          progress=self.run.progress, method_options=m_opts or None, cache=self.run.cache)
             return {}

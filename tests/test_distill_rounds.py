@@ -151,11 +151,11 @@ def test_distill_set_flag_is_a_config_line(tmp_path):
     from click.testing import CliRunner
 
     from s2d.cli import cli
-    from s2d.config import merge_settings, parse_set
+    from s2d.config import layer_over, parse_set
 
     assert parse_set(["rounds=2", "method_options.shots=4", "temperature=0"]) == {
         "rounds": 2, "method_options": {"shots": 4}, "temperature": 0}
-    assert merge_settings({"method_options": {"shots": 2, "shot_seed": 1}}, {"method_options": {"shots": 4}}) == {
+    assert layer_over({"method_options": {"shots": 2, "shot_seed": 1}}, {"method_options": {"shots": 4}}) == {
         "method_options": {"shots": 4, "shot_seed": 1}}
     for bad, why in (["nope=1"], "unknown setting 'nope'"), (["n.x=1"], "'n' is not a mapping"), (["rounds"], "KEY=VALUE"):
         res = CliRunner().invoke(cli, ["distill", "--task", "last_letter", "--runs-dir", str(tmp_path), "--set", *bad])
