@@ -680,6 +680,37 @@ def leaderboard(results_dir, out_dir):
     click.echo(f"-> {md}" + (f", {png}" if png else ""), err=True)
 
 
+@cli.command()
+@click.argument("run_folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--confidence", type=click.Choice(["logprob", "agreement"]), default="logprob", show_default=True,
+              help="logprob: the direct answer's mean token log-probability; agreement: the share of --samples "
+                   "sampled answers that agree with it.")
+@click.option("--samples", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Samples for --confidence agreement.")
+@click.option("--tune-split", default="validation", show_default=True, help="The split the threshold is picked on.")
+@click.option("--tolerance", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Pick the cheapest threshold within this much accuracy of the best.")
+@click.option("--round", "round_", type=click.IntRange(min=1), default=None, help="The run's round [default: last].")
+@click.option("--backend", "-b", default=None, help="[default: the run's]")
+@click.option("--out-dir", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Where to write [default: RUN_FOLDER/route-CONFIDENCE].")
+@cache_options
+@click.option("--progress/--no-progress", default=True)
+def route(run_folder, confidence, samples, tune_split, tolerance, round_, backend, out_dir, cache_dir, no_cache,
+          progress):
+    """System 1 first, System 2 when unsure: sweep confidence thresholds for a distilled run on the
+    validation split, draw the accuracy/cost curve on the test split and score the chosen threshold
+    there through lm-eval (`s2d eval --method route`)."""
+    from s2d.routing import route_run
+
+    out = Path(out_dir) if out_dir else Path(run_folder) / f"route-{confidence}"
+    result = route_run(run_folder, out_dir=out, tune_split=tune_split, confidence=confidence, samples=samples,
+                       tolerance=tolerance, backend=backend, round_=round_, cache=_cache(cache_dir, no_cache),
+                       progress=progress, echo=lambda m: click.echo(m, err=True))
+    click.echo((out / "routing.md").read_text())
+    click.echo(f"-> {out / 'routing.json'}, {out / 'routing.png'}; {result['seconds']:.0f} s", err=True)
+
+
 @cli.group()
 def config():
     """Run settings: what a run will use."""

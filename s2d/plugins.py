@@ -42,17 +42,20 @@ DEFAULT_PLUGINS = (
     "s2d.tasks.triviaqa_bias",
     "s2d.tasks.mt_bench_judge",
     "s2d.tasks.gsm8k",
+    "s2d.tasks.addition",
     "s2d.methods.system1",
     "s2d.methods.cot",
     "s2d.methods.rar",
     "s2d.methods.s2a",
     "s2d.methods.bsm",
+    "s2d.methods.route",
     "s2d.curators.majority",
     "s2d.curators.perturb",
     "s2d.curators.usc",
     "s2d.curators.none",
     "s2d.trainers.lora",
     "s2d.trainers.full",
+    "s2d.trainers.stepwise",
 )
 
 

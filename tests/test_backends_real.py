@@ -129,3 +129,32 @@ def test_a_prompt_longer_than_the_context_is_an_error_naming_the_request(backend
                                    str(tmp_path / "o.jsonl"), "--no-progress"])
     assert res.exit_code != 0 and "request 2 (id 'long')" in res.output and "context" in res.output, res.output
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_logprobs_are_the_models_own_for_the_generated_tokens(engine):
+    """A request with logprobs gets the generated tokens' summed log-probability: the same number a
+    teacher-forced forward pass of transformers gives for those tokens (fp32 on both sides)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from s2d.backends.hf import render
+
+    reqs = [chat(c, max_new_tokens=12, logprobs=True) for c in CHAT[:3]]
+    outs = engine.generate(reqs, progress=False)
+    assert engine.generate([chat(CHAT[0], max_new_tokens=12)], progress=False)[0][0].logprob is None  # only if asked
+    tok = AutoTokenizer.from_pretrained(engine.model_path)
+    model = AutoModelForCausalLM.from_pretrained(engine.model_path, dtype=torch.float32)
+    compared = 0
+    for req, (c,) in zip(reqs, outs):
+        prompt = render(tok, req)
+        done = tok(c.text, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if c.finish_reason == "stop" else [])
+        if len(done) != c.completion_tokens:
+            continue  # the decoded text does not re-tokenize to the same ids: nothing exact to compare
+        ids = torch.tensor([prompt + done])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, len(prompt) - 1:-1].float(), dim=-1)
+        expected = logp.gather(1, torch.tensor(done).view(-1, 1)).sum().item()
+        assert c.logprob == pytest.approx(expected, abs=0.05 + 0.01 * len(done)), (c.text, c.logprob, expected)
+        assert c.mean_logprob == pytest.approx(c.logprob / c.completion_tokens)
+        compared += 1
+    assert compared >= 2

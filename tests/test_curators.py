@@ -58,6 +58,7 @@ def test_perturb_keeps_swap_consistent_verdicts(tiny_data):
         "same": (True, "consistent"), "flip": (False, "inconsistent"), "tie": (True, "consistent"),
         "unparsed": (False, "unparseable")}
     assert [c for _, c in d["same"].examples] == ["[[A]]", "[[B]]"]  # both orders, each with its own label
+    assert d["same"].responses == ["... Final answer: A", "[[B]]"]  # and each order's own System 2 text
     with pytest.raises(ValueError, match="--perturb"):
         build_curator("perturb", t).curate([trace("n", ["A"], task_name="mt_bench_judge")])
 
@@ -103,6 +104,8 @@ def test_curate_cli_writes_trl_records_dropped_and_summary(tmp_path):
     assert rows[0]["completion"] == [{"role": "assistant", "content": "Final answer: 4"}]
     assert rows[0]["s2d"]["method"] == "cot" and len(rows[0]["s2d"]["samples"]) == 3
     assert "..." not in rows[0]["completion"][0]["content"]  # no intermediate text
+    # beside it, the chosen sample's whole System 2 text (the first sample that gave the answer)
+    assert rows[0]["system2_completion"] == [{"role": "assistant", "content": "... Final answer: 4"}]
     dropped = [json.loads(x) for x in (tmp_path / "sft.dropped.jsonl").read_text().splitlines()]
     assert dropped[0]["s2d"]["id"] == "b" and dropped[0]["s2d"]["reason"] == "tie"
     assert json.loads((tmp_path / "sft.summary.json").read_text())["records"] == 2

@@ -14,7 +14,7 @@ from s2d.backends.scripted import ScriptedBackend
 from s2d.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ["last_letter", "coin_flip", "triviaqa_bias", "mt_bench_judge", "gsm8k"]
+TASKS = ["last_letter", "coin_flip", "triviaqa_bias", "mt_bench_judge", "gsm8k", "addition"]
 
 
 def test_task_files_load_through_lm_eval(tiny_data):

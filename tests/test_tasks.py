@@ -18,9 +18,9 @@ from s2d.tasks.triviaqa_bias import TriviaQABias
 REAL = os.environ.get("S2D_DATA_DIR")
 
 
-def test_the_five_tasks_are_registered():
+def test_the_builtin_tasks_are_registered():
     names = {e.name for e in Plugins(load_entrypoints=False).entries("tasks")}
-    assert names == {"last_letter", "coin_flip", "triviaqa_bias", "mt_bench_judge", "gsm8k"}
+    assert names == {"last_letter", "coin_flip", "triviaqa_bias", "mt_bench_judge", "gsm8k", "addition"}
 
 
 def test_missing_data_names_the_file_and_setting(monkeypatch, tmp_path):
@@ -142,3 +142,25 @@ def test_seeded_subset_keeps_pairs_whole_and_order():
     assert picked == sorted(picked, key=docs.index)
     plain = [{"id": str(i)} for i in range(10)]
     assert len(subset(plain, 4)) == 4 and len(subset(plain, 40)) == 10
+
+
+def test_addition_splits_are_disjoint_seeded_and_the_worked_example_adds_by_column():
+    from s2d.tasks.addition import Addition, column_steps
+
+    task = Addition(digits=3, size=20, train_size=50)
+    splits = {s: task.docs(s) for s in task.splits}
+    assert [len(splits[s]) for s in ("test", "validation", "train")] == [20, 20, 50]
+    pairs = [{(min(d["a"], d["b"]), max(d["a"], d["b"])) for d in docs} for docs in splits.values()]
+    assert sum(map(len, pairs)) == len(set().union(*pairs))  # no pair in two splits
+    assert all(100 <= d["a"] <= 999 and d["answer"] == str(d["a"] + d["b"]) for d in splits["test"])
+    assert Addition(digits=3, size=20, train_size=5).docs("test") == splits["test"]  # train size leaves test alone
+    assert Addition(digits=3, size=20, seed=1).docs("test") != splits["test"]
+    assert column_steps(478, 645) == ["Ones: 8 + 5 = 13, write 3, carry 1.", "Tens: 7 + 4 + 1 = 12, write 2, carry 1.",
+                                      "Hundreds: 4 + 6 + 1 = 11, write 1, carry 1.", "Write the final carry 1."]
+    q, solution = task.worked_example({"a": 478, "b": 645, "question": "What is 478 + 645?", "answer": "1123"})
+    assert solution.endswith("\nFinal answer: 1123") and task.extract(solution) == "1123"
+    assert task.extract("Final answer: 1,123.") == "1123" and task.extract("it is 12 or 13") == "13"
+    assert task.extract("no idea") is None and task.target("1123") == "Final answer: 1123"
+    assert task.score(splits["test"][0], f"Final answer: {splits['test'][0]['answer']}") == {"exact_match": 1.0}
+    with pytest.raises(ValueError, match="too many of the 81 pairs"):
+        Addition(digits=1, size=20)

@@ -17,7 +17,7 @@ from s2d.errors import S2DError
 
 # Fields a request may carry; anything else in an input record is an error (caught early).
 REQUEST_FIELDS = ("messages", "prompt", "max_new_tokens", "temperature", "top_p", "n", "stop", "seed",
-                  "adapter", "id", "first_sample")
+                  "adapter", "id", "first_sample", "logprobs")
 
 
 @dataclass
@@ -27,7 +27,8 @@ class Request:
 
     Samples are seeded by index: the request returns samples ``first_sample .. first_sample + n - 1``,
     and sample ``j`` is the same text whether it was asked for alone or among others (the generation
-    cache relies on this to add samples later)."""
+    cache relies on this to add samples later). ``logprobs``: also return each completion's
+    log-probability (the sum over its generated tokens, under the model's unprocessed distribution)."""
 
     messages: list[dict] | None = None
     prompt: str | None = None
@@ -40,6 +41,7 @@ class Request:
     adapter: str | None = None
     id: str | None = None
     first_sample: int = 0
+    logprobs: bool = False
 
     def __post_init__(self):
         if (self.messages is None) == (self.prompt is None):
@@ -68,6 +70,8 @@ class Request:
             raise ValueError(f"'first_sample' must be an integer >= 0, got {self.first_sample!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
             raise ValueError(f"'seed' must be an integer, got {self.seed!r}")
+        if not isinstance(self.logprobs, bool):
+            raise ValueError(f"'logprobs' must be true or false, got {self.logprobs!r}")
 
     @classmethod
     def from_dict(cls, record: dict, defaults: dict | None = None) -> "Request":
@@ -93,9 +97,20 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    logprob: float | None = None  # the generated tokens' summed log-probability, when asked for
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if out["logprob"] is None:
+            del out["logprob"]
+        return out
+
+    @property
+    def mean_logprob(self) -> float | None:
+        """The mean log-probability per generated token (a cheap confidence)."""
+        if self.logprob is None:
+            return None
+        return self.logprob / max(1, self.completion_tokens)
 
 
 def sample_seed(run_seed: int, request: Request, index: int, sample: int) -> int:

@@ -185,8 +185,14 @@ class HFBackend(Backend):
             generated: list[list[int]] = [[] for _ in range(n_rows)]
             finish = ["length"] * n_rows
             texts: list[str | None] = [None] * n_rows
+            want_logprobs = any(reqs[b].logprobs for b in owner)
+            logprob = [0.0] * n_rows
             for step in range(max_new):
                 tokens = self._pick(logits, temps[active], top_ps[active], [gens[r] for r in active])
+                if want_logprobs:  # of the unprocessed distribution, as vLLM reports it
+                    picked = torch.log_softmax(logits, dim=-1).gather(1, tokens.view(-1, 1)).view(-1).tolist()
+                    for r, lp in zip(active, picked):
+                        logprob[r] += lp
                 done_now = []
                 stop_check = []
                 for j, (r, tok) in enumerate(zip(active, tokens.tolist())):
@@ -236,7 +242,8 @@ class HFBackend(Backend):
                     text, hit = cut_at_stop(text, reqs[owner[r]].stop)
                     finish[r] = "stop" if hit else finish[r]
             results[owner[r]].append(Completion(text=text, prompt_tokens=len(prompts[owner[r]]),
-                                                completion_tokens=len(toks), finish_reason=finish[r]))
+                                                completion_tokens=len(toks), finish_reason=finish[r],
+                                                logprob=logprob[r] if reqs[owner[r]].logprobs else None))
         return results
 
     def _pick(self, logits, temps, top_ps, gens):

@@ -2,7 +2,9 @@
 
 Without a script it echoes the last user message (or the raw prompt). With ``script=FILE`` (a JSON
 object mapping a substring of the prompt to a reply, or to a list of replies cycled over samples),
-the first key found in the prompt decides the reply; ``"*"`` is the fallback.
+the first key found in the prompt decides the reply; ``"*"`` is the fallback. A reply may be
+``{"text": ..., "logprob": ...}`` to script the log-probability a request with ``logprobs`` gets
+(else -0.1 per word).
 """
 
 from __future__ import annotations
@@ -47,11 +49,17 @@ class ScriptedBackend(Backend):
             outs = []
             for s in range(r.n):
                 # Sample k of a request is sample first_sample + k of its prompt (see Request).
-                reply, hit = cut_at_stop(self._reply(r, text, r.first_sample + s), r.stop)
+                reply = self._reply(r, text, r.first_sample + s)
+                logprob = reply.get("logprob") if isinstance(reply, dict) else None
+                reply, hit = cut_at_stop(reply["text"] if isinstance(reply, dict) else reply, r.stop)
                 words = reply.split()
                 finish = "stop" if hit or len(words) <= r.max_new_tokens else "length"
                 reply = reply if len(words) <= r.max_new_tokens else " ".join(words[: r.max_new_tokens])
-                outs.append(Completion(reply, n_prompt, min(len(words), r.max_new_tokens), finish))
+                tokens = min(len(words), r.max_new_tokens)
+                if r.logprobs and logprob is None:
+                    logprob = -0.1 * tokens
+                outs.append(Completion(reply, n_prompt, tokens, finish,
+                                       float(logprob) if r.logprobs else None))
             results.append(outs)
         return results
 

@@ -155,7 +155,7 @@ class VLLMBackend(Backend):
                 prompts.append({"prompt_token_ids": ids})
                 params.append(SamplingParams(
                     n=1, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens,
-                    stop=list(r.stop) or None,
+                    stop=list(r.stop) or None, logprobs=0 if r.logprobs else None,
                     seed=None if r.greedy else sample_seed(self.seed, r, i, r.first_sample + s)))
                 loras.append(lora)
                 owner.append(i)
@@ -166,7 +166,8 @@ class VLLMBackend(Backend):
             c = out.outputs[0]
             results[i].append(Completion(text=c.text, prompt_tokens=len(out.prompt_token_ids),
                                          completion_tokens=len(c.token_ids),
-                                         finish_reason="length" if c.finish_reason == "length" else "stop"))
+                                         finish_reason="length" if c.finish_reason == "length" else "stop",
+                                         logprob=c.cumulative_logprob if requests[i].logprobs else None))
         return results
 
     def close(self) -> None:

@@ -5,7 +5,10 @@ sample of the method (response, parsed answer, stage texts, tokens) and, with ``
 same for the perturbed input. A curator reads traces only -- never labels -- and returns one
 :class:`Decision` per input. :func:`write_curated` turns decisions into TRL's conversational
 prompt-completion JSONL (``prompt``: the System 1 input, ``completion``: the final answer only) with
-provenance under ``s2d``, plus the dropped inputs and a summary beside it.
+provenance under ``s2d``, plus the dropped inputs and a summary beside it. Each kept record also
+carries ``system2_completion``: the chosen sample's whole final-stage text (its reasoning and its
+answer line), for trainers that learn from the reasoning (``stepwise``); answer-only trainers read
+``completion`` alone.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class Decision:
     vote: dict = field(default_factory=dict)
     # (prompt messages, completion text) pairs to train on; the perturb curator adds both orders
     examples: list[tuple[list[dict], str]] = field(default_factory=list)
+    # the System 2 text behind each example (None: the first sample that gave ``answer``)
+    responses: list[str | None] | None = None
 
 
 class Curator:
@@ -65,6 +70,11 @@ def vote(answers: list[str | None]) -> tuple[Counter, str | None, int, bool]:
     return counts, top, k, len(ranked) > 1 and ranked[1][1] == k
 
 
+def chosen_response(samples: list[dict], answer: str | None) -> str | None:
+    """The final-stage text of the first sample whose parsed answer is ``answer``."""
+    return next((s["response"] for s in samples if answer is not None and s["answer"] == answer), None)
+
+
 def write_curated(out: str | Path, traces: list[dict], decisions: list[Decision], *, curator: str,
                   extra: dict | None = None) -> dict:
     """Write OUT (kept, TRL prompt-completion), OUT.dropped.jsonl and OUT.summary.json; return the summary."""
@@ -82,9 +92,12 @@ def write_curated(out: str | Path, traces: list[dict], decisions: list[Decision]
                         for s in t["samples"]],
         }
         if d.kept:
-            for prompt, completion in d.examples:
-                kept.append({"prompt": prompt, "completion": [{"role": "assistant", "content": completion}],
-                             "s2d": provenance})
+            responses = d.responses or [chosen_response(t["samples"], d.answer)] + [None] * len(d.examples)
+            for (prompt, completion), response in zip(d.examples, responses):
+                record = {"prompt": prompt, "completion": [{"role": "assistant", "content": completion}]}
+                if response:
+                    record["system2_completion"] = [{"role": "assistant", "content": response.strip()}]
+                kept.append({**record, "s2d": provenance})
             ref = t.get("reference")
             if isinstance(ref, str) and d.answer is not None:  # analysis only: curators never saw it
                 judged += 1

@@ -4,7 +4,7 @@ original and the perturbed input give the same answer. Needs traces made with ``
 
 from __future__ import annotations
 
-from s2d.curators.base import Curator, Decision, vote
+from s2d.curators.base import Curator, Decision, chosen_response, vote
 from s2d.files import InputError
 from s2d.hookspecs import hookimpl
 
@@ -36,9 +36,11 @@ class PerturbationConsistency(Curator):
                 out.append(Decision(t["id"], False, "inconsistent", a, v))
             else:
                 examples = [(t["prompt"], self.task.target(a))]
+                responses = [chosen_response(t["samples"], a)]
                 if self.both_orders:
                     examples.append((t["perturbed"]["prompt"], self.task.target(b_raw)))
-                out.append(Decision(t["id"], True, "consistent", a, v, examples))
+                    responses.append(chosen_response(t["perturbed"]["samples"], b_raw))
+                out.append(Decision(t["id"], True, "consistent", a, v, examples, responses))
         return out
 
 

@@ -299,11 +299,15 @@ def leaderboard(results_dir: str | Path, out_dir: str | Path | None = None,
     md = out_dir / "leaderboard.md"
     with atomic_write(md) as f:
         f.write(table)
-    png = _plot(by_task, out_dir / "leaderboard.png")
+    from s2d.routing import load_routings
+
+    png = _plot(by_task, out_dir / "leaderboard.png", load_routings(results_dir))
     return table, md, png
 
 
-def _plot(by_task: dict, path: Path) -> Path | None:
+def _plot(by_task: dict, path: Path, routings: dict | None = None) -> Path | None:
+    """One panel per task: accuracy against mean tokens for every record, and the accuracy/cost
+    curve of each `s2d route` result (routing.json) found beside them."""
     try:
         import matplotlib
 
@@ -320,6 +324,11 @@ def _plot(by_task: dict, path: Path) -> Path | None:
                 continue
             ax.scatter(r["s2d"]["mean_generated_tokens"], 100 * m[key])
             ax.annotate(r["s2d"]["condition"], (r["s2d"]["mean_generated_tokens"], 100 * m[key]), fontsize=7)
+        for result in (routings or {}).get(task, []):
+            from s2d.routing import draw_route
+
+            draw_route(ax, result, rows=False)
+            ax.legend(fontsize=6)
         ax.set_ylim(0, 100)  # a shared scale, so panels and conditions compare at a glance
         ax.set_xlim(left=0)
         ax.set_title(task)

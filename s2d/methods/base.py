@@ -34,9 +34,17 @@ class Step:
     tokens: int
     prompt_tokens: int
     finish_reason: str
+    logprob: float | None = None  # summed over the generated tokens, when the stage asked for it
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if out["logprob"] is None:
+            del out["logprob"]
+        return out
+
+    @property
+    def mean_logprob(self) -> float | None:
+        return None if self.logprob is None else self.logprob / max(1, self.tokens)
 
 
 @dataclass
@@ -89,9 +97,12 @@ class StageRunner:
 
     def stage(self, name: str, chains: Sequence[Chain], prompts: Sequence[str | list[dict]], *, n: int = 1,
               max_new_tokens: int | None = None, temperature: float | None = None, top_p: float = 1.0,
-              stop: Sequence[str] | None = None) -> list[list[Chain]]:
+              stop: Sequence[str] | None = None, logprobs: bool = False,
+              adapter: str | None | type[Ellipsis] = ...) -> list[list[Chain]]:
         """Run ``prompts[i]`` (a user message, or a list of chat messages) ``n`` times for
-        ``chains[i]``; return, per chain, its ``n`` continuations.
+        ``chains[i]``; return, per chain, its ``n`` continuations. ``logprobs``: each step also
+        records its text's log-probability. ``adapter``: this stage's LoRA adapter instead of the
+        runner's (None: the base weights), for methods that use two models (``route``).
 
         Chain ``c`` draws samples ``c.index * n .. c.index * n + n - 1`` of its prompt, so two chains
         that reach the same prompt (two rephrasings that happen to agree) still sample independently,
@@ -110,22 +121,31 @@ class StageRunner:
                 "top_p": float(top_p) if temperature else 1.0,
                 "stop": [s for s in (stop if stop is not None else self.defaults.get("stop") or []) if s],
             }
-            outs = self._generate(name, messages, [c.index * n for c in chains], n, sampling)
+            if logprobs:  # only then, so the keys of every other stage stay what they were
+                sampling["logprobs"] = True
+            outs = self._generate(name, messages, [c.index * n for c in chains], n, sampling,
+                                  self.adapter if adapter is ... else adapter)
         result = []
         for chain, msgs, samples in zip(chains, messages, outs):
             shown = msgs[-1]["content"] if len(msgs) == 1 else _show(msgs)
             result.append([chain.then(Step(name, shown, c.text, c.completion_tokens, c.prompt_tokens,
-                                           c.finish_reason), index=chain.index * n + k)
+                                           c.finish_reason, c.logprob), index=chain.index * n + k)
                            for k, c in enumerate(samples)])
         return result
 
     def _generate(self, stage: str, messages: list[list[dict]], firsts: list[int], n: int,
-                  sampling: dict) -> list[list[Completion]]:
+                  sampling: dict, adapter: str | None) -> list[list[Completion]]:
         from s2d.cache import cache_key
 
+        if adapter == self.adapter:
+            adapter_id = self.adapter_id
+        else:
+            from s2d.traces import weights_identity
+
+            adapter_id = weights_identity(adapter)
         keys = []
         for msgs, first in zip(messages, firsts):
-            base = {"model": self.model_id, "adapter": self.adapter_id, "method": self.method, "stage": stage,
+            base = {"model": self.model_id, "adapter": adapter_id, "method": self.method, "stage": stage,
                     "messages": msgs, "sampling": sampling, "seed": self.seed}
             keys.append([cache_key({**base, "sample": j}) for j in range(first, first + n)])
         stored = self.cache.get_many([k for ks in keys for k in ks]) if self.cache is not None else {}
@@ -140,11 +160,11 @@ class StageRunner:
         requests = []
         for key, (i, j0) in todo.items():
             # The prompt's seed comes from its content (sample 0's key), never from its position.
-            prompt_seed = int(cache_key({"model": self.model_id, "adapter": self.adapter_id, "method": self.method,
+            prompt_seed = int(cache_key({"model": self.model_id, "adapter": adapter_id, "method": self.method,
                                          "stage": stage, "messages": messages[i], "sampling": sampling,
                                          "seed": self.seed, "sample": 0})[:8], 16) ^ self.seed
             requests.append((i, Request(messages=messages[i], n=n - j0, first_sample=firsts[i] + j0,
-                                        adapter=self.adapter, seed=prompt_seed, id=key, **sampling)))
+                                        adapter=adapter, seed=prompt_seed, id=key, **sampling)))
         # One batched call per stage, cut into large chunks so a kill loses at most one chunk.
         for chunk in _chunks(requests, self.chunk_sequences):
             # The bar is named by the stage ("cot/reason"), and counts samples.
@@ -164,8 +184,8 @@ class StageRunner:
                 for j, k in enumerate(ks):
                     if row[j] is None and k in by_key:
                         row[j] = by_key[k]
-        return [[Completion(r["text"], r["prompt_tokens"], r["completion_tokens"], r["finish_reason"])
-                 for r in row] for row in found]  # type: ignore[index]
+        return [[Completion(r["text"], r["prompt_tokens"], r["completion_tokens"], r["finish_reason"],
+                            r.get("logprob")) for r in row] for row in found]  # type: ignore[index]
 
 
 def _chunks(items: list, max_sequences: int) -> list[list]:

@@ -156,21 +156,33 @@ class Trainer:
 
 
 def hf_train(trainer: Trainer, model, tokenizer, records: list[dict], out: Path, *, seed: int, progress: bool,
-             data_path: str, model_path: str, save) -> dict:
-    """The shared loop: encode, train with transformers' Trainer (resuming), save, record the config."""
+             data_path: str, model_path: str, save, data: list[dict] | None = None, epochs: float | None = None,
+             ordered: bool = False, callbacks: tuple = (), extra: dict | None = None) -> dict:
+    """The shared loop: encode, train with transformers' Trainer (resuming), save, record the config.
+
+    A trainer with its own curriculum passes ``data`` already encoded and in order, ``ordered=True``
+    (no shuffling: the order is the schedule, and a resumed run skips exactly what was done), its
+    own ``epochs`` over that list, ``callbacks`` and ``extra`` facts for the recorded config."""
     import torch
+    from torch.utils.data import SequentialSampler
     from transformers import Trainer as HFTrainer
     from transformers import TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
-    data = [encode(tokenizer, r, int(trainer.max_length)) for r in records]
+    class OrderedTrainer(HFTrainer):
+        def _get_train_sampler(self, train_dataset=None):
+            return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
+
+    if data is None:
+        data = [encode(tokenizer, r, int(trainer.max_length)) for r in records]
     checkpoints = out / "checkpoints"
     claim_output(out, {"trainer": trainer.name, "settings": trainer.settings(), "seed": seed, "model": model_path,
                        "data_sha256": file_sha256(data_path)}, overwrite=bool(getattr(trainer, "overwrite", False)),
                  adopt=bool(getattr(trainer, "adopt_checkpoints", False)))
     args = TrainingArguments(
         output_dir=str(checkpoints), per_device_train_batch_size=int(trainer.batch_size),
-        gradient_accumulation_steps=int(trainer.grad_accum), num_train_epochs=float(trainer.epochs),
+        gradient_accumulation_steps=int(trainer.grad_accum),
+        num_train_epochs=float(trainer.epochs if epochs is None else epochs),
         learning_rate=float(trainer.learning_rate), lr_scheduler_type=trainer.scheduler,
         # transformers 5: a float warmup_steps below 1 is a ratio of the total steps.
         warmup_steps=float(trainer.warmup_ratio), weight_decay=float(trainer.weight_decay),
@@ -178,7 +190,9 @@ def hf_train(trainer: Trainer, model, tokenizer, records: list[dict], out: Path,
         seed=seed, data_seed=seed, report_to=[], disable_tqdm=not progress,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, remove_unused_columns=False,
         ddp_find_unused_parameters=False)
-    hf = HFTrainer(model=model, args=args, train_dataset=data, data_collator=Collator(pad_token_id(tokenizer)))
+    hf = (OrderedTrainer if ordered else HFTrainer)(model=model, args=args, train_dataset=data,
+                                                    data_collator=Collator(pad_token_id(tokenizer)),
+                                                    callbacks=list(callbacks))
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     result = hf.train(resume_from_checkpoint=last)
     metrics = dict(result.metrics)
@@ -190,7 +204,7 @@ def hf_train(trainer: Trainer, model, tokenizer, records: list[dict], out: Path,
             "model": portable_path(model_path, out.parent), "data": portable_path(data_path, out.parent),
             "data_sha256": file_sha256(data_path), "records": len(data),
             "resumed_from": last, "metrics": metrics, "first_loss": losses[0] if losses else None,
-            "last_loss": losses[-1] if losses else None, "world_size": args.world_size,
+            "last_loss": losses[-1] if losses else None, "world_size": args.world_size, **(extra or {}),
         })
     return metrics
 

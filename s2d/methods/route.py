@@ -1,0 +1,145 @@
+"""`route`: System 1 first, System 2 only when unsure. The distilled model (a LoRA adapter) answers
+every input directly; where its confidence is below ``threshold`` the System 2 method answers
+instead, with the base weights. Every generated token of both stages counts.
+
+Confidence: ``logprob`` (the direct answer's mean token log-probability, one greedy sample) or
+``agreement`` (the share of ``samples`` extra samples at ``agreement_temperature`` that give the
+greedy answer). ``from_run`` names a `s2d distill` run folder: its adapter is the distilled model and
+its System 2 row (method and evaluation options) the fallback; ``adapter``, ``fallback`` and
+``fallback_options`` set them directly instead. ``s2d route RUN`` picks the threshold on the
+validation split and reports the accuracy/cost curve.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from pathlib import Path
+
+from s2d.hookspecs import hookimpl
+from s2d.methods.base import Chain, Method, MethodConfigError, flatten, start
+
+CONFIDENCES = ("logprob", "agreement")
+
+
+def run_settings(folder: str | Path, round_: int | None = None) -> dict:
+    """What `route` takes from a distill run folder: the adapter, the fallback method and its options."""
+    from s2d.config import RunConfig
+    from s2d.distill import RunFolder
+
+    folder = Path(folder)
+    path = folder / "config.json"
+    if not path.is_file():
+        raise MethodConfigError(f"route: {folder} is not a `s2d distill` run folder (no config.json)")
+    settings = json.loads(path.read_text())["settings"]
+    cfg = RunConfig.build(settings)
+    rounds = int(cfg["rounds"] or 1)
+    r = rounds if round_ is None else round_
+    if not isinstance(r, int) or not 1 <= r <= rounds:
+        raise MethodConfigError(f"route: {folder} has rounds 1..{rounds}, not {r!r}")
+    adapter = RunFolder(folder, settings).adapter(r)
+    if not (adapter / "adapter_config.json").is_file():
+        raise MethodConfigError(f"route: {adapter} is not a trained LoRA adapter (route switches between the "
+                                f"adapter and the base weights in one engine; a `full` student cannot be routed)")
+    return {"adapter": str(adapter), "fallback": cfg["method"], "fallback_options": cfg.eval_method_options(),
+            "config": cfg}
+
+
+class Route(Method):
+    """System 1 first: the distilled model answers, System 2 only where it is unsure."""
+
+    name = "route"
+    stages = ("direct", "check")
+    templates = {"direct": "{input}", "check": "{input}"}
+    max_new_tokens = {"direct": None, "check": None}  # None: the task's budget, as for System 1
+
+    @classmethod
+    def options(cls):
+        return {"from_run": None, "round": None, "adapter": None, "fallback": None, "fallback_options": None,
+                "threshold": None, "confidence": "logprob", "samples": 4, "agreement_temperature": 0.7}
+
+    def __init__(self, task, **options):
+        super().__init__(task, **options)
+        if self.confidence not in CONFIDENCES:
+            raise MethodConfigError(f"route: confidence must be one of {', '.join(CONFIDENCES)}, "
+                                    f"got {self.confidence!r}")
+        if self.threshold is None or isinstance(self.threshold, bool) or \
+                not isinstance(self.threshold, (int, float)) or math.isnan(self.threshold):
+            raise MethodConfigError("route: set threshold, a number (the direct answer is kept when its confidence "
+                                    "is at least that; `s2d route RUN` picks one on the validation split)")
+        if not isinstance(self.samples, int) or self.samples < 1:
+            raise MethodConfigError(f"route: samples must be a positive integer, got {self.samples!r}")
+        from_run = run_settings(self.from_run, self.round) if self.from_run is not None else {}
+        self.adapter = self.adapter or from_run.get("adapter")
+        fallback = self.fallback or from_run.get("fallback")
+        if not self.adapter or not fallback:
+            raise MethodConfigError("route: name a distill run (from_run: FOLDER), or both adapter and fallback")
+        if fallback == self.name:
+            raise MethodConfigError("route: the fallback cannot be route itself")
+        from s2d.traces import build_method
+
+        options = from_run.get("fallback_options", {}) if self.fallback_options is None else self.fallback_options
+        self.system2 = build_method(fallback, task, **options)
+
+    def run(self, runner, docs):
+        prompts = [self.render("direct", input=self.task.system1_prompt(d)) for d in docs]
+        budget = self.budgets.get("direct")
+        logprob = self.confidence == "logprob"
+        direct = flatten(runner.stage("direct", start(docs), prompts, n=1, temperature=0.0, max_new_tokens=budget,
+                                      logprobs=logprob, adapter=self.adapter))
+        checks = [[] for _ in docs]
+        if not logprob:
+            outs = runner.stage("check", start(docs), prompts, n=self.samples,
+                                temperature=float(self.agreement_temperature), max_new_tokens=budget,
+                                adapter=self.adapter)
+            checks = [[c.steps[-1] for c in group] for group in outs]
+        first: list[Chain] = []
+        for i, chain in enumerate(direct):
+            step = chain.steps[-1]
+            answer = self.task.extract(step.text)
+            if logprob:
+                conf = step.mean_logprob
+            else:
+                agree = [self.task.extract(s.text) for s in checks[i]]
+                conf = sum(a is not None and a == answer for a in agree) / len(agree)
+            # The check samples come first, so the chain's response stays the direct answer.
+            first.append(Chain(i, checks[i] + [step], {"route": "system1", "confidence": conf}))
+        sure = [c for c in first if c.state["confidence"] is not None and c.state["confidence"] >= self.threshold]
+        unsure = [c for c in first if c not in sure]
+        out = list(sure)
+        if unsure:
+            # The fallback's stages run under its own name, so they share the cache with its own runs
+            # (the distill run's System 2 row).
+            with as_method(runner, self.system2.name):
+                chains = self.system2.run(runner, [docs[c.doc] for c in unsure])
+            for chain in chains:
+                head = unsure[chain.doc]
+                steps = head.steps + chain.steps if chain.index == 0 else chain.steps
+                out.append(Chain(head.doc, steps, {**chain.state, "route": "system2",
+                                                   "confidence": head.state["confidence"]}, chain.index))
+        return out
+
+    def answer(self, doc, chain):
+        if chain.state.get("route") == "system2":
+            return self.system2.answer(doc, chain)
+        return self.task.extract(chain.response)
+
+    def sample_record(self, doc, chain):
+        return {"route": chain.state.get("route"), "confidence": chain.state.get("confidence")}
+
+
+@contextmanager
+def as_method(runner, name: str):
+    """Run stages under another method's name (its cache keys), then restore the runner's."""
+    saved = runner.method
+    runner.method = name
+    try:
+        yield runner
+    finally:
+        runner.method = saved
+
+
+@hookimpl
+def register_methods(register):
+    register(Route)
