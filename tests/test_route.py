@@ -115,3 +115,29 @@ def test_s2d_route_picks_the_cheapest_threshold_within_a_point_and_lm_eval_agree
 
     _, _, png = leaderboard(out)  # the route record and its curve
     assert png is None or png.stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_s2d_route_on_the_real_model_reuses_every_generation_in_lm_eval(model_path, random_adapter, tmp_path,
+                                                                        tiny_data):
+    """The real engine end to end: logprob confidences from the adapter, System 2 from the base
+    weights, and the chosen threshold scored through lm-eval from the cache alone."""
+    import importlib.util
+
+    from s2d.routing import route_run
+
+    backend = "vllm" if importlib.util.find_spec("vllm") else "hf"
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "adapter").symlink_to(random_adapter, target_is_directory=True)
+    cfg = RunConfig.build({"task": "last_letter", "task_options": TASK_OPTIONS, "method": "cot",
+                           "backend": backend, "model": model_path})
+    (folder / "config.json").write_text(json.dumps({"settings": cfg.settings}))
+    out = tmp_path / "route"
+    result = route_run(folder, out_dir=out, cache=tmp_path / "cache", progress=False, echo=lambda m: None)
+    confidences = [p["threshold"] for p in result["tune_curve"]][1:-1]
+    assert confidences and all(-20 < c < 0 for c in confidences)  # mean token log-probabilities
+    e, at = result["through_lm_eval"], result["test_at_chosen"]
+    assert e["score"] == pytest.approx(at["accuracy"]) and e["mean_tokens"] == pytest.approx(at["mean_tokens"])
+    record = json.loads((out / e["record"]).read_text())
+    assert record["s2d"]["samples_generated"] == 0 and record["s2d"]["samples_from_cache"] > 0
