@@ -32,17 +32,22 @@ def per_input(method, runner, task, docs: list[dict]) -> list[dict]:
     """Both answers of every input: run the route method with every input sent on to System 2."""
     from s2d.methods.base import run_method
 
+    from s2d.lmeval.model import _majority
+
     metric = task.metrics[0]
     n_direct = 1 + (method.samples if method.confidence == "agreement" else 0)  # the check samples, the answer
     rows = []
     for doc, samples in zip(docs, run_method(method, runner, docs)):
-        s = next(x for x in samples if len(x["stages"]) > n_direct)  # the chain that carries the direct steps
-        direct, system2 = s["stages"][:n_direct], s["stages"][n_direct:]
+        head = next(x for x in samples if len(x["stages"]) > n_direct)  # the chain that carries the direct steps
+        direct = head["stages"][:n_direct]
+        direct_tokens = sum(st["tokens"] for st in direct)
+        # As lm-eval scores it: the majority sample of System 2, every sample's tokens counted.
         rows.append({
-            "id": str(doc["id"]), "confidence": s["confidence"],
+            "id": str(doc["id"]), "confidence": head["confidence"],
             "direct": task.score(doc, direct[-1]["text"])[metric],
-            "system2": task.score(doc, s["response"])[metric],
-            "direct_tokens": sum(st["tokens"] for st in direct), "system2_tokens": sum(st["tokens"] for st in system2),
+            "system2": task.score(doc, _majority(samples)["response"])[metric],
+            "direct_tokens": direct_tokens,
+            "system2_tokens": sum(x["total_tokens"] for x in samples) - direct_tokens,
         })
     return rows
 
@@ -110,7 +115,7 @@ def route_run(run_folder: str | Path, *, out_dir: str | Path, tune_split: str = 
                            limit=cfg["eval_limit"], seed=cfg["seed"], log_samples=True,
                            results_dir=str(out_dir / "eval"), label="route", task_options=task_options or None,
                            progress=progress, method_options={**options, "threshold": chosen["threshold"]},
-                           cache=store)
+                           cache=store, overwrite=True)  # out_dir/eval is this command's: a new pick replaces it
         seconds = time.perf_counter() - start
     finally:
         engine.close()
@@ -149,7 +154,8 @@ def task_budget(task_name: str) -> int:
 
 
 def rows_of(run_folder, round_) -> dict:
-    """The run's own System 1, System 2 and distilled test rows (score, mean tokens), for the plot."""
+    """The run's System 1 and System 2 test rows of round 1 (the base weights, what route falls back
+    to) and the routed round's distilled row (score, mean tokens), for the table and the plot."""
     import json
 
     summary = Path(run_folder) / "summary.json"
@@ -158,7 +164,9 @@ def rows_of(run_folder, round_) -> dict:
     s = json.loads(summary.read_text())
     rounds = s.get("rounds") or [{"round": 1, "rows": s.get("rows", [])}]
     rnd = rounds[-1] if round_ is None else next(r for r in rounds if r["round"] == round_)
-    return {r["condition"]: {"score": r["score"], "mean_tokens": r["mean_tokens"]} for r in rnd["rows"]}
+    rows = [r for r in rounds[0]["rows"] if r["condition"] != "distilled"]
+    rows += [r for r in rnd["rows"] if r["condition"] == "distilled"]
+    return {r["condition"]: {"score": r["score"], "mean_tokens": r["mean_tokens"]} for r in rows}
 
 
 def render(result: dict) -> str:

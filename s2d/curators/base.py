@@ -92,6 +92,9 @@ def write_curated(out: str | Path, traces: list[dict], decisions: list[Decision]
                         for s in t["samples"]],
         }
         if d.kept:
+            if d.responses is not None and len(d.responses) != len(d.examples):
+                raise ValueError(f"curator {curator!r}, input {d.id!r}: {len(d.examples)} examples but "
+                                 f"{len(d.responses)} responses (one System 2 text per example, or none)")
             responses = d.responses or [chosen_response(t["samples"], d.answer)] + [None] * len(d.examples)
             for (prompt, completion), response in zip(d.examples, responses):
                 record = {"prompt": prompt, "completion": [{"role": "assistant", "content": completion}]}

@@ -21,7 +21,7 @@ class NoCuration(Curator):
                 continue
             text = self.task.target(s["answer"]) if s["answer"] is not None else s["response"].strip()
             out.append(Decision(t["id"], True, "first_sample", s["answer"], {"n": len(t["samples"])},
-                                [(t["prompt"], text)]))
+                                [(t["prompt"], text)], [s["response"]]))
         return out
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from s2d.config import ConfigError
-from s2d.curators.base import Curator, Decision
+from s2d.curators.base import Curator, Decision, chosen_response
 from s2d.hookspecs import hookimpl
 from s2d.methods.base import Chain
 
@@ -53,7 +53,9 @@ class UniversalSelfConsistency(Curator):
             if not final:
                 out[t["id"]] = Decision(t["id"], False, "usc_unparseable", vote=v)
             else:
-                out[t["id"]] = Decision(t["id"], True, "usc", final, v, [(t["prompt"], final)])
+                # The System 2 text behind the pick: the first sample whose answer is the one USC wrote.
+                chosen = chosen_response(t["samples"], self.task.extract(final))
+                out[t["id"]] = Decision(t["id"], True, "usc", final, v, [(t["prompt"], final)], [chosen])
         return [out[t["id"]] for t in traces]
 
 

@@ -7,7 +7,8 @@ Confidence: ``logprob`` (the direct answer's mean token log-probability, one gre
 greedy answer). ``from_run`` names a `s2d distill` run folder: its adapter is the distilled model and
 its System 2 row (method and evaluation options) the fallback; ``adapter``, ``fallback`` and
 ``fallback_options`` set them directly instead. ``s2d route RUN`` picks the threshold on the
-validation split and reports the accuracy/cost curve.
+validation split and reports the accuracy/cost curve. The fallback always runs on the base
+weights: for a round r > 1 it is the System 2 of round 1, not of round r's teacher.
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ class Route(Method):
         self.system2 = build_method(fallback, task, **options)
 
     def run(self, runner, docs):
+        if runner.adapter is not None:
+            raise MethodConfigError("route: the distilled adapter comes from the method's options (from_run or "
+                                    "adapter) and System 2 runs on the base weights; drop --adapter")
         prompts = [self.render("direct", input=self.task.system1_prompt(d)) for d in docs]
         budget = self.budgets.get("direct")
         logprob = self.confidence == "logprob"
@@ -100,6 +104,9 @@ class Route(Method):
             answer = self.task.extract(step.text)
             if logprob:
                 conf = step.mean_logprob
+                if conf is None and runner.record is None:  # show-prompts generates nothing
+                    raise MethodConfigError(f"route: backend {runner.backend.name!r} returned no log-probability; "
+                                            f"use confidence: agreement")
             else:
                 agree = [self.task.extract(s.text) for s in checks[i]]
                 conf = sum(a is not None and a == answer for a in agree) / len(agree)
@@ -109,8 +116,8 @@ class Route(Method):
         unsure = [c for c in first if c not in sure]
         out = list(sure)
         if unsure:
-            # The fallback's stages run under its own name, so they share the cache with its own runs
-            # (the distill run's System 2 row).
+            # The fallback runs on the base weights under its own name, so it shares the cache with
+            # its own runs (the distill run's round-1 System 2 row).
             with as_method(runner, self.system2.name):
                 chains = self.system2.run(runner, [docs[c.doc] for c in unsure])
             for chain in chains:
@@ -131,13 +138,13 @@ class Route(Method):
 
 @contextmanager
 def as_method(runner, name: str):
-    """Run stages under another method's name (its cache keys), then restore the runner's."""
-    saved = runner.method
-    runner.method = name
+    """Run stages as method ``name`` on the base weights (its cache keys), then restore the runner."""
+    saved = runner.method, runner.adapter, runner.adapter_id
+    runner.method, runner.adapter, runner.adapter_id = name, None, None
     try:
         yield runner
     finally:
-        runner.method = saved
+        runner.method, runner.adapter, runner.adapter_id = saved
 
 
 @hookimpl

@@ -14,6 +14,7 @@ in the paper. ``variant``: ``lora`` (an adapter, `lora`'s settings) or ``full`` 
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
 from pathlib import Path
@@ -40,41 +41,43 @@ def split_reasoning(system2_text: str) -> str:
 
 
 def removal_schedule(lengths: list[int], *, tokens_per_removal: int, removals_per_epoch: int,
-                     epochs: int | None, answer_only_epochs: int, smoothing: float, seed: int) -> list[list[tuple]]:
-    """The curriculum, as stages of (record index, reasoning tokens removed), in training order.
+                     epochs: int | None, answer_only_epochs: int, smoothing: float,
+                     seed: int) -> list[tuple[int, list[tuple[int, int]]]]:
+    """The curriculum in training order: per stage, its removal step and its (record index,
+    reasoning tokens removed) pairs.
 
-    Each epoch visits every record once in a seeded order, split into ``removals_per_epoch`` stages;
-    stage s removes ``s * tokens_per_removal`` tokens (plus the smoothing offset), capped at the
-    record's reasoning length. ``epochs`` None: enough epochs to remove the longest reasoning, then
-    ``answer_only_epochs`` more."""
+    Each epoch visits every record once in a seeded order, split as evenly as it goes into
+    ``removals_per_epoch`` stages; stage s of the run removes ``s * tokens_per_removal`` tokens
+    (plus the smoothing offset), capped at the record's reasoning length, and the last
+    ``answer_only_epochs`` epochs remove everything (their step is the first answer-only one).
+    ``epochs`` None: enough epochs to remove the longest reasoning, then the answer-only ones."""
     steps_needed = math.ceil(max(lengths, default=0) / tokens_per_removal)
     if epochs is None:
         epochs = math.ceil(steps_needed / removals_per_epoch) + answer_only_epochs
-    stages_total = epochs * removals_per_epoch
-    last_partial = stages_total - answer_only_epochs * removals_per_epoch
-    if last_partial < steps_needed:
+    answer_only = (epochs - answer_only_epochs) * removals_per_epoch  # the first answer-only stage
+    if answer_only < steps_needed:
         raise TrainerError(
-            f"stepwise: epochs={epochs} leaves {max(0, last_partial)} removal steps before the answer-only epochs; "
+            f"stepwise: epochs={epochs} leaves {max(0, answer_only)} removal steps before the answer-only epochs; "
             f"the longest reasoning ({max(lengths)} tokens) needs {steps_needed} steps of {tokens_per_removal} "
             f"tokens: raise epochs or tokens_per_removal (or leave epochs unset to size it)")
     rng = random.Random(seed)
     q = math.exp(-smoothing) if smoothing > 0 else 0.0
-    stages: list[list[tuple]] = []
-    for _ in range(epochs):
-        order = list(range(len(lengths)))
+    n = len(lengths)
+    stages = []
+    for epoch in range(epochs):
+        order = list(range(n))
         rng.shuffle(order)
-        size = math.ceil(len(order) / removals_per_epoch)
         for j in range(removals_per_epoch):
-            s = len(stages)
-            stage = []
-            for i in order[j * size:(j + 1) * size]:
+            s = epoch * removals_per_epoch + j
+            items = []
+            for i in order[j * n // removals_per_epoch:(j + 1) * n // removals_per_epoch]:
                 extra = 0
                 while q and rng.random() < q:  # geometric offset: P(o) = (1 - q) q^o
                     extra += 1
-                removed = lengths[i] if s >= last_partial else min(lengths[i], s * tokens_per_removal + extra)
-                stage.append((i, removed))
-            if stage:
-                stages.append(stage)
+                removed = lengths[i] if s >= answer_only else min(lengths[i], s * tokens_per_removal + extra)
+                items.append((i, removed))
+            if items:  # fewer records than stages per epoch: some stages are empty
+                stages.append((min(s, answer_only), items))
     return stages
 
 
@@ -109,16 +112,25 @@ class StepwiseTrainer(Trainer):
             self.learning_rate = 2e-4 if self.variant == "lora" else 2e-5
         if self.smoothing < 0:
             raise TrainerError(f"stepwise: smoothing must be >= 0 (0: off), got {self.smoothing!r}")
+        if self.epochs is not None and self.epochs <= self.answer_only_epochs:
+            raise TrainerError(f"stepwise: epochs={self.epochs} leaves no epoch to remove reasoning in before the "
+                               f"{self.answer_only_epochs} answer-only epoch(s); raise epochs or leave it unset")
 
     def train(self, model_path, data_path, out_dir, *, seed=0, progress=True):
+        from transformers import AutoTokenizer
+
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # stage boundaries are counted in one process's steps
+            raise TrainerError("stepwise: trains in one process only (its stages are whole optimizer steps of one "
+                               "process); run it without accelerate launch")
         records = load_records(data_path)
         missing = [i for i, r in enumerate(records, 1) if not r.get("system2_completion")]
         if missing:
             raise TrainerError(f"{data_path}:{missing[0]}: stepwise trains on the System 2 text and this record has no "
-                               f"'system2_completion' ({len(missing)} of {len(records)} lack it); curate again with "
-                               f"this version of s2d, which writes it beside the answer-only 'completion'")
+                               f"'system2_completion' ({len(missing)} of {len(records)} lack it): curated by an s2d "
+                               f"older than the stepwise trainer, or by a curator that did not say which sample it "
+                               f"chose; curate again")
         out = Path(out_dir)
-        model, tokenizer = load_model(model_path, self.dtype)
+        tokenizer = AutoTokenizer.from_pretrained(model_path)  # the schedule is checked before the model loads
         reasoning = [tokenizer(split_reasoning(text_of(r["system2_completion"])), add_special_tokens=False)["input_ids"]
                      for r in records]
         stages = removal_schedule([len(ids) for ids in reasoning], tokens_per_removal=self.tokens_per_removal,
@@ -126,6 +138,10 @@ class StepwiseTrainer(Trainer):
                                   answer_only_epochs=self.answer_only_epochs, smoothing=float(self.smoothing),
                                   seed=seed)
         data, boundaries = self.encode_stages(tokenizer, records, reasoning, stages)
+        model, tokenizer = load_model(model_path, self.dtype)
+        # Deng et al. reset the optimizer when more is removed: at each new removal step, not
+        # between stages of one step (the answer-only epochs).
+        resets = [b for b, (step, _), (prev, _) in zip(boundaries[1:], stages[1:], stages) if step != prev]
         if self.variant == "lora":
             from peft import LoraConfig, get_peft_model
 
@@ -140,13 +156,15 @@ class StepwiseTrainer(Trainer):
                 m.save_pretrained(out, safe_serialization=True)
                 tokenizer.save_pretrained(out)
 
-        callbacks = (reset_callback(boundaries),) if self.reset_optimizer else ()
+        callbacks = (reset_callback(resets),) if self.reset_optimizer else ()
         hf_train(self, model, tokenizer, records, out, seed=seed, progress=progress, data_path=data_path,
                  model_path=model_path, save=save, data=data, epochs=1, ordered=True, callbacks=callbacks,
-                 extra={"stepwise": {
-                     "stages": len(stages), "stage_first_steps": boundaries,
+                 extra={"records": len(records), "stepwise": {
+                     "stages": len(stages), "examples": len(data), "stage_first_steps": boundaries,
+                     "optimizer_resets_at": resets if self.reset_optimizer else [],
                      "max_reasoning_tokens": max(len(ids) for ids in reasoning),
-                     "mean_removed_per_stage": [round(sum(k for _, k in st) / len(st), 2) for st in stages]}})
+                     "mean_removed_per_stage": [round(sum(k for _, k in items) / len(items), 2)
+                                                for _, items in stages]}})
         return out
 
     def encode_stages(self, tokenizer, records, reasoning, stages):
@@ -165,7 +183,7 @@ class StepwiseTrainer(Trainer):
             return memo[i, removed]
 
         data, boundaries = [], []
-        for stage in stages:
+        for _, stage in stages:
             boundaries.append(len(data) // per_step)
             items = [example(i, k) for i, k in stage]
             pad = -len(items) % per_step
@@ -173,12 +191,12 @@ class StepwiseTrainer(Trainer):
         return data, boundaries
 
 
-def reset_callback(boundaries: list[int]):
-    """A transformers callback clearing the optimizer's state (Adam's moments and step count) at
-    the first optimizer step of every stage but the first."""
+def reset_callback(steps: list[int]):
+    """A transformers callback clearing the optimizer's state (Adam's moments and step count) just
+    before each of the given optimizer steps."""
     from transformers import TrainerCallback
 
-    starts = set(boundaries[1:])
+    starts = set(steps)
 
     class ResetOptimizer(TrainerCallback):
         def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
