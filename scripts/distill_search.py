@@ -60,10 +60,6 @@ RUNS = [
     ("ll-resample-t0-n4-400-th09", LAST_LETTER, {**GREEDY_RESAMPLED, "n": 4, "train_limit": 400,
                                                   "curator_options": {"threshold": 0.9}},
      "all 4 of 4 agree on 400 inputs: the default's sample budget (1,600) spent on inputs, not votes"),
-    ("ll-resample-t0-n4-400-th09-e5", LAST_LETTER, {**GREEDY_RESAMPLED, "n": 4, "train_limit": 400,
-                                                     "curator_options": {"threshold": 0.9},
-                                                     "trainer_options": {"epochs": 5}},
-     "the default's run with 5 epochs instead of 3 (on 200 inputs, 5 epochs gained 5.5 points)"),
     # -- coin flip ----------------------------------------------------------------------------------
     ("cf-resample-t0-n8-400-th08", COIN_FLIP, {**GREEDY_RESAMPLED, "n": 8, "train_limit": 400,
                                                "curator_options": {"threshold": 0.8}},
