@@ -21,14 +21,18 @@ class FullTrainer(Trainer):
         records = load_records(data_path)
         out = Path(out_dir)
         model, tokenizer = load_model(model_path, self.dtype)
-
-        def save(m):
-            m.save_pretrained(out, safe_serialization=True)
-            tokenizer.save_pretrained(out)
-
         hf_train(self, model, tokenizer, records, out, seed=seed, progress=progress, data_path=data_path,
-                 model_path=model_path, save=save)
+                 model_path=model_path, save=model_folder_saver(out, tokenizer))
         return out
+
+
+def model_folder_saver(out: Path, tokenizer):
+    """Save a trained model as a plain model folder: safetensors weights and the tokenizer."""
+    def save(m):
+        m.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+
+    return save
 
 
 @hookimpl

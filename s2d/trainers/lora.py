@@ -21,17 +21,23 @@ class LoraTrainer(Trainer):
                 "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
 
     def train(self, model_path, data_path, out_dir, *, seed=0, progress=True):
-        from peft import LoraConfig, get_peft_model
-
         records = load_records(data_path)
         out = Path(out_dir)
         model, tokenizer = load_model(model_path, self.dtype)
-        cfg = LoraConfig(r=int(self.rank), lora_alpha=int(self.alpha), lora_dropout=float(self.dropout),
-                         target_modules=list(self.target_modules), task_type="CAUSAL_LM")
-        model = get_peft_model(model, cfg)
-        hf_train(self, model, tokenizer, records, out, seed=seed, progress=progress, data_path=data_path,
-                 model_path=model_path, save=lambda m: m.save_pretrained(out, safe_serialization=True))
+        hf_train(self, with_lora(model, self), tokenizer, records, out, seed=seed, progress=progress,
+                 data_path=data_path, model_path=model_path,
+                 save=lambda m: m.save_pretrained(out, safe_serialization=True))
         return out
+
+
+def with_lora(model, trainer):
+    """``model`` wrapped in PEFT LoRA from a trainer's ``rank``, ``alpha``, ``dropout`` and
+    ``target_modules`` (`lora`'s and `stepwise`'s settings)."""
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=int(trainer.rank), lora_alpha=int(trainer.alpha),
+                                            lora_dropout=float(trainer.dropout),
+                                            target_modules=list(trainer.target_modules), task_type="CAUSAL_LM"))
 
 
 def merge_adapter(model_path: str, adapter_dir: str, out_dir: str) -> Path:

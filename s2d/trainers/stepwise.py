@@ -21,7 +21,8 @@ from pathlib import Path
 
 from s2d.hookspecs import hookimpl
 from s2d.trainers.base import COMMON_OPTIONS, Trainer, TrainerError, encode, hf_train, load_model, load_records
-from s2d.trainers.lora import LoraTrainer
+from s2d.trainers.full import model_folder_saver
+from s2d.trainers.lora import LoraTrainer, with_lora
 
 ANSWER_LINE = re.compile(r"^\s*(?:\**\s*)?final answer\b", flags=re.I)
 
@@ -143,18 +144,12 @@ class StepwiseTrainer(Trainer):
         # between stages of one step (the answer-only epochs).
         resets = [b for b, (step, _), (prev, _) in zip(boundaries[1:], stages[1:], stages) if step != prev]
         if self.variant == "lora":
-            from peft import LoraConfig, get_peft_model
-
-            model = get_peft_model(model, LoraConfig(
-                r=int(self.rank), lora_alpha=int(self.alpha), lora_dropout=float(self.dropout),
-                target_modules=list(self.target_modules), task_type="CAUSAL_LM"))
+            model = with_lora(model, self)
 
             def save(m):
                 m.save_pretrained(out, safe_serialization=True)
         else:
-            def save(m):
-                m.save_pretrained(out, safe_serialization=True)
-                tokenizer.save_pretrained(out)
+            save = model_folder_saver(out, tokenizer)
 
         callbacks = (reset_callback(resets),) if self.reset_optimizer else ()
         hf_train(self, model, tokenizer, records, out, seed=seed, progress=progress, data_path=data_path,
