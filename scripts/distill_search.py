@@ -64,6 +64,13 @@ RUNS = [
     ("cf-resample-t0-n8-400-th08", COIN_FLIP, {**GREEDY_RESAMPLED, "n": 8, "train_limit": 400,
                                                "curator_options": {"threshold": 0.8}},
      "greedy, resampled exemplars, 7 of 8 agree, 400 inputs"),
+    # Resampled exemplar sets all but always answer "no" on coin flip (System 2's 62.3% is one set's
+    # luck), so the next two keep the evaluated exemplar set (shot_seed 0) as the only teacher.
+    ("cf-t0-n1-400", COIN_FLIP, {"temperature": 0.0, "n": 1, "train_limit": 400},
+     "no vote: System 2's own greedy answer (the evaluated exemplar set) on each of 400 inputs"),
+    ("cf-t03-n8-400-th08", COIN_FLIP, {"temperature": 0.3, "n": 8, "train_limit": 400,
+                                       "curator_options": {"threshold": 0.8}},
+     "T 0.3 with the evaluated exemplar set, 7 of 8 agree, 400 inputs"),
     # -- last letter: today's default and the other levers (200 inputs: the cheap scale) -------------
     ("ll-t07-n4-200", LAST_LETTER, {"n": 4, "train_limit": 200},
      "the old default: 4 samples at T 0.7 with one exemplar set, strict majority, 200 inputs"),
@@ -104,6 +111,9 @@ RUNS = [
     ("cf-distill-system1-t07-n8-400-th08", COIN_FLIP, {"method": "system1", "n": 8, "train_limit": 400,
                                                        "curator_options": {"threshold": 0.8}},
      "Distill System 1 on coin flip: 7 of 8 System 1 samples (T 0.7) agree, 400 inputs"),
+    ("cf-distill-system1-t0-n1-400", COIN_FLIP, {"method": "system1", "temperature": 0.0, "n": 1,
+                                                 "train_limit": 400},
+     "Distill System 1 for cf-t0-n1-400: System 1's own greedy answer on each of 400 inputs"),
 ]
 # The curation grid: (samples used, threshold, margin), each on the first 200, 400 and all inputs
 # (what a smaller or cheaper run would have kept from the same samples).
@@ -148,17 +158,20 @@ def curation_grid(traces_path: Path, task) -> list[dict]:
     return rows
 
 
-def answer_share(record_path: Path, answer: str) -> float | None:
-    """The share of ``answer`` among a distilled model's parsed test answers (coin flip: "yes")."""
+def answer_shares(record_path: Path, answer: str) -> tuple[float | None, float | None]:
+    """The share of ``answer`` among a model's parsed test answers and among the references (coin
+    flip: "yes"); the references are read for this analysis column only."""
     path = record_path.with_suffix(".samples.jsonl")
     if not path.is_file():
-        return None
+        return None, None
     from s2d.lmeval.tasks import build_task
 
     task = build_task("coin_flip")
-    answers = [task.extract(json.loads(x)["response"]) for x in path.read_text().splitlines() if x.strip()]
-    parsed = [a for a in answers if a is not None]
-    return sum(a == answer for a in parsed) / len(parsed) if parsed else None
+    docs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    parsed = [a for a in (task.extract(d["response"]) for d in docs) if a is not None]
+    refs = [d["reference"] for d in docs]
+    return (sum(a == answer for a in parsed) / len(parsed) if parsed else None,
+            sum(r == answer for r in refs) / len(refs) if refs else None)
 
 
 def run_one(name: str, cfg_dict: dict, progress: bool) -> dict:
@@ -181,13 +194,16 @@ def row_of(name: str, why: str, cfg: dict, summary: dict) -> dict:
         cur = rnd.get("curation") or {}
         sys2 = next((r for c, r in by.items() if c.startswith("system2")), None)
         dist = by.get("distilled")
-        rec = None
-        if dist and cfg["task"] == "coin_flip":
+        shares = {}  # condition -> share of "yes" among its parsed answers (coin flip only)
+        if cfg["task"] == "coin_flip":
             from s2d.lmeval.run import record_path
 
             folder = RUNS_DIR / name / ("" if rnd["round"] == 1 else f"round{rnd['round']}")
-            rec = answer_share(record_path(folder / "eval", cfg.get("model", "smollm2-135m"), cfg["task"], "distilled"),
-                               "yes")
+            for cond in [c for c in by if c == "distilled" or c.startswith("system2")]:
+                share, ref = answer_shares(record_path(folder / "eval", cfg.get("model", "smollm2-135m"),
+                                                       cfg["task"], cond), "yes")
+                shares["system2" if cond.startswith("system2") else cond] = share
+                shares["reference"] = ref if ref is not None else shares.get("reference")
         out.append({
             "run": name, "round": rnd["round"], "why": why, "task": cfg["task"], "method": cfg["method"],
             "temperature": cfg.get("temperature"), "shots_resample": bool(cfg["method_options"].get("shots_resample")),
@@ -198,13 +214,20 @@ def row_of(name: str, why: str, cfg: dict, summary: dict) -> dict:
             "system1": by.get("system1", {}).get("score"), "system1_tokens": by.get("system1", {}).get("mean_tokens"),
             "system2": sys2 and sys2["score"], "system2_tokens": sys2 and sys2["mean_tokens"],
             "distilled": dist and dist["score"], "distilled_tokens": dist and dist["mean_tokens"],
-            "distilled_yes_share": rec,
+            "distilled_yes_share": shares.get("distilled"), "system2_yes_share": shares.get("system2"),
+            "reference_yes_share": shares.get("reference"),
         })
     return out
 
 
 def pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
+
+
+def yes(row: dict) -> str:
+    if row.get("system2_yes_share") is None and row.get("distilled_yes_share") is None:
+        return "-"
+    return f"{pct(row.get('system2_yes_share'))} / {pct(row.get('distilled_yes_share'))}"
 
 
 def render(rows: list[dict], grids: dict, meta: dict) -> str:
@@ -220,7 +243,7 @@ def render(rows: list[dict], grids: dict, meta: dict) -> str:
         "(no curator reads them). Tokens are mean generated tokens per test question.",
         "",
         "| run | round | T | resample | n | threshold | margin | train inputs | epochs | kept | target acc % "
-        "| System 1 % (tok) | System 2 % (tok) | distilled % (tok) | distilled 'yes' % |",
+        "| System 1 % (tok) | System 2 % (tok) | distilled % (tok) | 'yes' % System 2 / distilled |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -230,7 +253,12 @@ def render(rows: list[dict], grids: dict, meta: dict) -> str:
                      f"| {r['threshold']} | {r['margin']} | {r['train_inputs']} | {r['epochs']} | {r['kept']} "
                      f"| {pct(r['target_accuracy'])} | {tok('system1', 'system1_tokens')} "
                      f"| {tok('system2', 'system2_tokens')} | {tok('distilled', 'distilled_tokens')} "
-                     f"| {pct(r['distilled_yes_share'])} |")
+                     f"| {yes(r)} |")
+    refs = {pct(r["reference_yes_share"]) for r in rows if r.get("reference_yes_share") is not None}
+    if refs:
+        lines += ["", f"Coin flip: the share of \"yes\" among the references of the 300 test questions is "
+                  f"{' / '.join(sorted(refs))}%, so a model that always answers \"no\" scores "
+                  f"{' / '.join(sorted(f'{100 - float(x):.1f}' for x in refs))}%."]
     lines += ["", "What each run asks:", ""] + [f"- `{r['run']}`: {r['why']}" for r in rows if r["round"] == 1]
     lines += ["", "![distilled accuracy against target accuracy x kept inputs](distill_search.png)", "",
               "## Curation grid", "",
