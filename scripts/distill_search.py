@@ -244,7 +244,9 @@ def render(rows: list[dict], grids: dict, meta: dict) -> str:
         "200 test questions. Coin flip: the seeded 300-question subset of the 1,333 test set. `resample`: every "
         "sample of an input sees its own exemplar set (`shots_resample`), so greedy samples differ by their "
         "prompts. Target accuracy compares kept targets with the train split's references, for analysis only "
-        "(no curator reads them). Tokens are mean generated tokens per test question.",
+        "(no curator reads them). Tokens are mean generated tokens per test question. Rounds: round r's "
+        "teacher (its System 1 and System 2 rows, and the samples it curates) is round r-1's distilled model, "
+        "merged; every round's student trains afresh from the base model.",
         "",
         "| run | round | T | resample | n | threshold | margin | train inputs | epochs | kept | target acc % "
         "| System 1 % (tok) | System 2 % (tok) | distilled % (tok) | 'yes' % System 2 / distilled |",
