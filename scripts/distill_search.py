@@ -269,6 +269,10 @@ def render(rows: list[dict], grids: dict, meta: dict) -> str:
         lines += ["", f"Coin flip: the share of \"yes\" among the references of the 300 test questions is "
                   f"{' / '.join(sorted(refs))}%, so a model that always answers \"no\" scores "
                   f"{' / '.join(sorted(f'{100 - float(x):.1f}' for x in refs))}%."]
+    if (OUT / "exemplar_sets" / "leaderboard.md").is_file():
+        lines += ["", "How much of a System 2 score is one exemplar set's luck: few-shot CoT under exemplar sets "
+                  "0-4 on these test sets, [exemplar_sets/leaderboard.md](exemplar_sets/leaderboard.md) "
+                  "(`scripts/exemplar_sets.sh`; set 0 is every System 2 row above)."]
     lines += ["", "What each run asks:", ""] + [f"- `{r['run']}`: {r['why']}" for r in rows if r["round"] == 1]
     lines += ["", "![distilled accuracy against target accuracy x kept inputs](distill_search.png)", "",
               "## Curation grid", "",
