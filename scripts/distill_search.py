@@ -111,7 +111,7 @@ RUNS = [
     # -- the paper's Distill System 1 baselines: the same curation on System 1 samples ---------------
     ("ll-distill-system1-t07-n4-400-th09", LAST_LETTER, {"method": "system1", "n": 4, "train_limit": 400,
                                                          "curator_options": {"threshold": 0.9}},
-     "Distill System 1 for the default: 4 of 4 System 1 samples (T 0.7) agree, 400 inputs"),
+     "Distill System 1 for the first default: 4 of 4 System 1 samples (T 0.7) agree, 400 inputs"),
     ("ll-distill-system1-t0-n8-200-th08-e5", LAST_LETTER, {"method": "system1", "temperature": 0.0, "n": 8,
                                                            "train_limit": 200, "curator_options": {"threshold": 0.8},
                                                            "trainer_options": {"epochs": 5}},
