@@ -147,7 +147,11 @@ def render(state: dict) -> str:
         lines += ["## Where CoT helps on addition (100 test questions)", "",
                   "| digits | System 1 % (tok) | few-shot CoT % (tok) |", "|---|---|---|"]
         lines += [f"| {r['digits']} | {tok(r, 'system1')} | {tok(r, 'system2-cot')} |" for r in p["rows"]]
-        lines += ["", f"The distilled addition runs use {p['digits']} digits (the largest CoT gain).", ""]
+        best = next(r for r in p["rows"] if r["digits"] == p["digits"])
+        gain = best["system2-cot"] - best["system1"]
+        lines += ["", f"The distilled addition runs use {p['digits']} digits, the largest CoT gain "
+                  f"({100 * gain:+.1f} points)" + ("." if gain > 0 else ": few-shot CoT helps this model at no digit "
+                  "count, so addition is not a task where System 2 has anything to teach it."), ""]
     if state.get("rows"):
         lines += ["## Answer-only (`lora`) against `stepwise` on the same curated data", "",
                   "| task | trainer | kept | target acc % | System 1 % (tok) | System 2 % (tok) | distilled % (tok) "
