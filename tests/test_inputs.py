@@ -78,6 +78,25 @@ def test_vllm_never_loads_pickled_weights():
     assert 'load_format="safetensors"' in inspect.getsource(vllm.VLLMBackend.__init__)
 
 
+def test_the_cpu_vllm_backend_outlasts_a_long_lora_prefill_step(monkeypatch):
+    """A 32k-token CPU prefill with an adapter ran past vLLM's 300 s step timeout and killed the
+    engine mid-run; the backend raises the limit unless the user set one."""
+    pytest.importorskip("vllm")
+    import torch
+
+    from s2d.backends.vllm import VLLMBackend
+
+    if torch.cuda.is_available():
+        pytest.skip("the limit is raised on CPU only")
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"}
+    monkeypatch.setattr(os, "environ", env)  # what the backend sets stays in this test
+    VLLMBackend("unused-path")  # builds no engine until the first request
+    assert int(env["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"]) >= 3600
+    env["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"] = "42"
+    VLLMBackend("unused-path")
+    assert env["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"] == "42"
+
+
 def test_a_plugin_calling_sys_exit_or_misspelling_a_hook_is_isolated_and_reported(tmp_path):
     from s2d.plugins import Plugins
 

@@ -66,6 +66,9 @@ class VLLMBackend(Backend):
         self.on_cpu = not torch.cuda.is_available()
         if self.on_cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gb))
+            # One CPU step prefills up to 32k tokens (chunked prefill is off, below); with a LoRA
+            # adapter on two cores that took over vLLM's 300 s step timeout, which kills the engine.
+            os.environ.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "3600")
             if cpu_bind == "all":  # vLLM's default binds compute to one core of two; we measured 1.7x with both
                 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
             elif cpu_bind != "auto":
