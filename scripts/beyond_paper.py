@@ -186,7 +186,7 @@ def main() -> None:
 
     stages = set(args.only.split(","))
     wanted = set(filter(None, args.runs.split(",")))
-    unknown = wanted - {name for name, _, _ in plan_runs(3)}
+    unknown = wanted - {name for name, _, _ in plan_runs(PROBE_DIGITS[0])}  # names do not depend on digits
     if unknown:
         ap.error(f"--runs: no planned run named {', '.join(sorted(unknown))} (see --list)")
     state_path = OUT / "beyond.json"
@@ -212,12 +212,10 @@ def main() -> None:
     if "runs" in stages:
         rows = []
         for name, task, cfg in plan_runs(digits):
-            if wanted and name not in wanted:
-                pass  # not asked for now: its row is still read if an earlier call finished it
-            elif task == "addition" and "probe" not in state:
+            if task == "addition" and "probe" not in state:
                 echo(f"[{name}] skipped: the addition runs wait for the probe's digit count (--only probe)")
                 continue
-            else:
+            if not wanted or name in wanted:  # a run not asked for now still gets its row if it finished
                 try:
                     distill(name, cfg, echo)
                 except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others
