@@ -1,8 +1,9 @@
 """Beyond the paper: stepwise internalization against answer-only distillation on the same curated
 data, and System 1 first with System 2 only when unsure (`s2d route`), on the embedded model.
 
-1. probe: System 1 and few-shot CoT on the `addition` task at several digit counts (100 test
-   questions each); the distilled `addition` runs use the digit count where CoT gains most.
+1. probe: System 1 and few-shot CoT on the `addition` task at several digit counts and with each
+   style of worked steps (100 test questions each); the distilled `addition` runs use the digit
+   count and style where CoT gains most.
 2. runs: for each task, two `s2d distill` runs that differ only in the trainer, `lora` (answer
    only) and `stepwise`; generation comes from the shared cache, so the second run only trains
    and scores. One-name last letter and coin flip use the committed configs (few-shot CoT, the
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 OUT = Path("results/beyond")
 RUNS_DIR = Path("runs/beyond")
 PROBE_DIGITS = (2, 3, 4)
+PROBE_WORKED = ("columns", "place_value")  # the addition task's `worked` option
 PROBE_LIMIT = 100
 ADDITION = {
     "task": "addition", "method": "cot", "curator": "majority", "trainer": "lora",
@@ -52,53 +54,67 @@ STEPWISE = {"last_letter": {}, "coin_flip": {"removals_per_epoch": 4}, "addition
 ROUTE_TASKS = ("last_letter", "coin_flip")
 
 
-def probe(echo) -> dict:
-    """System 1 and few-shot CoT on addition at each digit count; the digit count CoT helps most."""
+def probe(earlier: dict | None, echo) -> dict:
+    """System 1 and few-shot CoT on addition at each digit count and worked style; the pair where
+    CoT helps most. Rows of an earlier probe are kept (one without a style is `columns`, the first)."""
     from s2d.backends import load_backend
     from s2d.lmeval.run import evaluate, load_record, metrics_of
     from s2d.traces import open_cache
 
-    rows = []
-    engine = load_backend(None, "smollm2-135m", seed=0)
+    rows = [{"worked": PROBE_WORKED[0], **r} for r in (earlier or {}).get("rows", [])]
+    done = {(r["worked"], r["digits"]) for r in rows}
+    engine = None
     try:
-        for digits in PROBE_DIGITS:
-            row = {"digits": digits}
-            for label, method, options in (("system1", "system1", None),
-                                           ("system2-cot", "cot", {"shots": 4, "shot_pool": 200})):
-                (path,) = evaluate(engine, model_ref="smollm2-135m", tasks=["addition"], method=method,
-                                   limit=PROBE_LIMIT, log_samples=True, results_dir=str(OUT / "probe"),
-                                   label=f"{label}-d{digits}", task_options={"digits": digits},
-                                   method_options=options, cache=open_cache(True), progress=False)
-                rec = load_record(path)
-                row[label] = metrics_of(rec)["exact_match"]
-                row[label + "_tokens"] = rec["s2d"]["mean_generated_tokens"]
-            echo(f"[probe] addition {digits} digits: System 1 {100 * row['system1']:.1f}%, "
-                 f"few-shot CoT {100 * row['system2-cot']:.1f}%")
-            rows.append(row)
+        for worked in PROBE_WORKED:
+            for digits in PROBE_DIGITS:
+                if (worked, digits) in done:
+                    continue
+                engine = engine or load_backend(None, "smollm2-135m", seed=0)
+                row = {"worked": worked, "digits": digits}
+                suffix = f"-d{digits}" if worked == PROBE_WORKED[0] else f"-{worked}-d{digits}"
+                # System 1's prompt has no worked steps: one run per digit count (the first style's).
+                conditions = [("system2-cot", "cot", {"shots": 4, "shot_pool": 200})]
+                if worked == PROBE_WORKED[0]:
+                    conditions.insert(0, ("system1", "system1", None))
+                else:
+                    first = next(r for r in rows if r["worked"] == PROBE_WORKED[0] and r["digits"] == digits)
+                    row.update(system1=first["system1"], system1_tokens=first["system1_tokens"])
+                for label, method, options in conditions:
+                    (path,) = evaluate(engine, model_ref="smollm2-135m", tasks=["addition"], method=method,
+                                       limit=PROBE_LIMIT, log_samples=True, results_dir=str(OUT / "probe"),
+                                       label=label + suffix, task_options={"digits": digits, "worked": worked},
+                                       method_options=options, cache=open_cache(True), progress=False)
+                    rec = load_record(path)
+                    row[label] = metrics_of(rec)["exact_match"]
+                    row[label + "_tokens"] = rec["s2d"]["mean_generated_tokens"]
+                echo(f"[probe] addition {digits} digits, {worked}: System 1 {100 * row['system1']:.1f}%, "
+                     f"few-shot CoT {100 * row['system2-cot']:.1f}%")
+                rows.append(row)
     finally:
-        engine.close()
+        if engine is not None:
+            engine.close()
     best = max(rows, key=lambda r: r["system2-cot"] - r["system1"])
-    return {"rows": rows, "digits": best["digits"]}
+    return {"rows": rows, "digits": best["digits"], "worked": best["worked"]}
 
 
-def task_config(name: str, source, digits: int | None) -> dict:
+def task_config(name: str, source, addition: dict) -> dict:
     import yaml
 
     cfg = yaml.safe_load((ROOT / source).read_text()) if isinstance(source, str) else json.loads(json.dumps(source))
     cfg.pop("scale", None)
     cfg.pop("description", None)
     if name == "addition":
-        cfg["task_options"] = {"digits": digits}
+        cfg["task_options"] = dict(addition)
     return cfg
 
 
-def plan_runs(digits: int) -> list[tuple[str, str, dict]]:
+def plan_runs(addition: dict) -> list[tuple[str, str, dict]]:
     """(run name, task, settings): per task, the answer-only run and the stepwise run; they share
     generation and curation. Stepwise takes its own epochs (sized to the longest reasoning plus one
     answer-only epoch), not the answer-only run's."""
     out = []
     for task, source in TASKS:
-        base = task_config(task, source, digits)
+        base = task_config(task, source, addition)
         out.append((f"{task}-lora", task, {**base, "trainer": "lora"}))
         out.append((f"{task}-stepwise", task, {**base, "trainer": "stepwise", "trainer_options": STEPWISE[task]}))
     return out
@@ -144,14 +160,20 @@ def render(state: dict) -> str:
              f"commit {state['commit']}).", ""]
     p = state.get("probe")
     if p:
+        worked = lambda r: r.get("worked", PROBE_WORKED[0])  # noqa: E731 - a first probe had one style
         lines += ["## Where CoT helps on addition (100 test questions)", "",
-                  "| digits | System 1 % (tok) | few-shot CoT % (tok) |", "|---|---|---|"]
-        lines += [f"| {r['digits']} | {tok(r, 'system1')} | {tok(r, 'system2-cot')} |" for r in p["rows"]]
-        best = next(r for r in p["rows"] if r["digits"] == p["digits"])
+                  "`columns`: one column per step, right to left, with the carry (\"Ones: 6 + 6 = 12, write 2, "
+                  "carry 1. ...\"); `place_value`: each place's value left to right, then a running total "
+                  "(\"40 + 20 = 60. 6 + 6 = 12. 60 + 12 = 72.\"). 4 worked examples drawn from the first 200 train inputs.", "",
+                  "| digits | worked steps | System 1 % (tok) | few-shot CoT % (tok) |", "|---|---|---|---|"]
+        lines += [f"| {r['digits']} | {worked(r)} | {tok(r, 'system1')} | {tok(r, 'system2-cot')} |"
+                  for r in p["rows"]]
+        best = next(r for r in p["rows"] if r["digits"] == p["digits"] and worked(r) == worked(p))
         gain = best["system2-cot"] - best["system1"]
-        lines += ["", f"The distilled addition runs use {p['digits']} digits, the largest CoT gain "
-                  f"({100 * gain:+.1f} points)" + ("." if gain > 0 else ": few-shot CoT helps this model at no digit "
-                  "count, so addition is not a task where System 2 has anything to teach it."), ""]
+        lines += ["", f"The distilled addition runs use {p['digits']} digits with `{worked(p)}` steps, the largest "
+                  f"CoT gain ({100 * gain:+.1f} points)" + ("." if gain > 0 else ": few-shot CoT helps this model "
+                  "at no digit count with either style, so addition is not a task where System 2 has anything "
+                  "to teach it."), ""]
     if state.get("rows"):
         lines += ["## Answer-only (`lora`) against `stepwise` on the same curated data", "",
                   "| task | trainer | kept | target acc % | System 1 % (tok) | System 2 % (tok) | distilled % (tok) "
@@ -186,7 +208,7 @@ def main() -> None:
 
     stages = set(args.only.split(","))
     wanted = set(filter(None, args.runs.split(",")))
-    unknown = wanted - {name for name, _, _ in plan_runs(PROBE_DIGITS[0])}  # names do not depend on digits
+    unknown = wanted - {name for name, _, _ in plan_runs({})}  # names do not depend on the addition setting
     if unknown:
         ap.error(f"--runs: no planned run named {', '.join(sorted(unknown))} (see --list)")
     state_path = OUT / "beyond.json"
@@ -200,18 +222,22 @@ def main() -> None:
         write_json(state_path, state)
         (OUT / "README.md").write_text(render(state))
 
-    digits = (state.get("probe") or {}).get("digits", 3)
+    def addition() -> dict:  # the probe's choice
+        p = state.get("probe") or {}
+        return {"digits": p.get("digits", 3), "worked": p.get("worked", PROBE_WORKED[0])}
+
     if args.list:
-        for name, _, cfg in plan_runs(digits):
+        for name, _, cfg in plan_runs(addition()):
             print(f"{name}: {json.dumps(cfg)}")
         return
-    if "probe" in stages and "probe" not in state:
-        state["probe"] = probe(echo)
+    if "probe" in stages:  # runs only the digit counts and styles not probed yet
+        state["probe"] = probe(state.get("probe"), echo)
         save()
-        digits = state["probe"]["digits"]
     if "runs" in stages:
+        # A row from an earlier machine stays when its run folder is not here (runs/ is not committed).
+        earlier = {(r["task"], r["trainer"]): r for r in state.get("rows") or []}
         rows = []
-        for name, task, cfg in plan_runs(digits):
+        for name, task, cfg in plan_runs(addition()):
             if task == "addition" and "probe" not in state:
                 echo(f"[{name}] skipped: the addition runs wait for the probe's digit count (--only probe)")
                 continue
@@ -220,7 +246,7 @@ def main() -> None:
                     distill(name, cfg, echo)
                 except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others
                     echo(f"[{name}] failed: {type(exc).__name__}: {exc}")
-            row = run_row(task, cfg["trainer"], RUNS_DIR / name)
+            row = run_row(task, cfg["trainer"], RUNS_DIR / name) or earlier.get((task, cfg["trainer"]))
             if row:
                 rows.append(row)
                 state["rows"] = rows

@@ -164,3 +164,17 @@ def test_addition_splits_are_disjoint_seeded_and_the_worked_example_adds_by_colu
     assert task.score(splits["test"][0], f"Final answer: {splits['test'][0]['answer']}") == {"exact_match": 1.0}
     with pytest.raises(ValueError, match="too many of the 81 pairs"):
         Addition(digits=1, size=20)
+
+
+def test_addition_place_value_steps_read_left_to_right_and_sum_to_the_answer():
+    from s2d.tasks.addition import Addition, place_value_steps
+
+    assert place_value_steps(46, 26) == ["40 + 20 = 60.", "6 + 6 = 12.", "60 + 12 = 72."]
+    assert place_value_steps(478, 645)[-1] == "1110 + 13 = 1123."
+    task = Addition(digits=4, size=20, train_size=50, worked="place_value")
+    for doc in task.docs("train")[:20]:
+        _, solution = task.worked_example(doc)
+        last = solution.split("\nFinal answer:")[0].split(" = ")[-1].rstrip(".")
+        assert last == doc["answer"] == task.extract(solution)
+    with pytest.raises(ValueError, match="worked must be one of columns, place_value"):
+        Addition(worked="reversed")

@@ -30,16 +30,40 @@ def column_steps(a: int, b: int) -> list[str]:
     return steps
 
 
+def place_value_steps(a: int, b: int) -> list[str]:
+    """One sentence per place, left to right, then a running total: the digits are read in the
+    order they are written (a small model copies the wrong digit when it must read right to left)."""
+    width = max(len(str(a)), len(str(b)))
+    parts = []
+    for i in range(width - 1, -1, -1):
+        x, y = (a // 10 ** i) % 10 * 10 ** i, (b // 10 ** i) % 10 * 10 ** i
+        parts.append((x, y, x + y))
+    steps = [f"{x} + {y} = {s}." for x, y, s in parts]
+    total = parts[0][2]
+    for _, _, s in parts[1:]:
+        steps.append(f"{total} + {s} = {total + s}.")
+        total += s
+    return steps
+
+
+WORKED = {"columns": column_steps, "place_value": place_value_steps}
+
+
 class Addition(Task):
     """Add two multi-digit numbers (exact match on the sum)."""
 
     name = "addition"
 
     def __init__(self, data_dir=None, seed: int = 0, digits: int = 3, size: int = 200,
-                 train_size: int = 2000, **options):
+                 train_size: int = 2000, worked: str = "columns", **options):
         """``digits``: digits of each operand (the first is never 0); ``size``: the test and
-        validation splits; ``train_size``: the unlabeled train inputs. Splits never share a pair."""
+        validation splits; ``train_size``: the unlabeled train inputs. Splits never share a pair.
+        ``worked``: the few-shot CoT's steps, ``columns`` (right to left with the carry) or
+        ``place_value`` (each place's value left to right, then a running total)."""
         super().__init__(data_dir, seed, **options)
+        if worked not in WORKED:
+            raise ValueError(f"addition: worked must be one of {', '.join(WORKED)}, got {worked!r}")
+        self.worked = worked
         self.digits = int(digits)
         if not 1 <= self.digits <= 12:
             raise ValueError(f"addition: digits must be between 1 and 12, got {digits!r}")
@@ -83,8 +107,8 @@ class Addition(Task):
         return f"Final answer: {answer}"
 
     def worked_example(self, doc: dict) -> tuple[str, str]:
-        """A few-shot CoT exemplar: one column per step, right to left, then the final-answer line."""
-        steps = " ".join(column_steps(doc["a"], doc["b"]))
+        """A few-shot CoT exemplar: one place per step (see ``worked``), then the final-answer line."""
+        steps = " ".join(WORKED[self.worked](doc["a"], doc["b"]))
         return doc["question"], f"{steps}\nFinal answer: {doc['answer']}"
 
     def extract(self, text: str) -> str | None:
