@@ -97,6 +97,13 @@ def probe(earlier: dict | None, echo) -> dict:
     return {"rows": rows, "digits": best["digits"], "worked": best["worked"]}
 
 
+def probe_gain(p: dict) -> float:
+    """Few-shot CoT's gain over System 1 at the probe's chosen digit count and style."""
+    best = next(r for r in p["rows"] if r["digits"] == p["digits"] and r.get("worked", PROBE_WORKED[0])
+                == p.get("worked", PROBE_WORKED[0]))
+    return best["system2-cot"] - best["system1"]
+
+
 def task_config(name: str, source, addition: dict) -> dict:
     import yaml
 
@@ -168,12 +175,11 @@ def render(state: dict) -> str:
                   "| digits | worked steps | System 1 % (tok) | few-shot CoT % (tok) |", "|---|---|---|---|"]
         lines += [f"| {r['digits']} | {worked(r)} | {tok(r, 'system1')} | {tok(r, 'system2-cot')} |"
                   for r in p["rows"]]
-        best = next(r for r in p["rows"] if r["digits"] == p["digits"] and worked(r) == worked(p))
-        gain = best["system2-cot"] - best["system1"]
+        gain = probe_gain(p)
         lines += ["", f"The distilled addition runs use {p['digits']} digits with `{worked(p)}` steps, the largest "
                   f"CoT gain ({100 * gain:+.1f} points)" + ("." if gain > 0 else ": few-shot CoT helps this model "
                   "at no digit count with either style, so addition is not a task where System 2 has anything "
-                  "to teach it."), ""]
+                  "to teach it, and its distilled runs are not made."), ""]
     if state.get("rows"):
         lines += ["## Answer-only (`lora`) against `stepwise` on the same curated data", "",
                   "| task | trainer | kept | target acc % | System 1 % (tok) | System 2 % (tok) | distilled % (tok) "
@@ -240,6 +246,10 @@ def main() -> None:
         for name, task, cfg in plan_runs(addition()):
             if task == "addition" and "probe" not in state:
                 echo(f"[{name}] skipped: the addition runs wait for the probe's digit count (--only probe)")
+                continue
+            if task == "addition" and probe_gain(state["probe"]) <= 0:
+                echo(f"[{name}] skipped: few-shot CoT does not beat System 1 on addition (the probe), so a "
+                     "distilled System 2 has nothing to teach")
                 continue
             if not wanted or name in wanted:  # a run not asked for now still gets its row if it finished
                 try:
