@@ -215,7 +215,9 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"s2d: converting {gguf.name} to a model folder (once; about 20-40 s) ...", flush=True)
+    # No time estimate: it depends on the file (seconds for the 135M model's, minutes for 1.5B's).
+    size_gb = gguf.stat().st_size / 1e9
+    print(f"s2d: converting {gguf.name} ({size_gb:.2f} GB) to a model folder (once) ...", flush=True)
     gguf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     config = gguf_model.config

@@ -159,6 +159,26 @@ def run_row(task: str, trainer: str, folder: Path) -> dict | None:
             "stepwise": trained.get("stepwise")}
 
 
+def reading(rows: list[dict]) -> list[str]:
+    """One line per task with both runs: stepwise against answer-only, from the rows themselves."""
+    out = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        by = {r["trainer"]: r for r in rows if r["task"] == task}
+        if not {"lora", "stepwise"} <= by.keys() or None in (by["lora"]["distilled"], by["stepwise"]["distilled"]):
+            continue
+        lo, st = by["lora"], by["stepwise"]
+        diff = 100 * (st["distilled"] - lo["distilled"])
+        verdict = "beats" if diff > 0 else "trails" if diff < 0 else "ties"
+        line = (f"- {task}: stepwise {verdict} answer-only ({100 * st['distilled']:.1f}% against "
+                f"{100 * lo['distilled']:.1f}%, {diff:+.1f} points) in "
+                f"{st['train_seconds'] / lo['train_seconds']:.1f}x the training time.")
+        if not lo["target_accuracy"]:
+            line += (f" The curator kept {lo['kept']} inputs and none of their answers is right, so neither "
+                     "trainer has a correct skill to internalize.")
+        out.append(line)
+    return out
+
+
 def render(state: dict) -> str:
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
     tok = lambda r, k: "-" if r[k] is None else f"{pct(r[k])} ({r[k + '_tokens']:.1f})"  # noqa: E731
@@ -175,11 +195,11 @@ def render(state: dict) -> str:
                   "| digits | worked steps | System 1 % (tok) | few-shot CoT % (tok) |", "|---|---|---|---|"]
         lines += [f"| {r['digits']} | {worked(r)} | {tok(r, 'system1')} | {tok(r, 'system2-cot')} |"
                   for r in p["rows"]]
-        gain = probe_gain(p)
-        lines += ["", f"The distilled addition runs use {p['digits']} digits with `{worked(p)}` steps, the largest "
-                  f"CoT gain ({100 * gain:+.1f} points)" + ("." if gain > 0 else ": few-shot CoT helps this model "
-                  "at no digit count with either style, so addition is not a task where System 2 has anything "
-                  "to teach it, and its distilled runs are not made."), ""]
+        gain, at = probe_gain(p), f"{p['digits']} digits with `{worked(p)}` steps"
+        lines += ["", f"The distilled addition runs use {at}, the largest CoT gain ({100 * gain:+.1f} points)." if gain > 0
+                  else f"Few-shot CoT beats System 1 at no digit count with either style (the best gain, "
+                  f"{100 * gain:+.1f} points, at {at}), so on this model addition is not a task where System 2 "
+                  "has anything to teach, and its distilled runs are not made.", ""]
     if state.get("rows"):
         lines += ["## Answer-only (`lora`) against `stepwise` on the same curated data", "",
                   "| task | trainer | kept | target acc % | System 1 % (tok) | System 2 % (tok) | distilled % (tok) "
@@ -189,7 +209,7 @@ def render(state: dict) -> str:
             secs = "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"
             lines.append(f"| {r['task']} | {r['trainer']} | {r['kept']} | {pct(r['target_accuracy'])} "
                          f"| {tok(r, 'system1')} | {tok(r, 'system2')} | {tok(r, 'distilled')} | {secs} | {stages} |")
-        lines.append("")
+        lines += ["", *reading(state["rows"]), ""]
     for task, res in (state.get("routes") or {}).items():
         c, t, e = res["chosen"], res["test_at_chosen"], res["through_lm_eval"]
         lines += [f"## Routing: {task}", "",
