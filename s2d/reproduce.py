@@ -115,17 +115,27 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "re
         summary = DistillRun(cfg, run_dir, progress=progress, echo=echo).run()
         export_run(run_dir, Path(out_dir) / where / folder)  # the records, curated set, config
         summaries.append((cfg, summary, rows))
-    path = Path(out_dir) / (f"{table}_{scale}_{safe_name(Path(model).name)}.md" if other else f"{table}_{scale}.md")
+    # The settings name the table file as they name the run folders: one of other settings never
+    # replaces the plain table.
+    extra = "".join(f"+{k}={v}" for k, v in sorted(flat(settings or {}).items()))
+    stem = f"{table}_{scale}" + (f"_{Path(model).name}" if other else "") + extra
+    path = Path(out_dir) / f"{safe_name(stem)}.md"
+    command = " ".join([f"s2d reproduce {table} --scale {scale}", *([f"--model {model}"] if other else []),
+                        *(f"--set {k}={v}" for k, v in sorted(flat(settings or {}).items()))])
     from s2d.files import atomic_write
 
     with atomic_write(path) as f:
-        f.write(render_table(table, scale, summaries, where=str(where), model=model or DEFAULT_MODEL))
+        f.write(render_table(table, scale, summaries, where=str(where), model=model or DEFAULT_MODEL,
+                             command=command))
     return path
 
 
 def render_table(table: str, scale: str, summaries: list, where: str | None = None,
-                 model: str = "smollm2-135m") -> str:
-    """`summaries`: (config, distill summary, {row key: condition}) per run."""
+                 model: str = "smollm2-135m", command: str | None = None) -> str:
+    """`summaries`: (config, distill summary, {row key: condition}) per run; `command`: what made
+    it (default: the plain `s2d reproduce` line for this table, scale and model)."""
+    command = command or (f"s2d reproduce {table} --scale {scale}"
+                          + ("" if model == "smollm2-135m" else f" --model {model}"))
     spec = PAPER[table]
     metrics = spec.get("metrics", ("exact_match",))
     cells_of = {}  # (row key, task) -> the run's row for that condition
@@ -140,8 +150,7 @@ def render_table(table: str, scale: str, summaries: list, where: str | None = No
         head += [f"{task} {m} (ours)" for m in metrics] + [f"{task} #tokens (ours)"]
         head += [f"{task} {m} (paper)" for m in metrics] + [f"{task} #tokens (paper)"]
     lines = [f"# {spec['title']}", "",
-             f"Ours: `{model}`, scale `{scale}`, made by `s2d reproduce {table} --scale {scale}"
-             f"{'' if model == 'smollm2-135m' else f' --model {model}'}` on "
+             f"Ours: `{model}`, scale `{scale}`, made by `{command}` on "
              f"{time.strftime('%Y-%m-%d')}. Paper: Llama-2-70B-chat (arXiv 2407.06023 v1).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, (label, paper) in spec["rows"].items():

@@ -231,6 +231,10 @@ def test_reproduce_a_table_for_another_model_keeps_the_defaults_files(memorize, 
     assert other.name == "table1_small_other-model.md" and f"`{weights}`" in other.read_text()
     assert (tmp_path / "out" / "small" / "other-model" / "table1_coin_flip_rar2+method=system1" / "summary.txt").is_file()
     assert default.read_text() and (tmp_path / "runs" / "small" / "other-model").is_dir()
+    before = other.read_text()
+    limited = run_table("table1", model=str(weights), settings={"eval_limit": 1}, **kw)
+    assert limited.name == "table1_small_other-model+eval_limit=1.md" and other.read_text() == before
+    assert f"made by `s2d reproduce table1 --scale small --model {weights} --set eval_limit=1`" in limited.read_text()
 
 
 def test_set_is_the_last_layer_and_merges_into_mappings():
