@@ -107,9 +107,12 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "re
     summaries = []
     for name, overrides, rows in PAPER[table]["runs"]:
         raw = yaml.safe_load(config_path(configs_dir, name).read_text()) or {}
+        # Method options are the table's System 2 method's: a baseline run of another method (Distill
+        # System 1) drops them with the method, as it drops the config's own.
+        own = {k: v for k, v in (settings or {}).items() if not (k == "method_options" and "method" in overrides)}
         cfg = RunConfig.build(apply_scale(raw, scale), {"backend": backend, "model": model, **overrides},
-                              SetItems(settings or {}))
-        folder = safe_name(run_name(name, {**overrides, **flat(settings or {})}))
+                              SetItems(own))
+        folder = safe_name(run_name(name, {**overrides, **flat(own)}))
         echo(f"== {folder} ({scale}{f', {model}' if other else ''})")
         run_dir = Path(runs_dir) / where / folder
         summary = DistillRun(cfg, run_dir, progress=progress, echo=echo).run()

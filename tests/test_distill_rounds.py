@@ -235,6 +235,10 @@ def test_reproduce_a_table_for_another_model_keeps_the_defaults_files(memorize, 
     limited = run_table("table1", model=str(weights), settings={"eval_limit": 1}, **kw)
     assert limited.name == "table1_small_other-model+eval_limit=1.md" and other.read_text() == before
     assert f"made by `s2d reproduce table1 --scale small --model {weights} --set eval_limit=1`" in limited.read_text()
+    worded = run_table("table1", settings={"method_options": {"wording": "paper"}}, **kw)  # rar2's option:
+    assert worded.name == "table1_small+method_options.wording=paper.md"  # not given to the system1 runs
+    assert (tmp_path / "out" / "small" / "table1_last_letter_rar2+method_options.wording=paper").is_dir()
+    assert (tmp_path / "out" / "small" / "table1_coin_flip_rar2+method=system1").is_dir()
 
 
 def test_set_is_the_last_layer_and_merges_into_mappings():
