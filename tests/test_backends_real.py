@@ -158,3 +158,24 @@ def test_logprobs_are_the_models_own_for_the_generated_tokens(engine):
         assert c.mean_logprob == pytest.approx(c.logprob / c.completion_tokens)
         compared += 1
     assert compared >= 2
+
+
+def test_auto_dtype_is_recorded_as_the_dtype_the_engine_computes_in(model_path):
+    """Records and cache keys carry the resolved dtype: on a CPU bf16 only with native bf16
+    (AVX-512 BF16 or AMX), else fp32; never the word "auto"."""
+    import torch
+
+    from s2d.backends.base import cpu_dtype
+    from s2d.backends.hf import HFBackend
+    from s2d.backends.vllm import VLLMBackend
+    from s2d.traces import model_identity
+
+    if torch.cuda.is_available():
+        pytest.skip("the CPU rule; on a GPU the engines resolve auto themselves")
+    hf = HFBackend(model_path, seed=0, dtype="auto", batch_size=2)
+    try:
+        assert hf.dtype == cpu_dtype() and model_identity(hf).endswith(":" + cpu_dtype())
+    finally:
+        hf.close()
+    assert VLLMBackend(model_path, dtype="auto").dtype == cpu_dtype()  # the engine itself starts lazily
+    assert VLLMBackend(model_path, dtype="float32").dtype == "float32"

@@ -66,6 +66,7 @@ class HFBackend(Backend):
             model_path, dtype=_torch_dtype(torch, dtype, self.device),
             trust_remote_code=trust_remote_code, use_safetensors=True).to(self.device)
         self.model.eval()
+        self.dtype = str(self.model.dtype).removeprefix("torch.")  # resolved: records and cache keys name it
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         if self.tokenizer.eos_token_id is not None:

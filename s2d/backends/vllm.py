@@ -82,6 +82,9 @@ class VLLMBackend(Backend):
             # Eager starts in ~20 s instead of ~70 s on CPU for ~10% less throughput.
             enforce_eager=self.on_cpu if enforce_eager is None else enforce_eager,
         )
+        # The dtype the engine computes in, not "auto": records and cache keys must tell a bf16
+        # machine's generations from an fp32 one's. On a GPU vLLM resolves "auto" at load (below).
+        self.dtype = self.engine_args["dtype"]
         if data_parallel_size != 1:
             self.engine_args["data_parallel_size"] = data_parallel_size
         if self.on_cpu:
@@ -129,6 +132,9 @@ class VLLMBackend(Backend):
             args.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=4)
         self.llm = LLM(**args)
         self._engine_has_lora = need_lora
+        if self.dtype == "auto":
+            resolved = getattr(getattr(self.llm.llm_engine, "model_config", None), "dtype", None)
+            self.dtype = str(resolved).removeprefix("torch.") if resolved is not None else "auto"
         return self.llm
 
     def generate(self, requests: Sequence[Request], *, progress: bool = True) -> list[list[Completion]]:
