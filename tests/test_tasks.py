@@ -79,6 +79,11 @@ def test_coin_flip_generated_and_file(tiny_data):
     assert t.extract("The coin is not heads up anymore, it is tails up.") == "no"
     assert t.extract("No, the coin is not still heads up.") == "no"
     assert t.extract("The coin is still a fair coin, with no inherent bias.") is None
+    # A reasoning model restates the premise first; its final answer decides.
+    steps = "1. **Initial Condition**: The coin is heads up.\n2. Nicoletto flips the coin.\n"
+    assert t.extract(steps + "Final answer: Final answer: tails up") == "no"
+    assert t.extract(steps + "Final answer: The coin is still heads up.") == "yes"
+    assert t.extract(steps + "Final answer: heads") == "yes"  # no statement after the marker: the first one
 
 
 def test_gsm8k_extraction(tiny_data):

@@ -85,12 +85,21 @@ class CoinFlip(Task):
         return doc["question"], "The coin starts heads up. " + " ".join(lines) + f"\nFinal answer: {answer}"
 
     def extract(self, text: str) -> str | None:
-        """yes/no from an explicit answer, a leading yes/no, or the first statement about the coin
-        ("is still heads up" -> yes, "not heads up" / "tails up" -> no): small models rarely say
-        yes or no outright."""
+        """yes/no from an explicit answer, a statement about the coin after the last "final
+        answer" ("Final answer: tails up" -> no), a leading yes/no, or the first statement about
+        the coin ("is still heads up" -> yes, "not heads up" / "tails up" -> no): small models
+        rarely say yes or no outright. The final answer's statement comes before the first one: a
+        model that reasons restates the premise ("The coin is heads up") before it concludes."""
         marked = re.findall(r"(?:final answer|answer is|answer)\s*:?\s*\**\s*(yes|no)\b", text, flags=re.I)
         if marked:
             return marked[-1].lower()
+        final = list(re.finditer(r"final answer", text, flags=re.I))
+        if final:
+            tail = text[final[-1].end():]
+            said = [(m.start(), "no") for m in NEGATIVE.finditer(tail)] + \
+                   [(m.start(), "yes") for m in POSITIVE.finditer(tail)]
+            if said:
+                return min(said)[1]
         lead = re.match(r"\W*(yes|no)\b", text, flags=re.I)
         if lead:
             return lead.group(1).lower()
