@@ -1,18 +1,28 @@
-"""scripts/rescore_samples.py on a committed record: the saved responses scored again with today's
-extractor (no model). The 1.5B model's zero-shot CoT on coin flip was stored at 59.0% under the
-extractor that read the restated premise as the answer."""
+"""scripts/rescore_samples.py: saved responses scored again with today's extractors (no model).
+The 1.5B probe's records must agree with today's scorers (its zero-shot CoT coin-flip record was
+remade after the coin-flip extractor fix; before it, that record stored 59.0% where its responses
+score 73.0%)."""
 
 import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RECORD = ROOT / "results/eval/qwen2.5-coder-1.5b/coin_flip/cot+limit=100.json"
+PROBE = ROOT / "results/eval/qwen2.5-coder-1.5b"
 
 
-def test_rescoring_a_committed_record_shows_the_fixed_coin_flip_extractor():
+def load():
     spec = importlib.util.spec_from_file_location("rescore_samples", ROOT / "scripts" / "rescore_samples.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    row = mod.rescore(RECORD)
-    assert round(row["stored"], 2) == 0.59 and round(row["now"], 2) == 0.73
-    assert row["answers"] == {"yes": 84, "no": 16}
+    return mod
+
+
+def test_the_probe_records_agree_with_todays_scorers():
+    mod = load()
+    rows = [mod.rescore(p) for p in sorted(PROBE.rglob("*.json")) if not p.name.endswith(".samples.json")]
+    rows = [r for r in rows if r]
+    assert len(rows) == 14
+    stale = [(r["record"], r["stored"], r["now"]) for r in rows if abs(r["stored"] - r["now"]) > 1e-9]
+    assert not stale, stale
+    cot = next(r for r in rows if r["record"].endswith("coin_flip/cot+limit=100.json"))
+    assert cot["answers"].get("no", 0) > 10  # the reasoning model's "tails up" conclusions count as no
