@@ -120,11 +120,11 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "re
         summaries.append((cfg, summary, rows))
     # The settings name the table file as they name the run folders: one of other settings never
     # replaces the plain table.
-    extra = "".join(f"+{k}={v}" for k, v in sorted(flat(settings or {}).items()))
-    stem = f"{table}_{scale}" + (f"_{Path(model).name}" if other else "") + extra
+    items = sorted(flat(settings or {}).items())
+    stem = f"{table}_{scale}" + (f"_{Path(model).name}" if other else "") + "".join(f"+{k}={v}" for k, v in items)
     path = Path(out_dir) / f"{safe_name(stem)}.md"
     command = " ".join([f"s2d reproduce {table} --scale {scale}", *([f"--model {model}"] if other else []),
-                        *(f"--set {k}={v}" for k, v in sorted(flat(settings or {}).items()))])
+                        *(f"--set {k}={v}" for k, v in items)])
     from s2d.files import atomic_write
 
     with atomic_write(path) as f:

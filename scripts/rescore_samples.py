@@ -23,7 +23,7 @@ def rescore(record_path: Path) -> dict | None:
     from s2d.lmeval.run import load_record, metrics_of
     from s2d.lmeval.tasks import build_task
 
-    samples = record_path.with_name(record_path.name[: -len(".json")] + ".samples.jsonl")
+    samples = record_path.with_name(record_path.stem + ".samples.jsonl")
     if not samples.is_file():
         return None
     rec = load_record(record_path)
@@ -47,7 +47,7 @@ def main() -> None:
     print("| record | metric | stored | now | answers now |\n|---|---|---|---|---|")
     for folder in args.folders:
         for path in sorted(folder.rglob("*.json")):
-            if path.name.endswith(".samples.json") or not path.with_name(path.stem + ".samples.jsonl").is_file():
+            if not path.with_name(path.stem + ".samples.jsonl").is_file():  # not a record with samples
                 continue
             row = rescore(path)
             if row is None:

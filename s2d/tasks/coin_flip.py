@@ -16,6 +16,13 @@ NEGATIVE = re.compile(r"\b(?:not|no longer|isn't|is not)\s+(?:still\s+)?heads[- 
 POSITIVE = re.compile(r"\b(?:still|remains|is)\s+heads[- ]up\b", flags=re.I)
 
 
+def first_statement(text: str) -> str | None:
+    """yes/no from the first statement about the coin in ``text``, None where it makes none."""
+    statements = [(m.start(), "no") for m in NEGATIVE.finditer(text)] + \
+                 [(m.start(), "yes") for m in POSITIVE.finditer(text)]
+    return min(statements)[1] if statements else None
+
+
 class CoinFlip(Task):
     """Track a coin through flips and non-flips; answer yes or no (exact match, unparseable rate)."""
 
@@ -94,19 +101,15 @@ class CoinFlip(Task):
         if marked:
             return marked[-1].lower()
         final = list(re.finditer(r"final answer", text, flags=re.I))
-        if final:
-            tail = text[final[-1].end():]
-            said = [(m.start(), "no") for m in NEGATIVE.finditer(tail)] + \
-                   [(m.start(), "yes") for m in POSITIVE.finditer(tail)]
-            if said:
-                return min(said)[1]
+        concluded = first_statement(text[final[-1].end():]) if final else None
+        if concluded:
+            return concluded
         lead = re.match(r"\W*(yes|no)\b", text, flags=re.I)
         if lead:
             return lead.group(1).lower()
-        statements = [(m.start(), "no") for m in NEGATIVE.finditer(text)] + \
-                     [(m.start(), "yes") for m in POSITIVE.finditer(text)]
-        if statements:
-            return min(statements)[1]
+        stated = first_statement(text)
+        if stated:
+            return stated
         found = re.findall(r"(?:^|[.!?]\s+)(yes|no)\b", text, flags=re.I)
         return found[0].lower() if found else None
 
