@@ -147,8 +147,9 @@ def test_configs_are_valid_at_both_scales():
     from s2d.reproduce import PAPER, config_names
 
     configs = Path(__file__).parent.parent / "results" / "configs"
-    extra = {"default", "last_letter_resample", "coin_flip_cot", "qwen_last_letter_cot"}  # the default run; the
-    # search's best; its coin flip; the 1.5B model's best probe method on two-name last letter
+    extra = {"default", "last_letter_resample", "coin_flip_cot", "qwen_last_letter_cot", "qwen_coin_flip_cot"}
+    # the default run; the search's best; its coin flip; the 1.5B model's best probe methods on two-name
+    # last letter and on coin flip
     assert config_names() | extra == {p.stem for p in configs.glob("*.yaml")}
     runs = [(name, overrides) for spec in PAPER.values() for name, overrides, _ in spec["runs"]]
     for name, overrides in runs + [(e, {}) for e in sorted(extra)]:
