@@ -7,7 +7,7 @@ each task, then, for the widest gain, how well each curator's targets match the 
 (analysis only) on unlabeled train inputs at several sample counts. Writes `s2d eval` records under
 results/search/ and the table results/search/README.md (+ search.json).
 
-    S2D_DATA_DIR=../shared/data python scripts/default_search.py [--out results/search]
+    S2D_DATA_DIR=../shared/data python scripts/default_search.py [--out results/search] [--report-only]
 
 One engine serves every condition; a generation cache (default ~/.cache/s2d/generations, the one
 scripts/eval_matrix.sh fills) makes conditions already run there free and a killed search resume.
@@ -71,7 +71,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--grid-only", action="store_true",
                     help="Stop after the greedy grid (skip test-time majority and the curation analysis).")
+    ap.add_argument("--report-only", action="store_true",
+                    help="Load no model: read search.json, take the results/eval rows from today's records "
+                         "(e.g. after scripts/rescore_samples.py --write) and write the table again.")
     args = ap.parse_args()
+    if args.report_only:
+        return report_only(Path(args.out), args.model)
 
     from s2d.backends import load_backend
     from s2d.lmeval.run import evaluate, load_record, record_path
@@ -139,6 +144,21 @@ def publish(out: Path, result: dict) -> None:
     write_json(out / "search.json", result)
     with atomic_write(out / "README.md") as f:
         f.write(render(result))
+
+
+def report_only(out: Path, model: str) -> None:
+    """search.json's own rows kept, the results/eval rows read again from their records."""
+    import json
+
+    result = json.loads((out / "search.json").read_text(encoding="utf-8"))
+    if result.get("model") != model:
+        raise SystemExit(f"{out / 'search.json'} is the search of {result.get('model')!r}, not {model!r}")
+    rows = result["rows"]
+    at = next((i for i, r in enumerate(rows) if r["docs"].endswith("results/eval")), len(rows))
+    rest = [r for r in rows[at:] if not r["docs"].endswith("results/eval")]  # the test-time majority row
+    result["rows"] = rows[:at] + matrix_rows(model) + rest
+    publish(out, {k: result[k] for k in ("model", "seed", "rows", "best", "curation")})
+    print((out / "README.md").read_text())
 
 
 def matrix_rows(model: str) -> list[dict]:

@@ -4,6 +4,8 @@ remade after the coin-flip extractor fix; before it, that record stored 59.0% wh
 score 73.0%)."""
 
 import importlib.util
+import json
+import shutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +24,35 @@ def test_the_probe_records_agree_with_todays_scorers():
     rows = [mod.rescore(p) for p in sorted(PROBE.rglob("*.json")) if not p.name.endswith(".samples.json")]
     rows = [r for r in rows if r]
     assert len(rows) == 14
-    stale = [(r["record"], r["stored"], r["now"]) for r in rows if abs(r["stored"] - r["now"]) > 1e-9]
-    assert not stale, stale
+    stale = [(r["record"], r["stored"], r["now"]) for r in rows if abs(r["stored"] - r["now"]) > 1e-9 or mod.changed(r)]
+    assert not stale, stale  # every document's metrics and parsed answer, not only the means
     cot = next(r for r in rows if r["record"].endswith("coin_flip/cot+limit=100.json"))
     assert cot["answers"].get("no", 0) > 10  # the reasoning model's "tails up" conclusions count as no
+
+
+def test_write_stores_todays_scores_and_what_it_replaced(tmp_path):
+    mod = load()
+    src = PROBE / "coin_flip" / "system1+limit=100.json"
+    samples = src.with_name(src.stem + ".samples.jsonl")
+    for path in (src, samples):
+        shutil.copy(path, tmp_path / path.name)
+    record, lines = tmp_path / src.name, tmp_path / samples.name
+    # What a record scored by an older extractor looks like: one document's answer and metric, and the mean.
+    rec = json.loads(record.read_text())
+    rec["lm_eval"]["results"]["s2d_coin_flip"]["exact_match,none"] = 0.5
+    record.write_text(json.dumps(rec))
+    rows = [json.loads(x) for x in lines.read_text().splitlines()]
+    true = {"doc_id": rows[0]["doc_id"], "answer": rows[0]["answer"], "metrics": dict(rows[0]["metrics"])}
+    rows[0]["answer"], rows[0]["metrics"]["exact_match"] = "stale", 1.0 - true["metrics"]["exact_match"]
+    lines.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    row = mod.rescore(record)
+    assert row["stored"] == 0.5 and mod.changed(row)
+    assert mod.write(row) == {"exact_match": 0.5, "unparseable": rec["lm_eval"]["results"]["s2d_coin_flip"][
+        "unparseable,none"]}
+    again = mod.rescore(record)
+    assert not mod.changed(again) and again["stored"] == again["now"] == mod.rescore(src)["now"]
+    first = json.loads(lines.read_text().splitlines()[0])
+    assert {k: first[k] for k in true} == true and first["response"] == rows[0]["response"]
+    saved = json.loads(record.read_text())
+    assert [e["before"]["exact_match"] for e in saved["s2d"]["rescored"]] == [0.5] and "_path" not in saved
