@@ -102,20 +102,26 @@ class RunFolder:
     def claim(self) -> None:
         """Make the folder this run's: a new folder records the settings (config.json, and the
         config.yaml `s2d config show` prints); one holding other settings is refused."""
+        from s2d.traces import resolved_method_options
+
         self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / "config.json"
+        resolved = resolved_method_options(self.settings["method"], self.settings["method_options"])
         if path.is_file():
+            old = json.loads(path.read_text())
             # A setting newer than the folder counts as its default there.
-            saved = json.loads(json.dumps({**DEFAULTS, **json.loads(path.read_text()).get("settings", {})}))
+            saved = json.loads(json.dumps({**DEFAULTS, **old.get("settings", {})}))
             current = json.loads(json.dumps(self.settings))
-            if saved != current:
-                changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+            changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+            if "method_resolved" in old and old["method_resolved"] != resolved:  # a method default changed
+                changed.append("the method's defaults (method_resolved)")
+            if changed:
                 raise DistillError(f"{self.path} holds a run with other settings ({', '.join(changed)}); "
                                    f"use another --name or delete the folder")
             return
         from s2d.envinfo import git_commit, versions
 
-        write_json(path, {"settings": self.settings, "versions": versions(),
+        write_json(path, {"settings": self.settings, "method_resolved": resolved, "versions": versions(),
                           "git_commit": git_commit(Path(__file__).parent),
                           "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
         import yaml

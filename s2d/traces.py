@@ -6,6 +6,7 @@ the same way (same cache keys, same trace format).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,15 @@ def build_method(name: str, task, **options: Any) -> Method:
 
     cls = get_plugins().get("methods", name).obj
     return cls(task, **options)
+
+
+def resolved_method_options(name: str, options: dict | None) -> dict:
+    """A method's options as a run uses them: its declared defaults, then the given values. Records
+    and run folders store this, so a default changed later cannot make them claim the new value."""
+    from s2d.plugins import get_plugins
+
+    return json.loads(json.dumps({**get_plugins().get("methods", name).obj.options(), **(options or {})},
+                                 sort_keys=True, default=str))
 
 
 def build_curator(name: str, task, **options: Any):

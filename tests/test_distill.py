@@ -234,3 +234,21 @@ def test_run_folder_knows_what_is_done_and_refuses_other_settings(tmp_path):
     RunFolder(tmp_path / "run", cfg.settings).claim()  # the same settings: fine
     with pytest.raises(DistillError, match=r"other settings \(n\)"):
         RunFolder(tmp_path / "run", RunConfig.build({"task": "last_letter", "n": 3}).settings).claim()
+
+
+def test_a_run_folder_made_under_other_method_defaults_is_refused(tmp_path, monkeypatch):
+    """The same config after a method's default changed (RaR-2's step-2 wording) is another run:
+    config.json holds the resolved options it was made with."""
+    from s2d.config import RunConfig
+    from s2d.distill import DistillError, RunFolder
+    from s2d.methods.rar import RaR2
+
+    cfg = RunConfig.build({"task": "last_letter", "method": "rar2"})
+    RunFolder(tmp_path / "run", cfg.settings).claim()
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["method_resolved"] == {"respond_n": 1, "wording": "s2d"} and saved["settings"]["method_options"] == {}
+    monkeypatch.setattr(RaR2, "options", classmethod(lambda cls: {"respond_n": 1, "wording": "paper"}))
+    with pytest.raises(DistillError, match=r"other settings \(the method's defaults"):
+        RunFolder(tmp_path / "run", cfg.settings).claim()
+    RunFolder(tmp_path / "other", cfg.settings).claim()  # a new folder records the new defaults
+    assert json.loads((tmp_path / "other" / "config.json").read_text())["method_resolved"]["wording"] == "paper"

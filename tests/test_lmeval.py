@@ -133,6 +133,25 @@ def test_records_of_other_settings_are_never_overwritten(tiny_data, tmp_path):
         run(limit=0)
 
 
+def test_a_record_made_under_other_method_defaults_is_not_replaced(tiny_data, tmp_path, monkeypatch):
+    """A record stores the method's resolved options; after a default changes, the same command
+    would measure something else, so it is refused rather than silently replacing the record."""
+    from s2d.lmeval.run import RecordExistsError, evaluate
+    from s2d.methods.cot import ChainOfThought
+
+    def run():
+        return evaluate(ScriptedBackend(script=last_letter_oracle), model_ref="scripted", tasks=["last_letter"],
+                        method="cot", results_dir=str(tmp_path), task_options={"size": 4}, progress=False)
+
+    (path,) = run()
+    saved = json.loads(path.read_text())["s2d"]["identity"]
+    assert saved["method_options"] == {} and saved["method_resolved"] == ChainOfThought.options()
+    defaults = ChainOfThought.options()
+    monkeypatch.setattr(ChainOfThought, "options", classmethod(lambda cls: {**defaults, "shot_seed": 7}))
+    with pytest.raises(RecordExistsError, match="method_resolved"):
+        run()
+
+
 def test_two_runs_adapters_and_merged_folders_get_their_own_records(tmp_path, monkeypatch):
     from s2d.lmeval.run import condition_name, record_path
 

@@ -62,12 +62,13 @@ class RecordExistsError(S2DError, ValueError):
 def record_identity(*, model_ref: str, model_path: str | None, method: str, method_options: dict | None,
                     adapter: str | None, limit: int | None, task_options: dict | None, seed: int) -> dict:
     """What decides a record's numbers: the weights the engine loads (their content hash), the
-    condition and the documents."""
-    from s2d.traces import weights_identity
+    condition (with the method's defaults, ``method_resolved``) and the documents."""
+    from s2d.traces import resolved_method_options, weights_identity
 
     return json.loads(json.dumps({
         "model": model_ref, "model_weights": weights_identity(model_path),
-        "method": method, "method_options": method_options or {}, "adapter": weights_identity(adapter),
+        "method": method, "method_options": method_options or {},
+        "method_resolved": resolved_method_options(method, method_options), "adapter": weights_identity(adapter),
         "limit": limit, "task_options": task_options or {}, "seed": seed}, sort_keys=True, default=str))
 
 
