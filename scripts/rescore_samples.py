@@ -59,6 +59,7 @@ def write(row: dict) -> dict:
 
     from s2d.envinfo import git_commit
     from s2d.files import write_json, write_jsonl
+    from s2d.lmeval.run import results_key
 
     rec, rows = row["_rec"], row["_rows"]
     if rec["s2d"].get("method") == "route":  # its answer may be the fallback's, not the response's
@@ -66,7 +67,7 @@ def write(row: dict) -> dict:
     for r, score, answer in zip(rows, row["_scores"], row["_answers"]):
         r["metrics"] = {**r.get("metrics", {}), **score}
         r["answer"] = answer
-    results = rec["lm_eval"]["results"][rec["s2d"].get("lm_eval_task") or f"s2d_{rec['s2d']['task']}"]
+    results = rec["lm_eval"]["results"][results_key(rec["s2d"])]
     before = {}
     for name in sorted(row["_scores"][0]):
         key = f"{name},none"

@@ -221,7 +221,7 @@ def load_record(path: str | Path, why: list | None = None) -> dict | None:
     try:
         s = data["s2d"]
         float(s["mean_generated_tokens"]), str(s["task"]), str(s["condition"])
-        data["lm_eval"]["results"][s.get("lm_eval_task") or f"s2d_{s['task']}"].items()
+        data["lm_eval"]["results"][results_key(s)].items()
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if why is not None:
             why.append((str(path), f"not an s2d eval record of this version ({type(exc).__name__}: {exc})"))
@@ -242,9 +242,13 @@ def record_source(record: dict, results_dir: str | Path) -> str:
     return "/".join(parts[:-1] if parts and parts[-1] == "eval" else parts)
 
 
+def results_key(s2d: dict) -> str:
+    """The name a record's task has in its lm-eval results (records of earlier versions lack it)."""
+    return s2d.get("lm_eval_task") or f"s2d_{s2d['task']}"
+
+
 def metrics_of(record: dict) -> dict[str, float]:
-    task = record["s2d"]["task"]
-    raw = record["lm_eval"]["results"].get(record["s2d"].get("lm_eval_task") or f"s2d_{task}", {})
+    raw = record["lm_eval"]["results"].get(results_key(record["s2d"]), {})
     out = {}
     for key, value in raw.items():
         if "_stderr" in key or key in ("alias", "sample_len") or not isinstance(value, (int, float)):
