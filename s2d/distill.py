@@ -113,7 +113,10 @@ class RunFolder:
             saved = json.loads(json.dumps({**DEFAULTS, **old.get("settings", {})}))
             current = json.loads(json.dumps(self.settings))
             changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-            if "method_resolved" in old and old["method_resolved"] != resolved:  # a method default changed
+            # A method default changed under the same method and options (a changed method or option
+            # changes the resolved options too; naming both would only be noise).
+            if ("method_resolved" in old and old["method_resolved"] != resolved
+                    and not {"method", "method_options"} & set(changed)):
                 changed.append("the method's defaults (method_resolved)")
             if changed:
                 raise DistillError(f"{self.path} holds a run with other settings ({', '.join(changed)}); "

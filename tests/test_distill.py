@@ -147,9 +147,10 @@ def test_configs_are_valid_at_both_scales():
     from s2d.reproduce import PAPER, config_names
 
     configs = Path(__file__).parent.parent / "results" / "configs"
-    extra = {"default", "last_letter_resample", "coin_flip_cot", "qwen_last_letter_cot", "qwen_coin_flip_cot"}
+    extra = {"default", "last_letter_resample", "coin_flip_cot", "qwen_last_letter_cot", "qwen_coin_flip_cot",
+             "qwen_coin_flip_cot_greedy"}
     # the default run; the search's best; its coin flip; the 1.5B model's best probe methods on two-name
-    # last letter and on coin flip
+    # last letter and on coin flip (sampled majority, and the coin flip recipe's one greedy chain)
     assert config_names() | extra == {p.stem for p in configs.glob("*.yaml")}
     runs = [(name, overrides) for spec in PAPER.values() for name, overrides, _ in spec["runs"]]
     for name, overrides in runs + [(e, {}) for e in sorted(extra)]:
@@ -234,6 +235,9 @@ def test_run_folder_knows_what_is_done_and_refuses_other_settings(tmp_path):
     RunFolder(tmp_path / "run", cfg.settings).claim()  # the same settings: fine
     with pytest.raises(DistillError, match=r"other settings \(n\)"):
         RunFolder(tmp_path / "run", RunConfig.build({"task": "last_letter", "n": 3}).settings).claim()
+    # Another method resolves other options too; the message names the setting the user changed.
+    with pytest.raises(DistillError, match=r"other settings \(method\);"):
+        RunFolder(tmp_path / "run", RunConfig.build({"task": "last_letter", "n": 2, "method": "cot"}).settings).claim()
 
 
 def test_a_run_folder_made_under_other_method_defaults_is_refused(tmp_path, monkeypatch):

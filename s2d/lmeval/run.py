@@ -86,6 +86,8 @@ def check_record(path: Path, identity: dict, overwrite: bool = False) -> None:
         "limit": old.get("limit"), "task_options": (old.get("generation") or {}).get("task_options") or {},
         "seed": old.get("seed")}
     differ = sorted(k for k in saved if k in identity and saved.get(k) != identity.get(k))
+    if {"method", "method_options"} & set(differ):  # the resolved options follow; naming them is noise
+        differ = [k for k in differ if k != "method_resolved"]
     if differ:
         shown = "; ".join(f"{k}: {saved.get(k)!r} there, {identity.get(k)!r} now" for k in differ)
         raise RecordExistsError(f"{path} holds a record made with other settings ({shown}); choose another "
