@@ -150,6 +150,12 @@ def test_a_record_made_under_other_method_defaults_is_not_replaced(tiny_data, tm
     monkeypatch.setattr(ChainOfThought, "options", classmethod(lambda cls: {**defaults, "shot_seed": 7}))
     with pytest.raises(RecordExistsError, match="method_resolved"):
         run()
+    # Another method resolves other options too: the message names only what the user changed.
+    from s2d.lmeval.run import check_record
+
+    with pytest.raises(RecordExistsError) as err:
+        check_record(path, {**saved, "method": "rar1", "method_resolved": {"respond_n": 1}})
+    assert "(method: 'cot' there, 'rar1' now)" in str(err.value) and "method_resolved" not in str(err.value)
 
 
 def test_two_runs_adapters_and_merged_folders_get_their_own_records(tmp_path, monkeypatch):
