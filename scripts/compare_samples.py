@@ -9,7 +9,9 @@ Prints Markdown: the 2x2 table of right and wrong on the documents both records 
 the two parsed answers are the same, the exact McNemar test on the documents where exactly one is
 right (a two-sided binomial test of the discordant pairs: a score difference of a few documents is
 often no difference at all), and each record's most frequent answers (a student that learnt a
-prior, such as "yes" to every coin flip, shows here).
+prior, such as "yes" to every coin flip, shows here). A document is right when its metric is above
+0, so `--metric` must be one where higher is better (exact_match, acc). Both records must be of
+the same task; documents are paired by their id.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -34,24 +37,40 @@ def read_samples(record: Path) -> dict:
             row = json.loads(line)
         except ValueError as e:
             raise SystemExit(f"{path}:{n}: not JSON ({e})") from None
-        doc = row.get("doc") or {}
-        out[str(doc.get("id", row.get("doc_id")))] = row
+        key = (row.get("doc") or {}).get("id", row.get("doc_id"))
+        if key is None:
+            raise SystemExit(f"{path}:{n}: no document id (doc.id or doc_id)")
+        if str(key) in out:
+            raise SystemExit(f"{path}:{n}: document {key!r} appears twice")
+        out[str(key)] = row
     return out
+
+
+def task_of(record: Path) -> str | None:
+    try:
+        return json.loads(record.read_text(encoding="utf-8"))["s2d"]["task"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: the binomial test of b successes in b + c at 1/2."""
+    n, k = b + c, min(b, c)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
 def compare(a: dict, b: dict, metric: str = "exact_match") -> dict:
     """Counts over the documents both sample sets hold (a document without ``metric`` is skipped)."""
-    from scipy.stats import binomtest
-
-    both = [k for k in a if k in b and metric in a[k]["metrics"] and metric in b[k]["metrics"]]
+    both = [k for k in a if k in b and metric in (a[k].get("metrics") or {}) and metric in (b[k].get("metrics") or {})]
     right = collections.Counter((a[k]["metrics"][metric] > 0, b[k]["metrics"][metric] > 0) for k in both)
     only_a, only_b = right[(True, False)], right[(False, True)]
-    discordant = only_a + only_b
     return {
-        "documents": len(both), "only_in_a": len(a) - len(both), "only_in_b": len(b) - len(both),
+        "documents": len(both), "unpaired_a": len(a) - len(both), "unpaired_b": len(b) - len(both),
         "both_right": right[(True, True)], "only_a": only_a, "only_b": only_b, "neither": right[(False, False)],
         "same_answer": sum(a[k].get("answer") == b[k].get("answer") for k in both),
-        "mcnemar_p": binomtest(only_a, discordant, 0.5).pvalue if discordant else 1.0,
+        "mcnemar_p": mcnemar_exact(only_a, only_b),
         "answers_a": collections.Counter(str(a[k].get("answer")) for k in both).most_common(3),
         "answers_b": collections.Counter(str(b[k].get("answer")) for k in both).most_common(3),
     }
@@ -67,8 +86,8 @@ def report(c: dict, name_a: str, name_b: str, metric: str) -> str:
         return ", ".join(f"{a!r} {k}" for a, k in answers)
 
     lines = [f"{n} documents in both records ({metric})"
-             + (f"; {c['only_in_a']} only in {name_a}, {c['only_in_b']} only in {name_b}"
-                if c["only_in_a"] or c["only_in_b"] else ""), "",
+             + (f"; left out: {c['unpaired_a']} of {name_a}'s, {c['unpaired_b']} of {name_b}'s (not in the other "
+                f"record, or without {metric})" if c["unpaired_a"] or c["unpaired_b"] else ""), "",
              f"| | {name_b} right | {name_b} wrong |", "|---|---|---|",
              f"| {name_a} right | {share('both_right')} | {share('only_a')} |",
              f"| {name_a} wrong | {share('only_b')} | {share('neither')} |", "",
@@ -84,8 +103,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("a", type=Path, help="an s2d eval record (.json), e.g. the teacher's System 2 row")
     ap.add_argument("b", type=Path, help="another, e.g. the distilled row")
-    ap.add_argument("--metric", default="exact_match")
+    ap.add_argument("--metric", default="exact_match", help="a per-document metric where higher is better")
     args = ap.parse_args(argv)
+    tasks = task_of(args.a), task_of(args.b)
+    if None in tasks:
+        raise SystemExit(f"{args.a if tasks[0] is None else args.b}: not an s2d eval record")
+    if tasks[0] != tasks[1]:
+        raise SystemExit(f"{args.a} is a {tasks[0]} record and {args.b} a {tasks[1]} one: nothing to pair")
     a, b = read_samples(args.a), read_samples(args.b)
     c = compare(a, b, args.metric)
     if not c["documents"]:

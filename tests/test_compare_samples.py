@@ -3,7 +3,6 @@ student answers "yes" to every test question (no model)."""
 
 import importlib.util
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -29,8 +28,7 @@ def test_a_teacher_and_its_student_compared_document_by_document(capsys):
         score = json.loads((RUN / f"{name}.json").read_text())["lm_eval"]["results"]["s2d_coin_flip"]["exact_match,none"]
         assert right == round(score * 100)  # the cells agree with the record's own mean
     assert c["answers_b"] == [("yes", 100)]
-    k, n = min(c["only_a"], c["only_b"]), c["only_a"] + c["only_b"]
-    assert c["mcnemar_p"] == pytest.approx(min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n))
+    assert (c["only_a"], c["only_b"]) == (15, 1) and c["mcnemar_p"] == pytest.approx(2 * (1 + 16) / 2 ** 16)
     assert mod.main([str(RUN / "system2-cot.json"), str(RUN / "distilled.json")]) == 0
     out = capsys.readouterr().out
     assert "| system2-cot right | 58 (58.0%) | 15 (15.0%) |" in out and "'yes' 100" in out
@@ -44,3 +42,43 @@ def test_a_record_without_samples_is_named(tmp_path):
     (tmp_path / "r.samples.jsonl").write_text('{"doc_id": 0, "metrics": {}}\nnot json\n')
     with pytest.raises(SystemExit, match=r"r\.samples\.jsonl:2: not JSON"):
         mod.read_samples(tmp_path / "r.json")
+
+
+def test_the_exact_mcnemar_p_value():
+    mod = load()
+    assert mod.mcnemar_exact(0, 0) == 1.0 and mod.mcnemar_exact(5, 5) == 1.0
+    assert mod.mcnemar_exact(0, 6) == pytest.approx(2 / 64)
+    stats = pytest.importorskip("scipy.stats")
+    for b, c in ((18, 20), (3, 14), (1, 9)):
+        assert mod.mcnemar_exact(b, c) == pytest.approx(stats.binomtest(b, b + c, 0.5).pvalue)
+
+
+def write(folder, name, task, rows):
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps({"s2d": {"task": task}}))
+    (folder / f"{name}.samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder / f"{name}.json"
+
+
+def test_documents_pair_by_id_and_records_of_other_tasks_are_refused(tmp_path, capsys):
+    mod = load()
+    a = write(tmp_path, "a", "last_letter", [
+        {"doc": {"id": "t-0"}, "answer": "ab", "metrics": {"exact_match": 1.0}},
+        {"doc": {"id": "t-1"}, "answer": "cd", "metrics": {"exact_match": 0.0}},
+        {"doc": {"id": "t-2"}, "answer": "ef", "metrics": {"exact_match": 1.0}},
+        {"doc_id": 9, "answer": "x", "metrics": {}}])  # no id in doc: doc_id; no metric: skipped
+    b = write(tmp_path, "b", "last_letter", [
+        {"doc": {"id": "t-1"}, "answer": "cd", "metrics": {"exact_match": 1.0}},
+        {"doc": {"id": "t-0"}, "answer": "ab", "metrics": {"exact_match": 1.0}},
+        {"doc_id": 9, "answer": "x", "metrics": {"exact_match": 1.0}},
+        {"doc": {"id": "t-7"}, "answer": "gh", "metrics": {"exact_match": 0.0}}])
+    c = mod.compare(mod.read_samples(a), mod.read_samples(b))
+    assert (c["documents"], c["both_right"], c["only_a"], c["only_b"], c["neither"]) == (2, 1, 0, 1, 0)
+    assert (c["unpaired_a"], c["unpaired_b"], c["same_answer"]) == (2, 2, 2)
+    assert mod.main([str(a), str(b)]) == 0 and "left out: 2 of a's, 2 of b's" in capsys.readouterr().out
+    other = write(tmp_path, "o", "coin_flip", [{"doc": {"id": "t-0"}, "answer": "yes", "metrics": {"exact_match": 1.0}}])
+    with pytest.raises(SystemExit, match="a last_letter record and .*o.json a coin_flip one"):
+        mod.main([str(a), str(other)])
+    twice = write(tmp_path, "d", "last_letter", [{"doc": {"id": "t-0"}, "metrics": {}}, {"doc": {"id": "t-0"}, "metrics": {}}])
+    with pytest.raises(SystemExit, match=r"d\.samples\.jsonl:2: document 't-0' appears twice"):
+        mod.read_samples(twice)
