@@ -37,6 +37,8 @@ def read_samples(record: Path) -> dict:
             row = json.loads(line)
         except ValueError as e:
             raise SystemExit(f"{path}:{n}: not JSON ({e})") from None
+        if not isinstance(row, dict):
+            raise SystemExit(f"{path}:{n}: not a sample line (a JSON object)")
         key = (row.get("doc") or {}).get("id", row.get("doc_id"))
         if key is None:
             raise SystemExit(f"{path}:{n}: no document id (doc.id or doc_id)")
