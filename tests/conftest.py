@@ -111,3 +111,19 @@ def tiny_data(tmp_path, monkeypatch):
         for i, (q, a, b, w) in enumerate(votes)))
     monkeypatch.setenv("S2D_DATA_DIR", str(root))
     return root
+
+
+@pytest.fixture
+def script():
+    """Load one of scripts/*.py as a module (they are scripts, not a package): script("rescore_samples")."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(name):
+        path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

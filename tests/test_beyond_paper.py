@@ -1,18 +1,6 @@
 """scripts/beyond_paper.py's report: the probe's choice and the stepwise-against-answer-only lines
 come from the rows, whatever they hold."""
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load():
-    spec = importlib.util.spec_from_file_location("beyond_paper", ROOT / "scripts" / "beyond_paper.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def row(task, trainer, distilled, seconds, target=0.5, kept=10):
     return {"task": task, "trainer": trainer, "kept": kept, "target_accuracy": target, "system1": 0.1,
@@ -20,8 +8,8 @@ def row(task, trainer, distilled, seconds, target=0.5, kept=10):
             "distilled_tokens": 2.0, "train_seconds": seconds, "stepwise": None}
 
 
-def test_the_reading_compares_the_two_trainers_of_each_task_and_flags_wrong_targets():
-    b = load()
+def test_the_reading_compares_the_two_trainers_of_each_task_and_flags_wrong_targets(script):
+    b = script("beyond_paper")
     rows = [row("a", "lora", 0.40, 100), row("a", "stepwise", 0.50, 300),
             row("b", "lora", 0.20, 10, target=0.0, kept=4), row("b", "stepwise", 0.10, 10, target=0.0, kept=4),
             row("c", "lora", 0.30, 10)]  # no stepwise run yet: no line
@@ -30,8 +18,8 @@ def test_the_reading_compares_the_two_trainers_of_each_task_and_flags_wrong_targ
     assert "trails" in b_line and "-10.0 points" in b_line and "kept 4 inputs and none" in b_line
 
 
-def test_the_probe_picks_the_largest_gain_and_says_when_there_is_none():
-    b = load()
+def test_the_probe_picks_the_largest_gain_and_says_when_there_is_none(script):
+    b = script("beyond_paper")
     rows = [{"digits": d, "system1": s1, "system1_tokens": 5.0, "system2-cot": s2, "system2-cot_tokens": 40.0}
             for d, s1, s2 in ((2, 0.2, 0.0), (3, 0.0, 0.0))]  # an old probe: no `worked` key (columns)
     probe = {"rows": rows, "digits": 3}

@@ -1,7 +1,6 @@
 """scripts/compare_samples.py on committed records: the 1.5B zero-shot CoT coin flip run, whose
 student answers "yes" to every test question (no model)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,15 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "results/distill/qwen_coin_flip_cot/eval/qwen2.5-coder-1.5b/coin_flip"
 
 
-def load():
-    spec = importlib.util.spec_from_file_location("compare_samples", ROOT / "scripts" / "compare_samples.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_a_teacher_and_its_student_compared_document_by_document(capsys):
-    mod = load()
+def test_a_teacher_and_its_student_compared_document_by_document(script, capsys):
+    mod = script("compare_samples")
     a, b = mod.read_samples(RUN / "system2-cot.json"), mod.read_samples(RUN / "distilled.json")
     c = mod.compare(a, b)
     cells = (c["both_right"], c["only_a"], c["only_b"], c["neither"])
@@ -34,8 +26,8 @@ def test_a_teacher_and_its_student_compared_document_by_document(capsys):
     assert "| system2-cot right | 58 (58.0%) | 15 (15.0%) |" in out and "'yes' 100" in out
 
 
-def test_a_record_without_samples_is_named(tmp_path):
-    mod = load()
+def test_a_record_without_samples_is_named(script, tmp_path):
+    mod = script("compare_samples")
     (tmp_path / "r.json").write_text("{}")
     with pytest.raises(SystemExit, match=r"r\.json: no samples file r\.samples\.jsonl"):
         mod.read_samples(tmp_path / "r.json")
@@ -44,8 +36,8 @@ def test_a_record_without_samples_is_named(tmp_path):
         mod.read_samples(tmp_path / "r.json")
 
 
-def test_the_exact_mcnemar_p_value():
-    mod = load()
+def test_the_exact_mcnemar_p_value(script):
+    mod = script("compare_samples")
     assert mod.mcnemar_exact(0, 0) == 1.0 and mod.mcnemar_exact(5, 5) == 1.0
     assert mod.mcnemar_exact(0, 6) == pytest.approx(2 / 64)
     stats = pytest.importorskip("scipy.stats")
@@ -60,8 +52,8 @@ def write(folder, name, task, rows):
     return folder / f"{name}.json"
 
 
-def test_documents_pair_by_id_and_records_of_other_tasks_are_refused(tmp_path, capsys):
-    mod = load()
+def test_documents_pair_by_id_and_records_of_other_tasks_are_refused(script, tmp_path, capsys):
+    mod = script("compare_samples")
     a = write(tmp_path, "a", "last_letter", [
         {"doc": {"id": "t-0"}, "answer": "ab", "metrics": {"exact_match": 1.0}},
         {"doc": {"id": "t-1"}, "answer": "cd", "metrics": {"exact_match": 0.0}},

@@ -3,7 +3,6 @@ The 1.5B probe's records must agree with today's scorers (its zero-shot CoT coin
 remade after the coin-flip extractor fix; before it, that record stored 59.0% where its responses
 score 73.0%)."""
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -12,15 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PROBE = ROOT / "results/eval/qwen2.5-coder-1.5b"
 
 
-def load():
-    spec = importlib.util.spec_from_file_location("rescore_samples", ROOT / "scripts" / "rescore_samples.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_the_probe_records_agree_with_todays_scorers():
-    mod = load()
+def test_the_probe_records_agree_with_todays_scorers(script):
+    mod = script("rescore_samples")
     rows = [mod.rescore(p) for p in sorted(PROBE.rglob("*.json")) if not p.name.endswith(".samples.json")]
     rows = [r for r in rows if r]
     assert len(rows) == 14
@@ -30,8 +22,8 @@ def test_the_probe_records_agree_with_todays_scorers():
     assert cot["answers"].get("no", 0) > 10  # the reasoning model's "tails up" conclusions count as no
 
 
-def test_write_stores_todays_scores_and_what_it_replaced(tmp_path):
-    mod = load()
+def test_write_stores_todays_scores_and_what_it_replaced(script, tmp_path):
+    mod = script("rescore_samples")
     src = PROBE / "coin_flip" / "system1+limit=100.json"
     samples = src.with_name(src.stem + ".samples.jsonl")
     for path in (src, samples):
