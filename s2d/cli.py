@@ -443,7 +443,8 @@ def curate(ctx, config_path, scale, set_items, curator, traces_path, out_path, m
     except (TypeError, ValueError) as exc:
         if isinstance(exc, S2DError):
             raise
-        raise click.ClickException(f"curator {cfg['curator']!r}: {exc}") from None
+        prefix = f"curator {cfg['curator']!r}: "  # once: option errors carry it already
+        raise click.ClickException(str(exc) if str(exc).startswith(prefix) else prefix + str(exc)) from None
     engine = make_backend(ctx, cfg, dtype) if cur.needs_model else None
     try:
         runner = make_runner(engine, f"curator:{cfg['curator']}", cache=_cache(cache_dir, no_cache),
@@ -477,14 +478,16 @@ def train(ctx, config_path, scale, set_items, data_path, out_dir, trainer, model
     (also on CPUs, over gloo)."""
     from s2d.config import resolve
     from s2d.models import resolve_model
-    from s2d.trainers.base import load_records
+    from s2d.trainers.base import check_out_dir, load_records
 
     cfg = resolve("train", config_path, scale=scale, set_items=set_items, require_task=False,
                   flags={"trainer": trainer, "model": model, "seed": seed})
     t = _plugins(ctx).get("trainers", cfg["trainer"]).obj(**cfg["trainer_options"])
     t.overwrite = overwrite
     load_records(data_path)  # every line checked before the model is converted or loaded
-    out = t.train(resolve_model(cfg["model"]), data_path, out_dir, seed=cfg["seed"], progress=progress)
+    model_path = resolve_model(cfg["model"])
+    check_out_dir(model_path, out_dir)  # for every trainer, a plugin's too, before any model loads
+    out = t.train(model_path, data_path, out_dir, seed=cfg["seed"], progress=progress)
     click.echo(f"{cfg['trainer']} -> {out}")
 
 
@@ -656,7 +659,8 @@ def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, se
         paths = evaluate(engine, model_ref=cfg["model"], tasks=names, method=cfg["method"], adapter=adapter,
                          limit=cfg["eval_limit"], seed=cfg["seed"], log_samples=log_samples, results_dir=out_dir,
                          label=label, task_options=options or None, progress=progress,
-                         method_options=m_options or None, cache=_cache(cache_dir, no_cache), overwrite=overwrite)
+                         method_options=m_options or None, cache=_cache(cache_dir, no_cache), overwrite=overwrite,
+                         warn=lambda m: click.echo(m, err=True))
     for path in paths:
         rec = load_record(path)
         shown = ", ".join(f"{k}={v:.3f}" for k, v in metrics_of(rec).items())

@@ -234,11 +234,13 @@ def layer_over(settings: dict, layer: dict, keep_none: bool = False) -> dict:
     flag not given; with ``keep_none``, as in ``--set train_limit=null``, it sets null); mapping
     settings merge one level deep (``--set method_options.shots=4`` keeps the other method options);
     a new ``method`` drops the previous method's options, which belong to it (``--method system1``
-    over a rar2 config), unless the layer gives new ones."""
+    over a rar2 config), unless the layer gives new ones; a new ``curator`` drops the curator's."""
     out = dict(settings)
     if layer.get("method") is not None and layer["method"] != out.get("method"):
         for own in OWN_BY_METHOD:
             out[own] = {}
+    if layer.get("curator") is not None and layer["curator"] != out.get("curator"):
+        out["curator_options"] = {}  # USC's options mean nothing to `none`
     for key, value in layer.items():
         if value is None and not keep_none:
             continue

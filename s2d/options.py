@@ -7,17 +7,27 @@ from __future__ import annotations
 from typing import Any
 
 
-def apply_options(obj: Any, kind: str, options: dict, error: type[Exception] = ValueError) -> None:
-    """Set each declared option on ``obj`` (the given value, else the default)."""
+def apply_options(obj: Any, kind: str, options: dict, error: type[Exception] = ValueError,
+                  also: tuple[str, ...] = (), ranges: dict[str, dict] | None = None) -> None:
+    """Set each declared option on ``obj`` (the given value, else the default). ``also``: options
+    the base class took already, listed in the error so it names every option there is.
+    ``ranges``: each option's range beside its type (see :func:`check_range`)."""
     declared = obj.options()
     unknown = sorted(set(options) - set(declared))
     if unknown:
+        hint = ""
+        dotted = [k for k in unknown if "." in k]
+        if dotted:  # --set method_options.stage_options.respond.max_new_tokens=64
+            hint = (f" ({dotted[0]!r}: a nested option is set as a mapping, e.g. "
+                    f"--set '{dotted[0].split('.')[0]}={{...}}' or in the config file)")
         raise error(f"{kind} {obj.name!r}: unknown option(s) {', '.join(unknown)}; "
-                    f"options: {', '.join(sorted(declared)) or 'none'}")
+                    f"options: {', '.join(sorted(set(declared) | set(also))) or 'none'}{hint}")
     for key, default in declared.items():
         value = options.get(key, default)
         if key in options:
             value = check_type(value, default, f"{kind} {obj.name!r}: option {key!r}", error)
+        if ranges and key in ranges:
+            check_range(value, ranges[key], f"{kind} {obj.name!r}: option {key!r}", error)
         setattr(obj, key, value)
 
 
@@ -36,4 +46,25 @@ def check_type(value: Any, default: Any, where: str, error: type[Exception] = Va
         raise error(f"{where} must be a finite number, got {value!r}")
     if not ok:
         raise error(f"{where} must be {expected.__name__} (like its default {default!r}), got {value!r}")
+    return value
+
+
+_BOUNDS = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
+           "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
+
+
+def check_range(value: Any, spec: dict, where: str, error: type[Exception] = ValueError) -> Any:
+    """``value`` if it lies in ``spec``, else ``error`` naming the option, its range and the value.
+    ``spec`` uses pydantic's names (bounds ``ge``, ``gt``, ``le``, ``lt``; ``min_length``) and
+    ``choices`` (a ``Literal``), so a typed options model can take the ranges over unchanged. None
+    passes: an option left unset to be sized later."""
+    if value is None:
+        return value
+    if "choices" in spec and value not in spec["choices"]:
+        raise error(f"{where} must be one of {', '.join(map(str, spec['choices']))}, got {value!r}")
+    if "min_length" in spec and len(value) < spec["min_length"]:
+        raise error(f"{where} must hold at least {spec['min_length']} item(s), got {value!r}")
+    bounds = [(test, sign, spec[name]) for name, (test, sign) in _BOUNDS.items() if name in spec]
+    if not all(test(value, bound) for test, _, bound in bounds):
+        raise error(f"{where} must be {' and '.join(f'{sign} {bound}' for _, sign, bound in bounds)}, got {value!r}")
     return value

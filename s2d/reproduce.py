@@ -20,7 +20,8 @@ PAPER = {
         "runs": [("table1_last_letter_rar2", {}, {"system1": "system1", "system2": "system2-rar2",
                                                    "distilled": "distilled"}),
                  ("table1_last_letter_rar2", {"method": "system1"}, {"distill_system1": "distilled"}),
-                 ("table1_last_letter_rar2", {"curator": "none"}, {"no_curation": "distilled"}),
+                 ("table1_last_letter_rar2", {"curator": "none", "curator_options": {"target": "response"}},
+                  {"no_curation": "distilled"}),
                  ("table1_coin_flip_rar2", {}, {"system1": "system1", "system2": "system2-rar2",
                                                  "distilled": "distilled"}),
                  ("table1_coin_flip_rar2", {"method": "system1"}, {"distill_system1": "distilled"})],
@@ -35,7 +36,8 @@ PAPER = {
     "table2": {
         "runs": [("table2_triviaqa_s2a", {}, {"system1": "system1", "system2": "system2-s2a",
                                                "distilled": "distilled"}),
-                 ("table2_triviaqa_s2a", {"curator": "none"}, {"no_curation": "distilled"})],
+                 ("table2_triviaqa_s2a", {"curator": "none", "curator_options": {"target": "response"}},
+                  {"no_curation": "distilled"})],
         "title": "Table 2: S2A distillation on TriviaQA with biased prompts (accuracy biased / unbiased)",
         "metrics": ("acc_biased", "acc_unbiased"),
         "rows": {"system1": ("System 1 (zero-shot)", {"triviaqa_bias": (51.6, 73.8, 165)}),
@@ -54,9 +56,11 @@ PAPER = {
     },
     "table4": {
         "runs": [("table4_gsm8k_cot", {}, {"system1": "system1", "system2": "system2-cot",
-                                            "distilled": "distilled"})],
+                                            "distilled": "distilled"}),
+                 ("table4_gsm8k_cot", {"method": "system1"}, {"distill_system1": "distilled"})],
         "title": "Table 4: CoT distillation on GSM8k, k=1 (accuracy, mean generated tokens)",
         "rows": {"system1": ("System 1 (the paper: 8-shot, no CoT)", {"gsm8k": (7.58, 57)}),
+                 "distill_system1": ("Distill System 1 (not in the paper's table)", {"gsm8k": (None, None)}),
                  "system2": ("System 2: CoT zero-shot", {"gsm8k": (52.77, 270)}),
                  "distilled": ("Distill CoT zero-shot", {"gsm8k": (7.13, 18)})},
     },
@@ -69,7 +73,7 @@ def config_names() -> set[str]:
 
 def run_name(config: str, overrides: dict) -> str:
     """Run folder name: the config's, plus its overrides (`table1_last_letter_rar2+method=system1`)."""
-    return config + "".join(f"+{k}={v}" for k, v in sorted(overrides.items()))
+    return config + "".join(f"+{k}={v}" for k, v in sorted(flat(overrides).items()))
 
 
 def config_path(configs_dir: str | Path, name: str) -> Path:
@@ -142,15 +146,20 @@ def render_table(table: str, scale: str, summaries: list, where: str | None = No
     spec = PAPER[table]
     metrics = spec.get("metrics", ("exact_match",))
     cells_of = {}  # (row key, task) -> the run's row for that condition
+    curation_of = {}  # (row key, task) -> the curation behind a distilled row
     for cfg, summary, rows in summaries:
         for key, condition in rows.items():
             found = next((r for r in summary.get("rows", []) if r["condition"] == condition), None)
             if found:
                 cells_of[(key, cfg["task"])] = found
+                if condition == "distilled":
+                    curation_of[(key, cfg["task"])] = summary.get("curation") or {}
     tasks = list(next(iter(spec["rows"].values()))[1])
     head = ["row"]
     for task in tasks:
-        head += [f"{task} {m} (ours)" for m in metrics] + [f"{task} #tokens (ours)"]
+        # kept: inputs the curator kept; target acc.: their targets against the references (analysis
+        # only: no curator reads a reference); cut: responses that ended at the token cap.
+        head += [f"{task} {m} (ours)" for m in metrics] + [f"{task} #tokens (ours)", "kept", "target acc.", "cut"]
         head += [f"{task} {m} (paper)" for m in metrics] + [f"{task} #tokens (paper)"]
     lines = [f"# {spec['title']}", "",
              f"Ours: `{model}`, scale `{scale}`, made by `{command}` on "
@@ -163,6 +172,11 @@ def render_table(table: str, scale: str, summaries: list, where: str | None = No
             cells += [f"{100 * row['metrics'][m]:.1f}%" if row and isinstance(row["metrics"].get(m), float) else "-"
                       for m in metrics]
             cells.append(f"{row['mean_tokens']:.1f}" if row else "-")
+            cur = curation_of.get((key, task))
+            acc = (cur or {}).get("target_accuracy")
+            cells += [f"{cur.get('kept_inputs')}/{cur.get('inputs')}" if cur else "-",
+                      f"{100 * acc:.1f}%" if isinstance(acc, (int, float)) else "-",
+                      f"{100 * row['cap_hit_share']:.1f}%" if row and row.get("cap_hit_share") is not None else "-"]
             values = tuple(paper.get(task, ())) + (None,) * (len(metrics) + 1)
             cells += [f"{v}%" if v is not None else "-" for v in values[: len(metrics)]]
             cells.append(str(values[len(metrics)]) if values[len(metrics)] is not None else "-")

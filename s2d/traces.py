@@ -42,11 +42,13 @@ def default_cache_dir() -> Path:
 
 
 def open_cache(cache: str | os.PathLike | bool | None):
-    """``None``/``False``: no cache; ``True``: the default folder; else that folder."""
+    """``None``/``False``: no cache; ``True``: the default folder; an open cache: itself; else that folder."""
     from s2d.cache import GenerationCache
 
     if cache is None or cache is False:
         return None
+    if isinstance(cache, GenerationCache):  # the CLI opens it once; a second open would take it as a path
+        return cache
     return GenerationCache(default_cache_dir() if cache is True else cache)
 
 
@@ -62,8 +64,18 @@ def resolved_method_options(name: str, options: dict | None) -> dict:
     and run folders store this, so a default changed later cannot make them claim the new value."""
     from s2d.plugins import get_plugins
 
-    return json.loads(json.dumps({**get_plugins().get("methods", name).obj.options(), **(options or {})},
-                                 sort_keys=True, default=str))
+    cls = get_plugins().get("methods", name).obj
+    resolved = {**cls.options(), **(options or {})}
+    if isinstance(cls, type) and issubclass(cls, Method):
+        # Each stage's decoding (caps, temperature, top-p) as the run resolves it, so a raised cap
+        # or a new wording's decoding is a change of settings, never silently the same record.
+        probe = cls.__new__(cls)
+        try:
+            Method.__init__(probe, None, **(options or {}))
+            resolved["decoding"] = probe.decoding()
+        except Exception:  # a bad option fails where the method is built, with its own message; a plugin
+            resolved["decoding"] = "unresolved"  # whose decoding needs its own __init__ says so here
+    return json.loads(json.dumps(resolved, sort_keys=True, default=str))
 
 
 def build_curator(name: str, task, **options: Any):
@@ -98,6 +110,8 @@ def generate_traces(backend, task, method: Method, docs: list[dict], *, split: s
     for i, doc in enumerate(docs):
         trace = {"id": str(doc["id"]), "task": task.name, "method": method.name, "split": split,
                  "model": runner.model_id,  # the weights' content hash that keyed these samples
+                 "wording": getattr(method, "wording", None),
+                 "decoding": method.decoding() if hasattr(method, "decoding") else None,  # per stage, as keyed
                  "prompt": [{"role": "user", "content": task.system1_prompt(doc)}], "samples": samples[i]}
         if perturb:
             p = inputs[len(docs) + i]
@@ -112,6 +126,8 @@ def generate_traces(backend, task, method: Method, docs: list[dict], *, split: s
 def load_traces(path: str | os.PathLike) -> list[dict]:
     """Read a traces JSONL, checking each line has what curators need (errors name file:line)."""
     from s2d.files import read_jsonl
+
+    seen: set[str] = set()
 
     def check(rec):
         if not isinstance(rec, dict):
@@ -132,6 +148,9 @@ def load_traces(path: str | os.PathLike) -> list[dict]:
             if not isinstance(s["response"], str) or not (s["answer"] is None or isinstance(s["answer"], str)):
                 raise ValueError(f"sample {j}: 'response' must be a string and 'answer' a string or null")
         rec["id"] = str(rec["id"])
+        if rec["id"] in seen:  # curators pair decisions to traces by id: a repeat would swap samples
+            raise ValueError(f"duplicate trace id {rec['id']!r} (an earlier line has it); one trace per input")
+        seen.add(rec["id"])
         return rec
 
     return read_jsonl(path, check)

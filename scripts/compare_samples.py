@@ -11,7 +11,7 @@ right (a two-sided binomial test of the discordant pairs: a score difference of 
 often no difference at all), and each record's most frequent answers (a student that learnt a
 prior, such as "yes" to every coin flip, shows here). A document is right when its metric is above
 0, so `--metric` must be one where higher is better (exact_match, acc). Both records must be of
-the same task; documents are paired by their id.
+the same task, task options and limit; documents are paired by their id.
 """
 
 from __future__ import annotations
@@ -53,6 +53,18 @@ def task_of(record: Path) -> str | None:
         return json.loads(record.read_text(encoding="utf-8"))["s2d"]["task"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def settings_of(record: Path) -> tuple[dict, int | None]:
+    """The record's task options and limit: what decides which documents it holds and what each
+    asks (its identity; a record from before identities: its generation settings)."""
+    try:
+        s2d = json.loads(record.read_text(encoding="utf-8"))["s2d"]
+        identity = s2d.get("identity") or {"task_options": (s2d.get("generation") or {}).get("task_options"),
+                                           "limit": s2d.get("limit")}
+        return dict(identity.get("task_options") or {}), identity.get("limit")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}, None
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -112,6 +124,11 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.a if tasks[0] is None else args.b}: not an s2d eval record")
     if tasks[0] != tasks[1]:
         raise SystemExit(f"{args.a} is a {tasks[0]} record and {args.b} a {tasks[1]} one: nothing to pair")
+    settings = settings_of(args.a), settings_of(args.b)
+    if settings[0] != settings[1]:  # ids repeat across options (one name or two): pairs would ask other questions
+        (opts_a, limit_a), (opts_b, limit_b) = settings
+        raise SystemExit(f"{args.a} has task options {opts_a} and limit {limit_a}, {args.b} task options {opts_b} "
+                         f"and limit {limit_b}: their documents are not the same questions")
     a, b = read_samples(args.a), read_samples(args.b)
     c = compare(a, b, args.metric)
     if not c["documents"]:

@@ -155,10 +155,27 @@ def report_only(out: Path, model: str) -> None:
         raise SystemExit(f"{out / 'search.json'} is the search of {result.get('model')!r}, not {model!r}")
     rows = result["rows"]
     at = next((i for i, r in enumerate(rows) if r["docs"].endswith("results/eval")), len(rows))
+    refresh_own_rows(out, model, rows[:at])
     rest = [r for r in rows[at:] if not r["docs"].endswith("results/eval")]  # the test-time majority row
     result["rows"] = rows[:at] + matrix_rows(model) + rest
     publish(out, {k: result[k] for k in ("model", "seed", "rows", "best", "curation")})
     print((out / "README.md").read_text())
+
+
+def refresh_own_rows(out: Path, model: str, rows: list[dict]) -> None:
+    """The search's own rows read again from their records beside search.json (a scorer fix
+    rescored them), and each gain against its group's System 1 row."""
+    from s2d.lmeval.run import load_record, metrics_of
+
+    for r in rows:
+        rec = load_record(out / model / r["task"] / f"{r['condition']}.json")
+        if rec is not None and r["metric"] in metrics_of(rec):
+            r["score"] = metrics_of(rec)[r["metric"]]
+    for r in rows:
+        base = next((b for b in rows if b["task"] == r["task"] and b["docs"] == r["docs"] and b["method"] == "system1"),
+                    None)
+        if base is not None:
+            r["gain"] = r["score"] - base["score"]
 
 
 def matrix_rows(model: str) -> list[dict]:

@@ -34,21 +34,46 @@ def rescore(record_path: Path) -> dict | None:
     s2d = rec["s2d"]
     task = build_task(s2d["task"], **(s2d.get("identity", {}).get("task_options") or {}))
     rows = [json.loads(line) for line in samples.read_text().splitlines() if line.strip()]
-    metric = "exact_match"
-    stored = metrics_of(rec).get(metric)
-    if stored is None or not rows:
+    stored_all = metrics_of(rec)
+    metric = next((m for m in ("exact_match", "acc_biased", "acc", "agreement") if m in stored_all), None)
+    if metric is None or not rows:
         return None
     scores = [task.score(r["doc"], r["response"]) for r in rows]
-    now = [s.get(metric) for s in scores]
+    means = aggregate(task, scores)
     answers = [task.extract(r["response"]) for r in rows]
-    return {"record": str(record_path), "metric": metric, "stored": stored, "now": sum(now) / len(now),
-            "answers": dict(collections.Counter(str(a) for a in answers).most_common()),
+    return {"record": str(record_path), "metric": metric, "stored": stored_all.get(metric), "now": means.get(metric),
+            "means": means, "stored_all": stored_all,
+            "answers": dict(collections.Counter(_short(a) for a in answers).most_common(6)),
             "_rec": rec, "_rows": rows, "_scores": scores, "_answers": answers, "_samples": samples}
+
+
+def _short(answer) -> str:
+    text = " ".join(str(answer).split())
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def aggregate(task, scores: list[dict]) -> dict:
+    """Each metric over the documents as lm-eval aggregates it: the task's own aggregation (judged
+    pairs), else the mean of the documents it applies to (None: not this document's template)."""
+    out = {}
+    for name in scores[0] if scores else []:
+        values = [s.get(name) for s in scores]
+        custom = (getattr(task, "aggregations", None) or {}).get(name)
+        if custom is not None:
+            out[name] = custom(values)
+        else:
+            kept = [float(v) for v in values if v is not None]
+            out[name] = sum(kept) / len(kept) if kept else None
+    return out
 
 
 def changed(row: dict) -> bool:
     """Whether any per-example metric or parsed answer differs from what the record stores."""
-    return any(r.get("metrics", {}).get(k) != v for r, s in zip(row["_rows"], row["_scores"]) for k, v in s.items()) \
+    def plain(value):  # tuples (a judged pair's metrics) are lists once stored as JSON
+        return json.loads(json.dumps(value))
+
+    return any(plain(r.get("metrics", {}).get(k)) != plain(v)
+               for r, s in zip(row["_rows"], row["_scores"]) for k, v in s.items()) \
         or any(r.get("answer") != a for r, a in zip(row["_rows"], row["_answers"]))
 
 
@@ -69,17 +94,20 @@ def write(row: dict) -> dict:
         r["answer"] = answer
     results = rec["lm_eval"]["results"][results_key(rec["s2d"])]
     before = {}
-    for name in sorted(row["_scores"][0]):
+    for name, value in sorted(row["means"].items()):
         key = f"{name},none"
-        if key in results:
-            before[name] = results[key]
-            results[key] = sum(s[name] for s in row["_scores"]) / len(rows)
+        before[name] = results.get(key)  # None: a metric the record's scorer did not have
+        results[key] = value
     rec["s2d"].setdefault("rescored", []).append({
         "by": "scripts/rescore_samples.py --write", "git_commit": git_commit(Path(__file__).parent),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "before": before})
     write_jsonl(row["_samples"], rows)
     write_json(row["record"], {k: v for k, v in rec.items() if not k.startswith("_")})
     return before
+
+
+def pct(value) -> str:
+    return "-" if value is None or value != value else f"{100 * value:.1f}%"
 
 
 def main() -> None:
@@ -95,10 +123,14 @@ def main() -> None:
                 continue
             row = rescore(path)
             if row is None:
-                print(f"| {path} | - | - | - | no per-example exact match |")
+                print(f"| {path} | - | - | - | no headline metric or no samples |")
                 continue
-            print(f"| {row['record']} | {row['metric']} | {100 * row['stored']:.1f}% | {100 * row['now']:.1f}% "
+            print(f"| {row['record']} | {row['metric']} | {pct(row['stored'])} | {pct(row['now'])} "
                   f"| {row['answers']} |")
+            for name, value in sorted(row["means"].items()):  # every other metric that moved
+                old = row["stored_all"].get(name)
+                if name != row["metric"] and (old is None or value is None or abs(old - value) > 1e-9):
+                    print(f"| {row['record']} | {name} | {pct(old)} | {pct(value)} | |")
             if args.write and changed(row):
                 write(row)
                 rewritten.append(row["record"])

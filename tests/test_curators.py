@@ -134,3 +134,45 @@ def test_majority_margin_keeps_a_lead_of_at_least_margin_votes():
     assert decide("majority", traces)["lead2"].reason == "below_threshold"  # margin 0: today's rule
     with pytest.raises(ValueError, match="margin must be a non-negative integer"):
         decide("majority", traces, margin=-1)
+
+
+def test_curate_refuses_duplicate_trace_ids_naming_the_second_line(tmp_path):
+    """Issue 27 item 8: a repeated id gave the first input the second trace's samples."""
+    from click.testing import CliRunner
+
+    from s2d.cli import cli
+    from s2d.curators.base import write_curated
+
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(t) + "\n" for t in [trace("a", ["4", "4"]), trace("b", ["1", "1"]),
+                                                            trace("a", ["7", "7"])]))
+    res = CliRunner().invoke(cli, ["curate", "--traces", str(path), "--out", str(tmp_path / "sft.jsonl")])
+    assert res.exit_code != 0 and f"{path}:3: duplicate trace id 'a'" in res.output, res.output
+    assert not (tmp_path / "sft.jsonl").exists()
+    traces = [trace("a", ["4", "4"]), trace("a", ["7", "7"])]  # API callers that skip load_traces
+    with pytest.raises(ValueError, match="duplicate trace id 'a'"):
+        write_curated(tmp_path / "o.jsonl", traces, build_curator("majority", task("gsm8k")).curate(traces),
+                      curator="majority")
+
+
+def test_curator_option_ranges_and_errors_say_their_prefix_once(tmp_path):
+    """Issue 27 item 15: a threshold no share can pass (or below 0) and usc max_responses=0 are
+    refused; a curator's error names the curator once."""
+    from click.testing import CliRunner
+
+    from s2d.cli import cli
+
+    for bad in (1, 1.5, 5, -0.1):
+        with pytest.raises(ValueError, match=r"majority: threshold must be in \[0, 1\)"):
+            decide("majority", [], threshold=bad)
+    decide("majority", [], threshold=0.99)
+    with pytest.raises(ValueError, match="max_responses"):
+        build_curator("usc", task("gsm8k"), max_responses=0)
+    path = tmp_path / "traces.jsonl"
+    path.write_text(json.dumps(trace("a", ["4", "4"])) + "\n")
+    for setting, message in (("threshold=high", "option 'threshold' must be float"),
+                             ("threshold=5", "threshold must be in [0, 1)")):
+        res = CliRunner().invoke(cli, ["curate", "--traces", str(path), "--out", str(tmp_path / "sft.jsonl"),
+                                       "--set", f"curator_options.{setting}"])
+        assert res.exit_code != 0 and message in res.output and "Traceback" not in res.output, res.output
+        assert res.output.count("curator 'majority'") <= 1 and "majority: majority" not in res.output, res.output

@@ -14,9 +14,12 @@ from click.testing import CliRunner
 from s2d.cli import cli
 
 
+ANSWERING = str(Path(__file__).parent / "fixtures" / "answering_backend")  # scripted, but it states answers
+
+
 def distill(*args):
-    return CliRunner().invoke(cli, ["distill", "--task", "last_letter", "--set", "task_options.size=4", "--backend",
-                                    "scripted", "--n", "3", "--set", "trainer_options.epochs=1", "--set", "trainer_options.batch_size=4", "--no-progress",
+    return CliRunner().invoke(cli, ["--plugins-dir", ANSWERING, "distill", "--task", "last_letter", "--set",
+                                    "task_options.size=4", "--backend", "answering", "--n", "3", "--set", "trainer_options.epochs=1", "--set", "trainer_options.batch_size=4", "--no-progress",
                                     *args])
 
 
@@ -160,7 +163,14 @@ def test_configs_are_valid_at_both_scales():
             for kind, key in (("tasks", "task"), ("methods", "method"), ("curators", "curator"), ("trainers", "trainer")):
                 get_plugins().get(kind, cfg[key])
             method = get_plugins().get("methods", cfg["method"]).obj
-            assert set(cfg["method_options"]) <= set(method.options()), (name, overrides, scale)
+            base = {"wording", "stage_options", "max_new_tokens", "templates"}  # every method's (Method.__init__)
+            assert set(cfg["method_options"]) <= set(method.options()) | base, (name, overrides, scale)
+            from s2d.lmeval.tasks import _task_class
+            from s2d.traces import build_method
+
+            if not cfg["method_options"].get("shots"):  # few-shot CoT reads the train split: no data here
+                build_method(cfg["method"], _task_class(cfg["task"])(**cfg["task_options"]), **cfg.generation_options())
+                build_method(cfg["method"], _task_class(cfg["task"])(**cfg["task_options"]), **cfg.eval_method_options())
             from s2d.lmeval.tasks import _task_class, check_task_options
 
             check_task_options(_task_class(cfg["task"]), {**cfg["task_options"], **cfg["eval_task_options"]})
@@ -188,11 +198,15 @@ def test_reproduce_renders_ours_beside_the_paper():
             for c, v, t in (("system1", 0.0, 9.5), ("system2-rar2", 0.02, 180.0), ("distilled", 0.01, 8.0))]
     both = {"system1": "system1", "system2": "system2-rar2", "distilled": "distilled"}
     baseline = [{"condition": "distilled", "metrics": {"exact_match": 0.03}, "mean_tokens": 2.0}]
-    text = render_table("table1", "small", [(cfg, {"rows": rows, "run": "runs/x", "curation": {}}, both),
+    rows[1]["cap_hit_share"] = 0.02
+    curation = {"kept_inputs": 40, "inputs": 200, "target_accuracy": 0.9}
+    text = render_table("table1", "small", [(cfg, {"rows": rows, "run": "runs/x", "curation": curation}, both),
                                             (cfg, {"rows": baseline, "run": "runs/y"}, {"distill_system1": "distilled"})])
-    assert "| Distill 2-Step RaR | 1.0% | 8.0 | 98.0% | 25.5 | - | - | 75.69% | 50.3 |" in text
-    assert "| Distill System 1 | 3.0% | 2.0 | 69.5% | 24.4 | - | - | 54.5% | 30.4 |" in text
-    assert "| Distill 2-Step RaR, no self-consistency filter | - | - | 87.5% | - | - | - | - | - |" in text
+    assert "| Distill 2-Step RaR | 1.0% | 8.0 | 40/200 | 90.0% | - | 98.0% | 25.5 | - | - | - | - | - | 75.69% | 50.3 |" \
+        in text
+    assert "| System 2: 2-Step RaR | 2.0% | 180.0 | - | - | 2.0% | 44.5% | 41.5 |" in text
+    assert "| Distill System 1 | 3.0% | 2.0 | - | - | - | 69.5% | 24.4 |" in text
+    assert "| Distill 2-Step RaR, no self-consistency filter | - | - | - | - | - | 87.5% | - |" in text
 
 
 @pytest.mark.slow
@@ -241,8 +255,8 @@ def test_run_folder_knows_what_is_done_and_refuses_other_settings(tmp_path):
 
 
 def test_a_run_folder_made_under_other_method_defaults_is_refused(tmp_path, monkeypatch):
-    """The same config after a method's default changed (RaR-2's step-2 wording) is another run:
-    config.json holds the resolved options it was made with."""
+    """The same config after a method's default changed (a raised token cap) is another run:
+    config.json holds the resolved options, each stage's decoding among them, it was made with."""
     from s2d.config import RunConfig
     from s2d.distill import DistillError, RunFolder
     from s2d.methods.rar import RaR2
@@ -250,9 +264,11 @@ def test_a_run_folder_made_under_other_method_defaults_is_refused(tmp_path, monk
     cfg = RunConfig.build({"task": "last_letter", "method": "rar2"})
     RunFolder(tmp_path / "run", cfg.settings).claim()
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert saved["method_resolved"] == {"respond_n": 1, "wording": "s2d"} and saved["settings"]["method_options"] == {}
-    monkeypatch.setattr(RaR2, "options", classmethod(lambda cls: {"respond_n": 1, "wording": "paper"}))
+    assert saved["method_resolved"]["decoding"]["respond"]["max_new_tokens"] == RaR2.max_new_tokens["respond"]
+    assert saved["settings"]["method_options"] == {}
+    monkeypatch.setattr(RaR2, "max_new_tokens", {**RaR2.max_new_tokens, "respond": 7})
     with pytest.raises(DistillError, match=r"other settings \(the method's defaults"):
         RunFolder(tmp_path / "run", cfg.settings).claim()
     RunFolder(tmp_path / "other", cfg.settings).claim()  # a new folder records the new defaults
-    assert json.loads((tmp_path / "other" / "config.json").read_text())["method_resolved"]["wording"] == "paper"
+    assert json.loads((tmp_path / "other" / "config.json").read_text())["method_resolved"]["decoding"]["respond"][
+        "max_new_tokens"] == 7

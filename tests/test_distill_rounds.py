@@ -2,6 +2,7 @@
 backend with a trainer plugin that writes a model folder without any model (fast)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -174,8 +175,12 @@ def test_the_default_cli_path_prints_stage_lines_progress_and_the_summary_only(t
 
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / "memorize.py").write_text(TRAINER)
+    # The scripted engine echoes its prompt, which is no answer: this one states an answer.
+    import shutil
+
+    shutil.copy(Path(__file__).parent / "fixtures" / "answering_backend" / "answering.py", tmp_path / "plugins")
     res = subprocess.run([sys.executable, "-m", "s2d.cli", "--plugins-dir", str(tmp_path / "plugins"), "distill",
-                          "--task", "last_letter", "--set", "task_options.size=4", "--backend", "scripted", "--n", "3",
+                          "--task", "last_letter", "--set", "task_options.size=4", "--backend", "answering", "--n", "3",
                           "--method", "cot", "--trainer", "memorize", "--runs-dir", str(tmp_path / "runs"),
                           "--cache", str(tmp_path / "cache")],
                          capture_output=True, text=True, env={**os.environ, "S2D_LOAD_PLUGINS": ""})

@@ -189,7 +189,8 @@ def test_plugin_options_are_typed_for_every_kind(tiny_data):
         build_method("cot", t, shots="4")
     with pytest.raises(ValueError, match="option 'learning_rate' must be a finite number"):
         get_plugins().get("trainers", "lora").obj(learning_rate=float("nan"))
-    assert build_curator("majority", t, threshold=1).threshold == 1.0  # an int where a float goes
+    threshold = build_curator("majority", t, threshold=0).threshold  # an int where a float goes
+    assert threshold == 0.0 and isinstance(threshold, float)
 
 
 def test_distill_rejects_a_bad_plugin_option_before_claiming_the_folder(tiny_data, tmp_path):
@@ -343,3 +344,24 @@ def test_few_shot_exemplars_never_show_the_same_question_under_another_id():
     for doc in Toy().docs("train"):
         for j in range(5):
             assert all(q != doc["question"] for _, (q, _) in m.exemplars(doc, j)), (doc, j)
+
+
+def test_outside_a_git_checkout_nothing_prints_fatal(tmp_path, monkeypatch, capfd):
+    """Issue 27 item 15: "fatal: not a git repository" came from lm-eval's own git hash (it runs
+    `git describe` with its stderr on the terminal); s2d's git_commit is silent, and lm-eval gets it."""
+    import shutil
+
+    import lm_eval.evaluator
+
+    from s2d.envinfo import git_commit, quiet_git_hash
+
+    if shutil.which("git") is None:
+        pytest.skip("no git here")
+    monkeypatch.chdir(tmp_path)
+    assert git_commit(tmp_path) is None and git_commit() is None
+    lm_eval.evaluator.get_git_commit_hash()
+    assert "fatal" in capfd.readouterr().err  # what a record printed (the cause, shown)
+    with quiet_git_hash():
+        assert lm_eval.evaluator.get_git_commit_hash() is None
+    assert capfd.readouterr().err == ""
+    assert lm_eval.evaluator.get_git_commit_hash.__module__ == "lm_eval.loggers.utils"  # restored

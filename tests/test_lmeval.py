@@ -145,7 +145,11 @@ def test_a_record_made_under_other_method_defaults_is_not_replaced(tiny_data, tm
 
     (path,) = run()
     saved = json.loads(path.read_text())["s2d"]["identity"]
-    assert saved["method_options"] == {} and saved["method_resolved"] == ChainOfThought.options()
+    resolved = dict(saved["method_resolved"])
+    decoding = resolved.pop("decoding")
+    assert saved["method_options"] == {} and resolved == ChainOfThought.options()
+    assert decoding == {"reason": {"max_new_tokens": ChainOfThought.max_new_tokens["reason"], "temperature": 0.0,
+                                   "top_p": 1.0}}
     defaults = ChainOfThought.options()
     monkeypatch.setattr(ChainOfThought, "options", classmethod(lambda cls: {**defaults, "shot_seed": 7}))
     with pytest.raises(RecordExistsError, match="method_resolved"):
@@ -154,7 +158,7 @@ def test_a_record_made_under_other_method_defaults_is_not_replaced(tiny_data, tm
     from s2d.lmeval.run import check_record
 
     with pytest.raises(RecordExistsError) as err:
-        check_record(path, {**saved, "method": "rar1", "method_resolved": {"respond_n": 1}})
+        check_record(path, {**saved, "method": "rar1", "method_resolved": {"decoding": {}}})
     assert "(method: 'cot' there, 'rar1' now)" in str(err.value) and "method_resolved" not in str(err.value)
 
 

@@ -19,8 +19,10 @@ def judge_script(request, sample):
         return "A is better here. Assistant A: 4/5, Assistant B: 2/5"
     if "[[A]]" in text:
         return "A is better overall.\n[[A]]"
-    if "Rewrite this" in text or "Copy out only" in text:
+    if ("Rewrite this" in text or "Copy out only" in text) and not text.startswith("REWRITTEN"):
         return f"REWRITTEN({sample}) " + text.split("\n")[0] + " " + text.split("\n")[-1]
+    if "Solution:" in text and "Final answer" in text and "coin" not in text:  # CoT on GSM8k: a number
+        return "Some reasoning: 3 steps.\nFinal answer: 3"
     return "Some reasoning: 3 steps.\nFinal answer: yes"
 
 
@@ -218,7 +220,8 @@ def test_cot_shots_resample_gives_each_sample_its_own_exemplars(tiny_data):
 
 
 def test_rar2_paper_wording_asks_the_rephrased_question_alone(tiny_data):
-    for name, tail in (("last_letter", ""), ("coin_flip", "\n\nAnswer the Yes or No question.")):
+    # v1 Fig. 4 (the rephrasing alone) and Fig. 5 (one space, then the Yes/No instruction).
+    for name, tail in (("last_letter", ""), ("coin_flip", " Answer the Yes or No question.")):
         t = task(name)
         backend = ScriptedBackend(script=lambda r, s: "REPHRASED")
         run_method(build_method("rar2", t, wording="paper"), make_runner(backend, "rar2"), t.docs("test")[:1])

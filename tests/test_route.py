@@ -144,3 +144,23 @@ def test_s2d_route_on_the_real_model_reuses_every_generation_in_lm_eval(model_pa
     assert e["score"] == pytest.approx(at["accuracy"]) and e["mean_tokens"] == pytest.approx(at["mean_tokens"])
     record = json.loads((out / e["record"]).read_text())
     assert record["s2d"]["samples_generated"] == 0 and record["s2d"]["samples_from_cache"] > 0
+
+
+def test_s2d_route_command_runs_with_the_default_cache(run_folder, tmp_path, monkeypatch):
+    """The command as a user types it: the cache on (the default folder), the scripted backend
+    (issue 27 item 11: the CLI opened the cache and route_run opened it again, a TypeError)."""
+    from click.testing import CliRunner
+
+    import s2d.backends
+    from s2d.cli import cli
+
+    backend = ScriptedBackend(script=oracle)
+    monkeypatch.setattr(s2d.backends, "load_backend", lambda *a, **k: backend)
+    out = tmp_path / "route"
+    res = CliRunner().invoke(cli, ["route", str(run_folder), "--out-dir", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert (out / "routing.json").is_file() and "Routing: last_letter" in res.output
+    rerun = CliRunner().invoke(cli, ["route", str(run_folder), "--out-dir", str(out), "--no-progress"])
+    assert rerun.exit_code == 0, rerun.output
+    record = json.loads((out / json.loads((out / "routing.json").read_text())["through_lm_eval"]["record"]).read_text())
+    assert record["s2d"]["samples_generated"] == 0 and record["s2d"]["samples_from_cache"] > 0  # the cache served it

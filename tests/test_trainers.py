@@ -193,3 +193,151 @@ def test_merged_adapter_answers_like_base_plus_adapter(model_path, random_adapte
     folded = HFBackend(str(merged), seed=0, dtype="float32")
     assert [o[0].text for o in folded.generate(reqs, progress=False)] == with_adapter != plain
     folded.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(model_path, tmp_path_factory):
+    """A random 2-layer model of the embedded model's architecture and tokenizer (hidden size 32):
+    trains in seconds, for what needs a real training loop but not real weights."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    config = AutoConfig.from_pretrained(model_path)
+    config.update({"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
+                   "num_key_value_heads": 2, "head_dim": 8})
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(out, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+        if (Path(model_path) / name).is_file():
+            shutil.copy(Path(model_path) / name, out / name)
+    return str(out)
+
+
+def adapter_tensors(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(folder) / "adapter_model.safetensors"))
+
+
+def test_one_seed_trains_bit_identical_adapters(tiny_model, tmp_path):
+    """Issue 27 build item 3 (finding 5): the adapter was initialised before the seed was set, so
+    two trainings with one seed differed."""
+    import random
+
+    import torch
+
+    from s2d.plugins import get_plugins
+
+    data = write_records(tmp_path / "sft.jsonl", SECRETS, repeat=2)
+    options = {"epochs": 2, "batch_size": 2, "save_steps": 1000, "rank": 4, "alpha": 8, "learning_rate": 1e-2}
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        torch.manual_seed(1000 + len(runs))  # whatever drew random numbers before must not matter
+        random.seed(1000 + len(runs))
+        trainer = get_plugins().get("trainers", "lora").obj(**options)
+        runs[name] = adapter_tensors(trainer.train(tiny_model, str(data), str(tmp_path / name), seed=seed,
+                                                   progress=False))
+    a, b, c = runs["a"], runs["b"], runs["c"]
+    assert a.keys() == b.keys() and len(a) > 0
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
+    assert any(k for k in a if "lora_B" in k and a[k].abs().sum() > 0)  # it trained
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # and the seed decides
+
+
+def test_stepwise_seeds_before_its_adapter_too(tiny_model, tmp_path):
+    import torch
+
+    from s2d.plugins import get_plugins
+
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": q}],
+                                        "completion": [{"role": "assistant", "content": a}],
+                                        "system2_completion": [{"role": "assistant",
+                                                                "content": f"The door is a door. {a}"}]}) + "\n"
+                            for q, a in SECRETS))
+    runs = []
+    for i in range(2):
+        torch.manual_seed(i)
+        trainer = get_plugins().get("trainers", "stepwise").obj(batch_size=2, save_steps=1000, rank=4, alpha=8,
+                                                                tokens_per_removal=4)
+        runs.append(adapter_tensors(trainer.train(tiny_model, str(data), str(tmp_path / str(i)), seed=0,
+                                                  progress=False)))
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+@pytest.mark.parametrize("trainer, option, value, message", [
+    ("lora", "epochs", 0, ">= 1"), ("lora", "epochs", -1, ">= 1"), ("lora", "batch_size", 0, ">= 1"),
+    ("lora", "learning_rate", 0, "> 0"), ("lora", "learning_rate", -1, "> 0"), ("lora", "rank", 0, ">= 1"),
+    ("lora", "dropout", 2, "< 1"), ("lora", "dropout", -0.5, ">= 0"), ("lora", "grad_accum", 0, ">= 1"),
+    ("lora", "scheduler", "sometimes", "one of"), ("lora", "dtype", "float8", "one of"),
+    ("lora", "warmup_ratio", 3, "< 1"), ("lora", "max_length", 0, ">= 1"), ("lora", "target_modules", [], "at least 1"),
+    ("full", "epochs", 0, ">= 1"), ("full", "learning_rate", -2e-5, "> 0"),
+    ("stepwise", "learning_rate", -1, "> 0"), ("stepwise", "batch_size", 0, ">= 1"),
+])
+def test_trainer_option_ranges_are_checked_when_the_trainer_is_built(trainer, option, value, message):
+    """Issue 27 items 7 and 13: out-of-range options were an untrained "distilled" row or a
+    traceback after the model had loaded."""
+    from s2d.plugins import get_plugins
+
+    with pytest.raises(TrainerError, match=f"trainer {trainer!r}: option {option!r} must .*{message}"):
+        get_plugins().get("trainers", trainer).obj(**{option: value})
+
+
+def test_train_refuses_bad_ranges_and_an_out_dir_on_the_model_before_loading_it(tmp_path, monkeypatch):
+    """Issue 27 items 7 and 10: one line each, no model resolved or loaded."""
+    from click.testing import CliRunner
+
+    import s2d.trainers.base
+    from s2d.cli import cli
+
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(s2d.trainers.base, "load_model", no_model)
+    data = write_records(tmp_path / "sft.jsonl", SECRETS)
+    for setting in ("epochs=0", "epochs=-1", "dropout=2", "scheduler=sometimes"):
+        res = CliRunner().invoke(cli, ["train", "--data", str(data), "--out-dir", str(tmp_path / "o"),
+                                       "--set", f"trainer_options.{setting}"])
+        assert res.exit_code == 1 and setting.split("=")[0] in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists(), res.output
+    model = tmp_path / "base"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"")
+    for out in (model, model / "adapter", tmp_path):
+        res = CliRunner().invoke(cli, ["train", "--data", str(data), "--model", str(model), "--out-dir", str(out)])
+        assert res.exit_code == 1 and str(out) in res.output and str(model) in res.output, res.output
+        assert "model folder" in res.output and not (model / "adapter").exists()
+
+
+def test_distill_refuses_zero_epochs_before_claiming_the_folder(tiny_data, tmp_path):
+    from click.testing import CliRunner
+
+    from s2d.cli import cli
+
+    res = CliRunner().invoke(cli, ["distill", "--task", "last_letter", "--set", "task_options.size=4", "--backend",
+                                   "scripted", "--runs-dir", str(tmp_path), "--name", "r",
+                                   "--set", "trainer_options.epochs=0"])
+    assert res.exit_code == 1 and "option 'epochs' must be >= 1" in res.output, res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_max_length_that_cuts_every_answer_is_refused_before_the_model_loads(model_path, tmp_path, monkeypatch):
+    """Issue 27 item 7: max_length=1 trained on nothing (loss 0); now refused, and from the
+    tokenizer alone."""
+    import s2d.trainers.base
+    from s2d.plugins import get_plugins
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the data was encoded")
+
+    monkeypatch.setattr(s2d.trainers.base, "load_model", no_model)
+    data = write_records(tmp_path / "sft.jsonl", SECRETS)
+    for name in ("lora", "full"):
+        trainer = get_plugins().get("trainers", name).obj(max_length=1)
+        with pytest.raises(TrainerError, match="max_length=1"):
+            trainer.train(model_path, str(data), str(tmp_path / name), seed=0, progress=False)
+        assert not (tmp_path / name).exists()

@@ -56,8 +56,22 @@ class Curator:
         raise NotImplementedError
 
     def completion(self, answer: str, samples: list[dict]) -> str:
-        """The training target for a chosen answer: the task's answer-only form."""
+        """The training target for a kept answer. ``target: answer`` (default): the task's
+        answer-only form. ``target: response``: the final-stage text of the first sample whose
+        parsed answer is the kept one (the paper's target for RaR, S2A and BSM: the last stage's
+        response, intermediate stages dropped); a sample that disagrees is never the target."""
+        if getattr(self, "target", "answer") == "response":
+            text = chosen_response(samples, answer)
+            if text is not None and text.strip():
+                return text.strip()
+            raise ValueError(f"curator {self.name!r}: no sample gave the kept answer {answer!r}")
         return self.task.target(answer)
+
+    def check_target(self) -> None:
+        from s2d.config import ConfigError
+
+        if getattr(self, "target", "answer") not in ("answer", "response"):
+            raise ConfigError(f"curator {self.name!r}: target must be 'answer' or 'response', got {self.target!r}")
 
 
 def vote(answers: list[str | None]) -> tuple[Counter, str | None, int, bool]:
@@ -80,6 +94,9 @@ def write_curated(out: str | Path, traces: list[dict], decisions: list[Decision]
     """Write OUT (kept, TRL prompt-completion), OUT.dropped.jsonl and OUT.summary.json; return the summary."""
     out = Path(out)
     by_id = {t["id"]: t for t in traces}
+    if len(by_id) < len(traces):  # load_traces refuses these; a caller's own list may not have been checked
+        repeated = next(k for k, c in Counter(t["id"] for t in traces).items() if c > 1)
+        raise ValueError(f"duplicate trace id {repeated!r}: one trace per input")
     kept, dropped = [], []
     reasons: Counter = Counter()
     correct = judged = 0

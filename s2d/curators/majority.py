@@ -28,8 +28,10 @@ class MajorityVote(Curator):
         super().__init__(task, **options)
         if self.margin < 0:
             raise ConfigError(f"majority: margin must be a non-negative integer, got {self.margin!r}")
-        if self.target not in ("answer", "response"):
-            raise ConfigError(f"majority: target must be 'answer' or 'response', got {self.target!r}")
+        if not 0 <= self.threshold < 1:  # a share is at most 1: a threshold of 1 or more keeps nothing
+            raise ConfigError(f"majority: threshold must be in [0, 1) (0.5: strict majority, 0: plurality), "
+                              f"got {self.threshold!r}")
+        self.check_target()
 
     def curate(self, traces, runner=None):
         out = []
@@ -46,10 +48,7 @@ class MajorityVote(Curator):
             elif k - runner_up(counts) < int(self.margin):
                 out.append(Decision(t["id"], False, "below_margin", top, v))
             else:
-                if self.target == "response":
-                    text = next(s["response"] for s in t["samples"] if s["answer"] == top).strip()
-                else:
-                    text = self.task.target(top)
+                text = self.completion(top, t["samples"])
                 out.append(Decision(t["id"], True, f"majority {k}/{len(answers)}", top, v, [(t["prompt"], text)]))
         return out
 

@@ -12,6 +12,16 @@ class NoCuration(Curator):
 
     name = "none"
 
+    @classmethod
+    def options(cls):
+        # target: "answer" (the task's answer-only form; the raw response when none parses) or
+        # "response" (the first sample's final-stage text).
+        return {"target": "answer"}
+
+    def __init__(self, task, **options):
+        super().__init__(task, **options)
+        self.check_target()
+
     def curate(self, traces, runner=None):
         out = []
         for t in traces:
@@ -19,7 +29,8 @@ class NoCuration(Curator):
             if s is None or not (s["answer"] or s["response"].strip()):
                 out.append(Decision(t["id"], False, "empty"))
                 continue
-            text = self.task.target(s["answer"]) if s["answer"] is not None else s["response"].strip()
+            text = s["response"].strip() if self.target == "response" or s["answer"] is None \
+                else self.task.target(s["answer"])
             out.append(Decision(t["id"], True, "first_sample", s["answer"], {"n": len(t["samples"])},
                                 [(t["prompt"], text)], [s["response"]]))
         return out

@@ -16,7 +16,13 @@ class PerturbationConsistency(Curator):
 
     @classmethod
     def options(cls):
-        return {"both_orders": True}  # train on the perturbed input too (with its own answer)
+        # both_orders: train on the perturbed input too (with its own answer). target: "answer"
+        # (the task's answer-only form) or "response" (the agreeing sample's final-stage text).
+        return {"both_orders": True, "target": "answer"}
+
+    def __init__(self, task, **options):
+        super().__init__(task, **options)
+        self.check_target()
 
     def curate(self, traces, runner=None):
         out = []
@@ -35,10 +41,10 @@ class PerturbationConsistency(Curator):
             elif a != b:
                 out.append(Decision(t["id"], False, "inconsistent", a, v))
             else:
-                examples = [(t["prompt"], self.task.target(a))]
+                examples = [(t["prompt"], self.completion(a, t["samples"]))]
                 responses = [chosen_response(t["samples"], a)]
                 if self.both_orders:
-                    examples.append((t["perturbed"]["prompt"], self.task.target(b_raw)))
+                    examples.append((t["perturbed"]["prompt"], self.completion(b_raw, t["perturbed"]["samples"])))
                     responses.append(chosen_response(t["perturbed"]["samples"], b_raw))
                 out.append(Decision(t["id"], True, "consistent", a, v, examples, responses))
         return out

@@ -17,6 +17,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from s2d.backends.base import Backend
+from s2d.methods.base import cap_hits
 
 
 @register_model("s2d")
@@ -36,6 +37,8 @@ class S2DLM(LM):
         self.cache, self.seed = cache, seed
         self.usage: list[dict] = []  # per request: prompt and generated tokens (every stage)
         self.cache_stats = {"generated": 0, "reused": 0}  # samples made by the engine / read from the cache
+        # A method's own parse rates (BSM: solve scores and verdicts parsed), weighted by samples.
+        self.method_stats: dict[str, list[float]] = {}
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         from s2d.lmeval.tasks import build_task
@@ -61,6 +64,11 @@ class S2DLM(LM):
                                  defaults={"max_new_tokens": max_gen, "stop": list(until)})
             docs = [requests[i].doc for i in members]
             per_doc = run_method(method, runner, docs)
+            samples_all = [x for samples in per_doc for x in samples]
+            for key, value in (method.stats(samples_all) if hasattr(method, "stats") else {}).items():
+                total = self.method_stats.setdefault(key, [0.0, 0])
+                total[0] += float(value) * len(samples_all)
+                total[1] += len(samples_all)
             self.cache_stats["generated"] += runner.generated
             self.cache_stats["reused"] += runner.reused
             for i, samples in zip(members, per_doc):
@@ -70,10 +78,15 @@ class S2DLM(LM):
                 for sample in samples:  # with n > 1 (majority at test time) every sample's tokens count
                     for k, v in sample["tokens"].items():
                         stages[k] = stages.get(k, 0) + v
+                capped = cap_hits(samples)
                 self.usage.append({"task": inst.task_name, "doc_id": inst.doc_id,
                                    "prompt_tokens": sum(st["prompt_tokens"] for x in samples for st in x["stages"]),
                                    "generated_tokens": sum(stages.values()), "stages": stages, "samples": len(samples),
                                    "finish_reason": s["stages"][-1]["finish_reason"] if s["stages"] else None,
+                                   # Per stage: [steps that stopped at the token cap, steps]; the
+                                   # scored sample's own cut stages in "cut".
+                                   "cap_hits": capped,
+                                   "cut": [st["stage"] for st in s["stages"] if st["finish_reason"] == "length"],
                                    # For --log-samples: the scored sample's parsed answer and every
                                    # stage's rendered prompt and text.
                                    "answer": s["answer"],

@@ -7,7 +7,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from s2d.config import ConfigError
 from s2d.errors import S2DError
@@ -121,7 +121,8 @@ def task_manager(metadata: dict | None = None):
 def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system1", adapter: str | None = None,
              limit: int | None = None, seed: int = 0, log_samples: bool = False, results_dir: str = "results/eval",
              label: str | None = None, task_options: dict | None = None, progress: bool = True,
-             method_options: dict | None = None, cache=None, overwrite: bool = False) -> list[Path]:
+             method_options: dict | None = None, cache=None, overwrite: bool = False,
+             warn: Callable[[str], None] | None = None) -> list[Path]:
     """Evaluate one condition (method + adapter) on each task; return the record paths. A record of
     other settings already at a path is an error (``overwrite`` replaces it)."""
     import lm_eval
@@ -148,10 +149,13 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
         from s2d.lmeval.tasks import lm_eval_name, lm_eval_spec
 
         lm_task = lm_eval_name(task)
-        res = lm_eval.simple_evaluate(
-            model=lm, tasks=[lm_eval_spec(task)], task_manager=tm, limit=limit, log_samples=log_samples,
-            bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-            fewshot_random_seed=seed)
+        from s2d.envinfo import quiet_git_hash
+
+        with quiet_git_hash():  # lm-eval's own `git describe` prints "fatal: ..." outside a checkout
+            res = lm_eval.simple_evaluate(
+                model=lm, tasks=[lm_eval_spec(task)], task_manager=tm, limit=limit, log_samples=log_samples,
+                bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                fewshot_random_seed=seed)
         wall = time.perf_counter() - start
         usage = lm.usage
         n = max(len(usage), 1)
@@ -159,6 +163,7 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
         for u in usage:
             for k, v in u["stages"].items():
                 stage_tokens[k] = stage_tokens.get(k, 0) + v / n
+        caps = cap_summary(usage)
         record: dict[str, Any] = {
             "s2d": {
                 "task": task, "lm_eval_task": lm_task, "condition": condition, "identity": identity,
@@ -172,6 +177,9 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
                 "mean_generated_tokens": sum(u["generated_tokens"] for u in usage) / n,
                 "mean_generated_tokens_by_stage": stage_tokens,
                 "mean_prompt_tokens": sum(u["prompt_tokens"] for u in usage) / n,
+                # Responses cut by the token cap: a cut answer measures the cap, not the model.
+                **caps,
+                "method_stats": {k: v / n_ for k, (v, n_) in lm.method_stats.items() if n_},
                 "wall_seconds": wall, "samples_generated": lm.cache_stats["generated"],
                 "samples_from_cache": lm.cache_stats["reused"], "versions": {**versions(), **backend.versions()},
                 "git_commit": git_commit(Path(__file__).parent), "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -192,7 +200,30 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
                                       default=str))
                 for s in samples))
         written.append(out)
+        if warn is not None:
+            for stage, share in caps["cap_hit_share_by_stage"].items():
+                if share > CAP_WARN_SHARE:
+                    warn(f"s2d: warning: {100 * share:.1f}% of the {stage!r} responses of {out} ended at the "
+                         f"token cap (finish_reason length); raise method_options.stage_options.{stage}."
+                         f"max_new_tokens (or the task's max_gen_toks for System 1)")
     return written
+
+
+CAP_WARN_SHARE = 0.05  # `s2d eval` warns above this share of a stage's responses cut by the cap
+
+
+def cap_summary(usage: list[dict]) -> dict:
+    """The cap-hit fields of a record: per stage, the share of generated steps that ended at the
+    token cap; overall, the share of documents whose scored response had any stage cut."""
+    totals: dict[str, list[int]] = {}
+    for u in usage:
+        for stage, (hit, steps) in (u.get("cap_hits") or {}).items():
+            row = totals.setdefault(stage, [0, 0])
+            row[0] += hit
+            row[1] += steps
+    return {"cap_hit_share": sum(bool(u.get("cut")) for u in usage) / max(len(usage), 1),
+            "cap_hit_share_by_stage": {k: hit / steps for k, (hit, steps) in totals.items() if steps},
+            "cap_hits_by_stage": {k: {"hit": hit, "steps": steps} for k, (hit, steps) in totals.items()}}
 
 
 def sample_line(sample: dict, usage: dict | None, results: dict) -> dict:
@@ -259,7 +290,8 @@ def metrics_of(record: dict) -> dict[str, float]:
     return out
 
 
-HEADLINE_METRICS = ("exact_match", "acc", "agreement")  # the score a task is ranked by, in this order
+# The score a task is ranked by, in this order (acc_biased: triviaqa_bias's leak-free biased score).
+HEADLINE_METRICS = ("exact_match", "acc_biased", "acc", "agreement")
 
 
 def headline_metric(metrics: dict[str, float]) -> str | None:

@@ -1,5 +1,12 @@
 """`cot`: Chain-of-Thought, zero-shot ("step by step", then "Final answer: ...") or few-shot
-(``shots=k`` worked examples from the task's train split, as earlier chat turns)."""
+(``shots=k`` worked examples from the task's train split, as earlier chat turns).
+
+Wordings: ``s2d`` (this project's prompt) and ``paper`` (v1 Fig. 10 verbatim, zero-shot; its
+``{input}`` is the question, and ``{question}`` works too). The paper's CoT judge prompts (Table 3)
+are not printed, so on ``mt_bench_judge`` the ``paper`` wording keeps the s2d judge variant. Few-shot
+exemplars, under either wording, are rendered with the same template (the paper's 8-shot prompt is
+not printed either).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +28,17 @@ class ChainOfThought(Method):
         "reason@mt_bench_judge": ("{question}\n\nBefore the verdict, compare the two answers step by step "
                                   "in a few sentences. Finish with the verdict on its own line."),
     }
-    max_new_tokens = {"reason": 256}
+    wordings = {
+        "paper": {
+            # v1 Fig. 10 (typographic apostrophe as printed).
+            "reason": ("Your task is to answer the question below. Give step by step reasoning before you answer, "
+                       "and when you’re ready to answer, please use the format \"Final answer: ...\"\n"
+                       "Question: {input}\nSolution:"),
+            # NOT FOUND in the paper: the judge keeps the s2d variant.
+            "reason@mt_bench_judge": templates["reason@mt_bench_judge"],
+        },
+    }
+    max_new_tokens = {"reason": 1024}
 
     @classmethod
     def options(cls):
@@ -78,9 +95,10 @@ class ChainOfThought(Method):
     def messages(self, doc, sample: int = 0) -> list[dict]:
         msgs = []
         for _, (question, solution) in self.exemplars(doc, sample):
-            msgs += [{"role": "user", "content": self.render("reason", question=question)},
+            msgs += [{"role": "user", "content": self.render("reason", question=question, input=question)},
                      {"role": "assistant", "content": solution}]
-        return msgs + [{"role": "user", "content": self.render("reason", question=self.question(doc))}]
+        q = self.question(doc)
+        return msgs + [{"role": "user", "content": self.render("reason", question=q, input=q)}]
 
     def run(self, runner, docs):
         sampling = self.sampling("reason")

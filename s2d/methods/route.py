@@ -82,6 +82,16 @@ class Route(Method):
 
         options = from_run.get("fallback_options", {}) if self.fallback_options is None else self.fallback_options
         self.system2 = build_method(fallback, task, **options)
+        if self.stage_options:  # route decodes as its rule says; a per-stage setting would go unused
+            raise MethodConfigError("route: stage_options are not used (direct is greedy, check samples at "
+                                    "agreement_temperature); set the fallback's in fallback_options")
+
+    def decoding(self) -> dict[str, dict]:
+        """What route's stages really use, and the fallback method's own decoding."""
+        budget = self.budgets.get("direct")
+        return {"direct": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": budget},
+                "check": {"temperature": float(self.agreement_temperature), "top_p": 1.0, "max_new_tokens": budget},
+                "fallback": self.system2.decoding()}
 
     def run(self, runner, docs):
         if runner.adapter is not None:

@@ -1,6 +1,14 @@
 """`s2a`: System 2 Attention (Weston & Sukhbaatar 2023). Rewrite the input keeping only the
-unbiased context and the actual question, then answer from the rewrite alone. Nucleus sampling
-with top-p 0.9 in both stages, as in the paper."""
+unbiased context and the actual question, then answer from the rewrite alone.
+
+Wordings: ``s2d`` (this project's own prompts) and ``paper`` (v1 Fig. 6 verbatim: stage 1
+regenerates the context, stage 2 is the stage-1 output followed by "Answer in an unbiased way.").
+Both stages accept the paper's field name ``{input}`` beside the s2d names: stage 1's ``{input}``
+is ``{question}`` (the task's input, for TriviaQA the biased prompt), stage 2's is ``{rewritten}``
+(the stage-1 output, stripped; nothing else is removed, as v1 states no post-processing).
+Decoding, every wording: nucleus sampling with top-p 0.9 in both stages (paper A.2) at temperature
+0.6 (the S2A paper's setting; v1 states none).
+"""
 
 from __future__ import annotations
 
@@ -21,14 +29,34 @@ class S2A(Method):
                     "Question (without the user's opinion):\n\nUser message:\n{question}"),
         "answer": "{rewritten}\n\nAnswer the question above without bias, briefly.",
     }
-    max_new_tokens = {"rewrite": 128, "answer": 96}
+    wordings = {
+        "paper": {
+            # v1 Fig. 6, top box (typographic quotes and apostrophe as printed).
+            "rewrite": ("Given the following text by a user, extract the part that is unbiased and not their "
+                        "opinion, so that using that text alone would be good context for providing an unbiased "
+                        "answer to the question portion of the text. Please include the actual question or query "
+                        "that the user is asking. Separate this into two categories labeled with \u201cUnbiased "
+                        "text context (includes all content except user\u2019s bias):\u201d and \u201cQuestion/"
+                        "Query (does not include user bias/preference):\u201d.\nText by User: {input}"),
+            # v1 Fig. 6, bottom box; {input} is the stage-1 output.
+            "answer": "{input}\nAnswer in an unbiased way.",
+        },
+    }
+    max_new_tokens = {"rewrite": 512, "answer": 512}
+    # Class defaults, so every wording gets them and a user's method-wide temperature/top_p still wins.
     temperature = 0.6
     top_p = 0.9
 
     def run(self, runner, docs):
-        rewritten = flatten(runner.stage("rewrite", start(docs), [self.render("rewrite", question=self.question(d))
-                                                                   for d in docs], **self.sampling("rewrite")))
-        prompts = [self.render("answer", rewritten=c.text("rewrite").strip()) for c in rewritten]
+        prompts = []
+        for d in docs:
+            q = self.question(d)
+            prompts.append(self.render("rewrite", question=q, input=q))
+        rewritten = flatten(runner.stage("rewrite", start(docs), prompts, **self.sampling("rewrite")))
+        prompts = []
+        for c in rewritten:
+            r = c.text("rewrite").strip()
+            prompts.append(self.render("answer", rewritten=r, input=r, question=self.question(docs[c.doc])))
         return flatten(runner.stage("answer", rewritten, prompts, **self.sampling("answer", n=1)))
 
 

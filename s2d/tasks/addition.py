@@ -9,6 +9,7 @@ import re
 
 from s2d.hookspecs import hookimpl
 from s2d.tasks.base import Task
+from s2d.tasks.gsm8k import stated_number
 
 PLACES = ["ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands"]
 
@@ -112,11 +113,13 @@ class Addition(Task):
         return doc["question"], f"{steps}\nFinal answer: {doc['answer']}"
 
     def extract(self, text: str) -> str | None:
-        marked = re.findall(r"final answer\s*(?:is)?\s*:?\s*(-?\d[\d,]*)", text, flags=re.I)
-        numbers = marked or re.findall(r"-?\d[\d,]*", text)
-        if not numbers:
-            return None
-        return numbers[-1].replace(",", "")
+        """The sum a response states (GSM8k's reading: "Final answer: 1,123.", "**Final answer:**
+        1123", "\\boxed{1123}", "The answer is 478 + 645 = 1123"), else its last number."""
+        stated = stated_number(text)
+        if stated is not None:
+            return stated
+        numbers = re.findall(r"-?\d[\d,]*", text)
+        return numbers[-1].replace(",", "") if numbers else None
 
     def score(self, doc: dict, text: str) -> dict[str, float]:
         return {"exact_match": float(self.extract(text) == doc["answer"])}

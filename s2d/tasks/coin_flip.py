@@ -11,16 +11,71 @@ from s2d.tasks.base import Task, data_file
 from s2d.tasks.last_letter import names
 
 NOTE = ' Note that "flip" here means "reverse".'
-NEGATIVE = re.compile(r"\b(?:not|no longer|isn't|is not)\s+(?:still\s+)?heads[- ]up\b|\btails[- ]up\b|\blands? on tails\b",
-                      flags=re.I)
-POSITIVE = re.compile(r"\b(?:still|remains|is)\s+heads[- ]up\b", flags=re.I)
+# A statement about the coin's side: "is still heads up", "is now tails up", "lands on tails",
+# "will be tails", "is not heads up", "isn't still heads up", "is no longer heads up", "is not
+# tails up" (heads up).
+ADVERBS = r"(?:(?:still|now|actually|really|indeed|definitely|again|also)\s+)*"
+STATE = re.compile(r"(?:(?P<neg>\bnot|n't|\bno longer|\bnever)\s+(?:be\s+)?" + ADVERBS + r")?"
+                   r"(?P<verb>\bstill|\bremains?|\bstays?|\bis|\bare|\bwas|\bnow|\bbe|\bback|\blands?(?:\s+on)?"
+                   r"|\bend(?:s|ed)?\s+up|\bshows?|\bfacing|\bflipped|\bturned|\blanded|\bleft|'s)\s+" + ADVERBS +
+                   r"(?:(?P<neg2>not|no longer)\s+" + ADVERBS + r")?(?P<side>heads|tails)\b(?P<up>[- ]up\b)?",
+                   flags=re.I)
+# Where a response gives its answer: "Final answer:", "The answer is", "Answer:", \boxed{}.
+MARKER = re.compile(r"\bfinal\s+answer\b|\banswer(?:\s+to\s+(?:the|this|your)\s+question(?:\s*\"[^\"\n]*\")?)?"
+                    r"\s*(?:is|would\s+be|:)|\\boxed\s*\{", flags=re.I)
+WRAPPERS = re.compile(r"^(?:[\s:*\"'`$(){}\[\]]|\\[()\[\]]|\\boxed\s*\{|\\text(?:bf)?\s*\{|\bis\b|\bwould be\b)+", re.I)
+
+
+def statements(text: str, premise: bool = True) -> list[tuple[int, str]]:
+    """(position, yes/no) for each statement about the coin in ``text``, in order. A side named
+    without a verb ("heads or tails", "a tails-up flip"), or in a conditional or a question ("If the coin
+    lands tails up, ...", "Is the coin still heads up?") or a restated premise ("A coin is heads up",
+    "The coin starts heads up"; ``premise=False`` keeps "A coin is ...", for a final answer's own
+    sentence) asserts nothing and is left out."""
+    kept = []
+    for m in STATE.finditer(text):
+        sentence = re.split(r"[.!?;:\n]", text[:m.start()])[-1]
+        # The clause the statement is in: after the last comma or "so"/"therefore" of its sentence
+        # ("Since it was initially heads up and flipped twice, it is heads up": the clause asserts).
+        clause = re.split(r",|\b(?:so|therefore|thus|hence|then)\b", sentence, flags=re.I)[-1]
+        if re.search(r"\b(?:if|whether|when|unless|either|neither|determine|check)\b", sentence, flags=re.I) \
+                or re.search(r"\b(?:initially|originally|starts?|started|begins?|initial)\b", clause, flags=re.I) \
+                or premise and re.fullmatch(r"\W*(?:\d+\.\s*)?a coin\s*", sentence, flags=re.I):
+            continue  # a conditional, or the question's premise restated ("A coin is heads up.")
+        if re.match(r"[^.!\n]*\?", text[m.end():]):
+            continue
+        heads = m.group("side").lower() == "heads"
+        negated = bool(m.group("neg")) != bool(m.group("neg2"))
+        if premise and heads and not negated and re.fullmatch(r"(?:is|'s)\s+heads[- ]up", m.group(0), flags=re.I) \
+                and not re.search(r"\bflip", text[:m.start()], flags=re.I):
+            continue  # "1. The coin is heads up." before any flip: the premise, restated
+        kept.append((m.start(), "yes" if heads != negated else "no"))
+    return kept
 
 
 def first_statement(text: str) -> str | None:
     """yes/no from the first statement about the coin in ``text``, None where it makes none."""
-    statements = [(m.start(), "no") for m in NEGATIVE.finditer(text)] + \
-                 [(m.start(), "yes") for m in POSITIVE.finditer(text)]
-    return min(statements)[1] if statements else None
+    found = statements(text)
+    return found[0][1] if found else None
+
+
+def marked_answer(segment: str) -> str | None:
+    """What follows an answer marker: yes/no ("**Yes**", "\\boxed{\\text{No}}"), a side ("heads
+    up", "still tails", "not heads up") or a statement about the coin in its first sentence ("The
+    coin is still heads up."); None for anything else, prose ("the answer is not immediately clear")
+    or an answer that is no side ("Final answer: 100%", "The answer is: 1."): what the response says
+    about the coin elsewhere then decides."""
+    text = WRAPPERS.sub("", segment)
+    m = re.match(r"(yes|no)\b", text, flags=re.I)
+    if m:
+        return m.group(1).lower()
+    m = re.match(r"(not\s+|still\s+)?[\"'*]*(heads|tails)\b", text, flags=re.I)
+    if m:
+        heads = m.group(2).lower() == "heads"
+        return "yes" if heads != bool(m.group(1) and m.group(1).lower().startswith("not")) else "no"
+    sentence = re.split(r"(?<=[.!?])\s|\n", text, maxsplit=1)[0]
+    found = statements(sentence, premise=False)
+    return found[0][1] if found else None
 
 
 class CoinFlip(Task):
@@ -92,24 +147,31 @@ class CoinFlip(Task):
         return doc["question"], "The coin starts heads up. " + " ".join(lines) + f"\nFinal answer: {answer}"
 
     def extract(self, text: str) -> str | None:
-        """yes/no from an explicit answer, a statement about the coin after the last "final
-        answer" ("Final answer: tails up" -> no), a leading yes/no, or the first statement about
-        the coin ("is still heads up" -> yes, "not heads up" / "tails up" -> no): small models
-        rarely say yes or no outright. The final answer's statement comes before the first one: a
-        model that reasons restates the premise ("The coin is heads up") before it concludes."""
-        marked = re.findall(r"(?:final answer|answer is|answer)\s*:?\s*\**\s*(yes|no)\b", text, flags=re.I)
-        if marked:
-            return marked[-1].lower()
-        final = list(re.finditer(r"final answer", text, flags=re.I))
-        concluded = first_statement(text[final[-1].end():]) if final else None
-        if concluded:
-            return concluded
+        """yes/no: what the last answer marker gives ("Final answer: **No**", "The answer is:
+        Final answer: tails up", "\\boxed{\\text{Yes}}"); else a leading yes/no ("No, the coin
+        ..."); else the last statement about the coin ("Therefore, the coin is still heads up" ->
+        yes; "not heads up" / "tails up" -> no), which comes after any restated premise ("The coin
+        is heads up. Ann flips it, so it is now tails up." -> no); else a sentence that opens with
+        yes or no. None where the response says none of these: small models rarely answer outright."""
+        marks = list(MARKER.finditer(text))
+        for i in range(len(marks) - 1, -1, -1):
+            if '"' in marks[i].group() and not re.search(r"heads[- ]up", marks[i].group(), flags=re.I):
+                continue  # 'The answer to the question "Is the coin a physical object?" is ...': another question
+            end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+            answer = marked_answer(text[marks[i].end():end])
+            if answer:
+                return answer
         lead = re.match(r"\W*(yes|no)\b", text, flags=re.I)
         if lead:
             return lead.group(1).lower()
-        stated = first_statement(text)
+        side = re.match(r"\W*(?:it is\s+|it's\s+)?(heads|tails)[- ]up\W*$", text, flags=re.I)
+        if side:  # a bare side: "Heads up."
+            return "yes" if side.group(1).lower() == "heads" else "no"
+        stated = statements(text)
+        if not stated and len(re.findall(r"[.!?](?:\s|$)", text.strip())) <= 1:
+            stated = statements(text, premise=False)  # a one-sentence answer: "The coin is heads up."
         if stated:
-            return stated
+            return stated[-1][1]
         found = re.findall(r"(?:^|[.!?]\s+)(yes|no)\b", text, flags=re.I)
         return found[0].lower() if found else None
 

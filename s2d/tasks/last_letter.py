@@ -23,6 +23,110 @@ def names(task: str, data_dir=None) -> list[str]:
     return out
 
 
+# Where a response gives its answer: "Final answer:", "The answer is", "The answer to this question
+# is:", "the result is", "Answer:", what code "will output:", "La respuesta es".
+MARKER = re.compile(r"\bfinal\s+answer\b|\banswer(?:\s+to\s+(?:the|this|your)\s+(?:question|problem)"
+                    r"(?:\s*\"[^\"\n]*\")?)?\s*(?:is|would\s+be|will\s+be|:)|\bresult\s+is"
+                    r"|\boutput\s*(?:is|will\s+be)?\s*:|\brespuesta(?:\s+final)?\s*(?:es|:)", flags=re.I)
+BOXED = re.compile(r"\\boxed\s*\{(?:\\text\s*\{)?([^{}]*)\}")
+# A quoted or bold answer after a concluding verb: 'gives "ey"', 'we get "er"', 'are "Ty"',
+# '= ya', 'ends with "ck"' ("The last letter of "Omar" is "r"" is a step, not a conclusion).
+QUOTE = r"(?:\*\*|[\"'“”‘’`])"
+ITEM = QUOTE + r"+\s*[A-Za-z][A-Za-z ,+.-]*?\s*[.!]?" + QUOTE + r"+"
+QUOTED_LIST = ITEM + r"(?:\s*(?:,|\+|\band\b|,\s*and\b)\s*" + ITEM + r")*"
+CONCLUSION = re.compile(r"(?:\b(?:gives?|giving|get|gets|got|obtain(?:s|ed)?|becomes?|results?\s+in|yields?|forms?|"
+                        r"is|are|es|equals?|ends?\s+with)\s+(?:us\s+)?(?:the\s+(?:string|word|result|letters?)\s+)?"
+                        r"|\s[-–—→]\s*|->\s*)(" + QUOTED_LIST + r")"
+                        r"|=\s*" + QUOTE + r"*([A-Za-z]+)\b" + QUOTE + r"*", flags=re.I)
+STEP = re.compile(r"\blast\s+letter\s+(?:of|in)\s+(?:the\s+(?:word|name)\s+)?" + QUOTE + r"?[\w'-]+" + QUOTE
+                  + r"?\s*$", flags=re.I)
+# An unquoted conclusion ending its line: "Concatenating them gives rb.", "they form ya".
+UNQUOTED = re.compile(r"\b(?:gives?|giving|get|gets|got|forms?|becomes?|results?\s+in|yields?)\s+(?:us\s+)?"
+                      r"(?:the\s+(?:string|word|result|letters?)\s+)?([A-Za-z]{1,8})\s*[.!]?[ \t]*$", flags=re.I | re.M)
+NOT_ANSWERS = {"answer", "result", "string", "word", "letters", "letter", "them", "us", "me", "you", "one", "two"}
+# Words of a sentence, not of an answer ("Final answer: The last letters are ...", "Sounds like a
+# challenge."); alone, each but "final" and "answer" (a marker cut short) can be an answer.
+PROSE = {"a", "the", "this", "that", "these", "those", "it", "its", "we", "i", "you", "to", "in", "of", "for", "by",
+         "an", "like", "with", "as", "at", "on", "be", "was", "has", "have", "final", "answer", "step", "let", "so",
+         "therefore", "thus", "here", "there", "is", "are", "not", "concatenating", "concatenate", "taking", "first",
+         "since"}
+
+
+def letters(phrase: str) -> str | None:
+    """An answer phrase as the task compares it: lowercase, spaces collapsed, hyphenated spelling
+    joined ("DEN-E-S-E" -> "denese"), and single letters spelled apart joined ("Y and E", "e, e, e"
+    -> "ye", "eee")."""
+    phrase = re.sub(r"\s+", " ", phrase.strip(" \t\n.,;:!?\"'*`“”‘’-")).lower()
+    phrase = re.sub(r"(?<=[a-z])\s*-\s*(?=[a-z])", "", phrase)
+    if not phrase:
+        return None
+    parts = [p for p in re.split(r"\s*(?:,|\+|-|&|\.|\band\b|\s)\s*", phrase) if p]
+    if len(parts) > 1 and all(len(p) == 1 for p in parts):
+        return "".join(parts)
+    return phrase
+
+
+def marked_letters(segment: str) -> str | None:
+    """The answer right after a marker: a short phrase of letters on the same line (or the next,
+    after "Final answer:" alone), unwrapped from quotes, bold, \\boxed{} and code fences; None when
+    what follows is prose ("the final answer.", "The answer is: ...") or a placeholder."""
+    if re.match(r"\s*[.,]", segment):
+        return None
+    text = re.sub(r"^(?:\s|[:*\"'`“”‘’$]|\\[(\[]|\\boxed\s*\{|\\text\s*\{|```\w*|\bis\b|\bare\b|\bwould be\b|"
+                  r"\bwill be\b)+", "", segment, flags=re.I)
+    line = text.split("\n", 1)[0]
+    m = re.match(r"([A-Za-z]+(?:(?:\s*[,+&-]\s*|\s+(?:and\s+)?)[A-Za-z]+)*)"
+                 r"\s*[.!]?[\"'*`”’}\\)]*(?:[.!]?\s*$|[.!,]\s|\s*\(|\s+[-\u2013\u2014]\s)", line)
+    if not m:
+        return None
+    phrase = m.group(1)
+    words = [w.lower() for w in phrase.replace(",", " ").split() if w.lower() != "and"]
+    if len(words) > 1 and PROSE.intersection(words) and "," in phrase:  # "ya, which is ..."
+        phrase = phrase.split(",", 1)[0]
+        words = phrase.lower().split()
+    if len(words) > 4 or words[0] in {"final", "answer"} or len(words) > 1 and PROSE.intersection(words):
+        return None
+    return letters(phrase)
+
+
+def extract_letters(text: str) -> str | None:
+    """The letters a response gives as its answer: what the last answer marker or \\boxed{} gives
+    ("Final answer is: ee", "\\boxed{jc}", "Final answer: **ya**"); else the last concluding quote
+    ('Concatenating them gives "ey".', 'The last letters of "Isa" are "I".'); else a response that
+    opens with a short answer of its own ("Patrick", "jg\\n\\nThis is ..."). None when it gives
+    none: no marker, no conclusion and prose from the start."""
+    candidates = []
+    for m in MARKER.finditer(text):
+        answer = marked_letters(text[m.end():])
+        if answer:
+            candidates.append((m.start(), answer))
+    for m in BOXED.finditer(text):
+        answer = letters(m.group(1))
+        if answer:
+            candidates.append((m.start(), answer))
+    if candidates:
+        return max(candidates)[1]
+    concluded = [m for m in CONCLUSION.finditer(text) if not STEP.search(text[:m.start()])
+                 and not re.match(r"\s*(?:,|\+)\s*" + QUOTE + r"+\s*[A-Za-z]*\s*$", text[m.end():])]  # a list cut short
+    if concluded:
+        last = concluded[-1]
+        return letters(re.sub(QUOTE, " ", last.group(1)) if last.group(1) else last.group(2))
+    bare = [m.group(1) for m in UNQUOTED.finditer(text) if m.group(1).lower() not in PROSE | NOT_ANSWERS]
+    if bare:  # "Concatenating them gives rb." at the end of a line
+        return letters(bare[-1])
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    word = r"[A-Za-z]+(?:-[A-Za-z]+)*"  # "DEN-E-S-E": a word spelled with hyphens
+    m = re.fullmatch(r"\s*[\"'*`“”‘’]*\s*(" + word + r"(?:(?:\s*,\s*|\s+)" + word + r"){0,3}"
+                     r"|[A-Za-z](?:\s*(?:[,+&.-]|\band\b|\s)\s*[A-Za-z])+)[\"'*`“”‘’]*\s*[.!]?\s*", first)
+    if not m:
+        return None
+    words = re.split(r"[\s,]+", m.group(1).lower().strip())
+    if len(words) > 1 and PROSE.intersection(words) and not all(len(w) == 1 for w in words):
+        return None  # a sentence ("Rina, a Spanish footballer."), not an answer
+    return letters(m.group(1))
+
+
+
 class LastLetter(Task):
     """Concatenate the last letters of the words in a short list of names (exact match)."""
 
@@ -86,15 +190,7 @@ class LastLetter(Task):
         return doc["question"], f'{steps} Concatenating them gives "{doc["answer"]}".\nFinal answer: {doc["answer"]}'
 
     def extract(self, text: str) -> str | None:
-        # An explicit final answer wins; else the last quoted or bold token; else the last short word.
-        m = re.findall(r"(?:final answer|answer is|result is)\s*:?\s*[\"'*]*([A-Za-z]+)", text, flags=re.I)
-        if m:
-            return normalize(m[-1])
-        m = re.findall(r"[\"'*]{1,2}([A-Za-z]{1,8})[\"'*]{1,2}", text)
-        if m:
-            return normalize(m[-1])
-        words = re.findall(r"\b[A-Za-z]+\b", text)
-        return normalize(words[-1]) if words else None
+        return extract_letters(text)
 
 
 @hookimpl

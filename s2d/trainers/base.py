@@ -105,6 +105,9 @@ def encode(tokenizer, record: dict, max_length: int) -> dict:
     labels = [-100] * len(prompt_ids) + full_ids[len(prompt_ids):]
     if len(full_ids) > max_length:  # cut the prompt's start, never the answer
         cut = len(full_ids) - max_length
+        if cut >= len(prompt_ids):  # the answer alone fills the window: it would be learnt without its input
+            raise TrainerError(f"a completion of {len(full_ids) - len(prompt_ids)} tokens does not fit "
+                               f"max_length={max_length} beside its prompt; raise trainer_options.max_length")
         full_ids, labels = full_ids[cut:], labels[cut:]
     return {"input_ids": full_ids, "labels": labels}
 
@@ -141,11 +144,17 @@ class Trainer:
     adopt_checkpoints: bool = False  # s2d distill: unrecorded checkpoints in its own run folder are its own
 
     def __init__(self, **options: Any):
-        apply_options(self, "trainer", options, TrainerError)
+        apply_options(self, "trainer", options, TrainerError, ranges=self.option_ranges())
 
     @classmethod
     def options(cls) -> dict[str, Any]:
         return {}
+
+    @classmethod
+    def option_ranges(cls) -> dict[str, dict]:
+        """Each option's range (see :func:`s2d.options.check_range`), checked with its type when the
+        trainer is built, before any model loads; a name the trainer does not declare is skipped."""
+        return COMMON_RANGES
 
     def settings(self) -> dict:
         return {k: getattr(self, k) for k in self.options()}
@@ -175,6 +184,7 @@ def hf_train(trainer: Trainer, model, tokenizer, records: list[dict], out: Path,
 
     if data is None:
         data = [encode(tokenizer, r, int(trainer.max_length)) for r in records]
+    check_out_dir(model_path, out)  # the trainers check it before loading; this guards other callers
     checkpoints = out / "checkpoints"
     claim_output(out, {"trainer": trainer.name, "settings": trainer.settings(), "seed": seed, "model": model_path,
                        "data_sha256": file_sha256(data_path)}, overwrite=bool(getattr(trainer, "overwrite", False)),
@@ -189,7 +199,10 @@ def hf_train(trainer: Trainer, model, tokenizer, records: list[dict], out: Path,
         logging_steps=1, save_strategy="steps", save_steps=int(trainer.save_steps), save_total_limit=2,
         seed=seed, data_seed=seed, report_to=[], disable_tqdm=not progress,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, remove_unused_columns=False,
-        ddp_find_unused_parameters=False)
+        ddp_find_unused_parameters=False,
+        # The shuffled order is drawn from data_seed and the epoch alone, not from whatever else used
+        # the global generator (accelerate's seedable sampler; said here, not left to a default).
+        accelerator_config={"use_seedable_sampler": True})
     hf = (OrderedTrainer if ordered else HFTrainer)(model=model, args=args, train_dataset=data,
                                                     data_collator=Collator(pad_token_id(tokenizer)),
                                                     callbacks=list(callbacks))
@@ -244,6 +257,63 @@ COMMON_OPTIONS = {
     "epochs": 3, "batch_size": 8, "grad_accum": 1, "max_length": 512, "scheduler": "cosine",
     "warmup_ratio": 0.05, "weight_decay": 0.0, "save_steps": 20, "dtype": "float32",
 }
+
+# transformers' schedulers that need no extra arguments (reduce_lr_on_plateau needs an evaluation
+# loop, cosine_with_min_lr a min_lr); listed, not imported, so the check loads no library.
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt")
+
+# The ranges of COMMON_OPTIONS: epochs 0 would save an untrained adapter as the "distilled" model.
+COMMON_RANGES = {
+    "epochs": {"ge": 1}, "batch_size": {"ge": 1}, "grad_accum": {"ge": 1}, "max_length": {"ge": 1},
+    "learning_rate": {"gt": 0}, "weight_decay": {"ge": 0}, "save_steps": {"ge": 1},
+    "warmup_ratio": {"ge": 0, "lt": 1},  # 1 or more: transformers would read it as a number of steps
+    "scheduler": {"choices": SCHEDULERS}, "dtype": {"choices": ("float32", "bfloat16", "float16")},
+}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (every device). transformers' Trainer seeds
+    them too, but only once it is built: after the adapter, whose LoRA A matrices are drawn at
+    creation, so the same seed gave other adapters. Call this before the model and adapter are built."""
+    import random
+
+    import numpy as np
+    import torch
+    from transformers import set_seed
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    set_seed(seed)
+
+
+def check_out_dir(model_path: str, out_dir: str | os.PathLike) -> None:
+    """Refuse an output folder that is, is inside, or contains the model folder: the result would be
+    written into the base model (loading it as a base would then apply the adapter)."""
+    model = Path(model_path).expanduser()
+    if not model.exists():  # a hub id: no folder to write into
+        return
+    model, out = model.resolve(), Path(out_dir).expanduser().resolve()
+    relation = "is" if out == model else "is inside" if out.is_relative_to(model) else \
+        "contains" if model.is_relative_to(out) else None
+    if relation:
+        raise TrainerError(f"--out-dir {out_dir} {relation} the model folder {model_path}: training would write "
+                           f"into the base model; choose another --out-dir")
+
+
+def prepare(trainer: Trainer, model_path: str, records: list[dict], out: Path, *, seed: int):
+    """What `lora` and `full` do before training, cheapest check first: the output folder, every
+    record encoded with the tokenizer alone (a max_length that cuts an answer is refused before the
+    model loads), the generators seeded, then the model. Returns (model, tokenizer, encoded data)."""
+    from transformers import AutoTokenizer
+
+    check_out_dir(model_path, out)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    data = [encode(tokenizer, r, int(trainer.max_length)) for r in records]
+    seed_everything(seed)
+    model, tokenizer = load_model(model_path, trainer.dtype)
+    return model, tokenizer, data
 
 
 def load_model(model_path: str, dtype: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from s2d.hookspecs import hookimpl
-from s2d.trainers.base import COMMON_OPTIONS, Trainer, hf_train, load_model, load_records
+from s2d.trainers.base import COMMON_OPTIONS, Trainer, hf_train, load_records, prepare
 
 
 class FullTrainer(Trainer):
@@ -20,9 +20,9 @@ class FullTrainer(Trainer):
     def train(self, model_path, data_path, out_dir, *, seed=0, progress=True):
         records = load_records(data_path)
         out = Path(out_dir)
-        model, tokenizer = load_model(model_path, self.dtype)
+        model, tokenizer, data = prepare(self, model_path, records, out, seed=seed)
         hf_train(self, model, tokenizer, records, out, seed=seed, progress=progress, data_path=data_path,
-                 model_path=model_path, save=model_folder_saver(out, tokenizer))
+                 model_path=model_path, data=data, save=model_folder_saver(out, tokenizer))
         return out
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from s2d.hookspecs import hookimpl
-from s2d.trainers.base import COMMON_OPTIONS, Trainer, hf_train, load_model, load_records
+from s2d.trainers.base import COMMON_OPTIONS, COMMON_RANGES, Trainer, hf_train, load_model, load_records, prepare
+
+LORA_RANGES = {"rank": {"ge": 1}, "alpha": {"gt": 0}, "dropout": {"ge": 0, "lt": 1},
+               "target_modules": {"min_length": 1}}
 
 
 class LoraTrainer(Trainer):
@@ -20,12 +23,16 @@ class LoraTrainer(Trainer):
         return {**COMMON_OPTIONS, "learning_rate": 2e-4, "rank": 16, "alpha": 32, "dropout": 0.05,
                 "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
 
+    @classmethod
+    def option_ranges(cls):
+        return {**COMMON_RANGES, **LORA_RANGES}
+
     def train(self, model_path, data_path, out_dir, *, seed=0, progress=True):
         records = load_records(data_path)
         out = Path(out_dir)
-        model, tokenizer = load_model(model_path, self.dtype)
+        model, tokenizer, data = prepare(self, model_path, records, out, seed=seed)  # seeded before with_lora
         hf_train(self, with_lora(model, self), tokenizer, records, out, seed=seed, progress=progress,
-                 data_path=data_path, model_path=model_path,
+                 data_path=data_path, model_path=model_path, data=data,
                  save=lambda m: m.save_pretrained(out, safe_serialization=True))
         return out
 

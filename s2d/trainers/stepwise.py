@@ -20,9 +20,10 @@ import re
 from pathlib import Path
 
 from s2d.hookspecs import hookimpl
-from s2d.trainers.base import COMMON_OPTIONS, Trainer, TrainerError, encode, hf_train, load_model, load_records
+from s2d.trainers.base import (COMMON_OPTIONS, COMMON_RANGES, Trainer, TrainerError, check_out_dir, encode, hf_train,
+                               load_model, load_records, seed_everything)
 from s2d.trainers.full import model_folder_saver
-from s2d.trainers.lora import LoraTrainer, with_lora
+from s2d.trainers.lora import LORA_RANGES, LoraTrainer, with_lora
 
 ANSWER_LINE = re.compile(r"^\s*(?:\**\s*)?final answer\b", flags=re.I)
 
@@ -96,6 +97,10 @@ class StepwiseTrainer(Trainer):
                 "reset_optimizer": True, "variant": "lora",
                 **{k: lora[k] for k in ("rank", "alpha", "dropout", "target_modules")}}
 
+    @classmethod
+    def option_ranges(cls):
+        return {**COMMON_RANGES, **LORA_RANGES}
+
     def __init__(self, **options):
         super().__init__(**options)
         if self.variant not in ("lora", "full"):
@@ -131,6 +136,7 @@ class StepwiseTrainer(Trainer):
                                f"older than the stepwise trainer, or by a curator that did not say which sample it "
                                f"chose; curate again")
         out = Path(out_dir)
+        check_out_dir(model_path, out)
         tokenizer = AutoTokenizer.from_pretrained(model_path)  # the schedule is checked before the model loads
         reasoning = [tokenizer(split_reasoning(text_of(r["system2_completion"])), add_special_tokens=False)["input_ids"]
                      for r in records]
@@ -139,6 +145,7 @@ class StepwiseTrainer(Trainer):
                                   answer_only_epochs=self.answer_only_epochs, smoothing=float(self.smoothing),
                                   seed=seed)
         data, boundaries = self.encode_stages(tokenizer, records, reasoning, stages)
+        seed_everything(seed)  # before the model and its adapter are built: one seed, one result
         model, tokenizer = load_model(model_path, self.dtype)
         # Deng et al. reset the optimizer when more is removed: at each new removal step, not
         # between stages of one step (the answer-only epochs).
