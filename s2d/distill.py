@@ -368,12 +368,12 @@ class Round:
             from s2d.files import portable_path
 
             teacher = portable_path(self.teacher(), self.run.dir) if self.r > 1 else c["model"]
-            from s2d.methods.base import cap_hits
+            from s2d.methods.base import cap_hits, cap_shares
 
             samples = [s for t in traces for s in t["samples"] + (t.get("perturbed") or {}).get("samples", [])]
             caps = cap_hits(samples)
             return {"inputs": len(traces), "teacher": teacher, **stats,
-                    "cap_hit_share_by_stage": {k: hit / steps for k, (hit, steps) in caps.items() if steps}}
+                    "cap_hit_share_by_stage": cap_shares(caps)}
 
         return self._stage("generate", self.folder.generated(self.r), work)
 

@@ -215,6 +215,8 @@ CAP_WARN_SHARE = 0.05  # `s2d eval` warns above this share of a stage's response
 def cap_summary(usage: list[dict]) -> dict:
     """The cap-hit fields of a record: per stage, the share of generated steps that ended at the
     token cap; overall, the share of documents whose scored response had any stage cut."""
+    from s2d.methods.base import cap_shares
+
     totals: dict[str, list[int]] = {}
     for u in usage:
         for stage, (hit, steps) in (u.get("cap_hits") or {}).items():
@@ -222,7 +224,7 @@ def cap_summary(usage: list[dict]) -> dict:
             row[0] += hit
             row[1] += steps
     return {"cap_hit_share": sum(bool(u.get("cut")) for u in usage) / max(len(usage), 1),
-            "cap_hit_share_by_stage": {k: hit / steps for k, (hit, steps) in totals.items() if steps},
+            "cap_hit_share_by_stage": cap_shares(totals),
             "cap_hits_by_stage": {k: {"hit": hit, "steps": steps} for k, (hit, steps) in totals.items()}}
 
 

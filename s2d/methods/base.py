@@ -411,6 +411,11 @@ def cap_hits(samples: list[dict]) -> dict[str, list[int]]:
     return out
 
 
+def cap_shares(caps: dict[str, list[int]]) -> dict[str, float]:
+    """Per stage, the share of steps cut by the cap, from :func:`cap_hits`' [hit, steps] counts."""
+    return {k: hit / steps for k, (hit, steps) in caps.items() if steps}
+
+
 def start(docs: Sequence[dict]) -> list[Chain]:
     return [Chain(i) for i in range(len(docs))]
 
