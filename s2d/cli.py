@@ -192,10 +192,30 @@ def cache_options(f):
     return f
 
 
+def _cache_folder(cache_dir, no_cache) -> Path | None:
+    """The generation cache a command reads and writes (None with --no-cache)."""
+    from s2d.traces import default_cache_dir
+
+    return None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir()
+
+
 def _cache(cache_dir, no_cache):
+    """The opened generation cache; a folder that cannot be written is one line now, before any
+    model loads, not a traceback at the first generation."""
+    from s2d.files import check_writable
     from s2d.traces import open_cache
 
-    return open_cache(None if no_cache else (cache_dir or True))
+    folder = _cache_folder(cache_dir, no_cache)
+    if folder is not None:
+        check_writable(folder, f"--cache {cache_dir}" if cache_dir else
+                       f"the generation cache {folder} (move it with --cache or S2D_GENERATION_CACHE)")
+    return open_cache(folder)
+
+
+def _read_folders(cfg, cache_dir=None, no_cache=True) -> list:
+    """Folders a command reads beyond its named files, so no output may be written into them: the
+    generation cache and a task's own data_dir (S2D_DATA_DIR and the s2d cache always count)."""
+    return [f for f in (_cache_folder(cache_dir, no_cache), cfg["task_options"].get("data_dir")) if f]
 
 
 def make_backend(ctx, cfg, dtype=None, batch_size=None, threads=None, trust_remote_code=False):
@@ -327,7 +347,7 @@ def generate(ctx, model, backend, dtype, batch_size, threads, trust_remote_code,
     if stop:  # a method's stages set their own stop strings; never drop a flag silently
         raise click.UsageError("--stop goes with --input; with --task each stage of the method sets its own")
     _check_adapter(adapter)
-    from s2d.files import check_output, write_jsonl
+    from s2d.files import check_output, local_path, write_jsonl
     from s2d.traces import generate_traces
 
     options = cfg.generation_options()
@@ -337,7 +357,8 @@ def generate(ctx, model, backend, dtype, batch_size, threads, trust_remote_code,
     m = _method(ctx, cfg["method"], task, options)
     docs = _docs(task, cfg["split"], cfg["train_limit"])
     cache = _cache(cache_dir, no_cache)
-    check_output(out_path, folders=[cache.dir] if cache is not None else [])
+    check_output(out_path, config_path, adapter, local_path(cfg["model"]),
+                 folders=_read_folders(cfg, cache_dir, no_cache))
     engine = make_backend(ctx, cfg, dtype, batch_size, threads, trust_remote_code)
     start = time.perf_counter()
     with engine:
@@ -356,7 +377,7 @@ def _generate_requests(ctx, cfg, dtype, batch_size, threads, trust_remote_code, 
                        max_new_tokens, temperature, top_p, stop, adapter, progress):
     from s2d.backends.base import PromptTooLongError, Request, sample_seed
     from s2d.envinfo import versions
-    from s2d.files import check_output, read_jsonl, write_jsonl
+    from s2d.files import check_output, local_path, read_jsonl, write_jsonl
 
     defaults = {"n": n, "max_new_tokens": max_new_tokens, "top_p": top_p, "stop": list(stop),
                 "temperature": temperature if temperature is not None else (0.0 if n == 1 else 0.7),
@@ -370,7 +391,7 @@ def _generate_requests(ctx, cfg, dtype, batch_size, threads, trust_remote_code, 
     requests = read_jsonl(input_path, parse)  # every line checked before any model is loaded
     if not requests:
         raise click.ClickException(f"{input_path}: no requests")
-    check_output(out_path, input_path)
+    check_output(out_path, input_path, local_path(cfg["model"]), *{r.adapter for r in requests if r.adapter})
     engine = make_backend(ctx, cfg, dtype, batch_size, threads, trust_remote_code)
     seed = cfg["seed"]
     start = time.perf_counter()
@@ -419,7 +440,7 @@ def curate(ctx, config_path, scale, set_items, curator, traces_path, out_path, m
     Curator options are settings: --set curator_options.threshold=0.8 (or `curator_options:` in --config)."""
     from s2d.config import resolve
     from s2d.curators.base import write_curated
-    from s2d.files import check_output
+    from s2d.files import check_output, local_path
     from s2d.traces import build_curator, load_traces, make_runner
 
     cfg = resolve("curate", config_path, scale=scale, set_items=set_items, require_task=False,
@@ -436,7 +457,8 @@ def curate(ctx, config_path, scale, set_items, curator, traces_path, out_path, m
     task = _task(ctx, name, cfg["task_options"])
     out = Path(out_path)
     for written in (out, out.with_name(out.stem + ".dropped.jsonl"), out.with_name(out.stem + ".summary.json")):
-        check_output(written, traces_path)
+        check_output(written, traces_path, config_path, local_path(cfg["model"]),
+                     folders=_read_folders(cfg, cache_dir, no_cache))
     _plugins(ctx)
     try:
         cur = build_curator(cfg["curator"], task, **cfg["curator_options"])
@@ -445,9 +467,10 @@ def curate(ctx, config_path, scale, set_items, curator, traces_path, out_path, m
             raise
         prefix = f"curator {cfg['curator']!r}: "  # once: option errors carry it already
         raise click.ClickException(str(exc) if str(exc).startswith(prefix) else prefix + str(exc)) from None
+    cache = _cache(cache_dir, no_cache) if cur.needs_model else None  # checked before the model loads
     engine = make_backend(ctx, cfg, dtype) if cur.needs_model else None
     try:
-        runner = make_runner(engine, f"curator:{cfg['curator']}", cache=_cache(cache_dir, no_cache),
+        runner = make_runner(engine, f"curator:{cfg['curator']}", cache=cache,
                              seed=cfg["seed"], progress=progress) if engine else None
         decisions = cur.curate(traces, runner)
     finally:
@@ -477,6 +500,7 @@ def train(ctx, config_path, scale, set_items, data_path, out_dir, trainer, model
     Runs data-parallel under `accelerate launch --multi_gpu --num_processes N -m s2d.cli train ...`
     (also on CPUs, over gloo)."""
     from s2d.config import resolve
+    from s2d.files import check_output
     from s2d.models import resolve_model
     from s2d.trainers.base import check_out_dir, load_records
 
@@ -485,8 +509,11 @@ def train(ctx, config_path, scale, set_items, data_path, out_dir, trainer, model
     t = _plugins(ctx).get("trainers", cfg["trainer"]).obj(**cfg["trainer_options"])
     t.overwrite = overwrite
     load_records(data_path)  # every line checked before the model is converted or loaded
+    # For every trainer, a plugin's too, before any model is converted or loads (an alias resolves
+    # into the s2d cache, which check_output guards).
+    check_out_dir(cfg["model"], out_dir)
+    check_output(out_dir, data_path, config_path, flag="--out-dir", folder=True)
     model_path = resolve_model(cfg["model"])
-    check_out_dir(model_path, out_dir)  # for every trainer, a plugin's too, before any model loads
     out = t.train(model_path, data_path, out_dir, seed=cfg["seed"], progress=progress)
     click.echo(f"{cfg['trainer']} -> {out}")
 
@@ -500,7 +527,7 @@ def train(ctx, config_path, scale, set_items, data_path, out_dir, trainer, model
 @click.option("--name", default=None, help="Run name [default: task-method-curator-trainer].")
 @click.option("--runs-dir", default="runs/distill", show_default=True, type=click.Path(file_okay=False))
 @click.option("--out-dir", "out_dir", default=None, type=click.Path(file_okay=False),
-              help="Run folder [default: RUNS_DIR/NAME].")
+              help="Run folder: new, empty, or one of this run's [default: RUNS_DIR/NAME]. One run at a time.")
 @click.option("--n", type=click.IntRange(min=1), default=None, help="Samples per train input [default: 8].")
 @click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Only the first N train inputs.")
 @click.option("--eval-limit", type=click.IntRange(min=1), default=None, help="Only the first N test documents.")
@@ -518,8 +545,10 @@ def distill(ctx, config_path, scale, set_items, task_name, method, curator, trai
     """Generate on the train split, curate, train, and score System 1, System 2 and the distilled
     model through lm-eval; every stage resumes after a kill. Prints a three-row summary."""
     from s2d.config import resolve
-    from s2d.distill import DistillRun, check_export_dest, export_run, format_summary
+    from s2d.distill import DistillRun, RunFolder, check_export_dest, format_summary
+    from s2d.files import check_output
     from s2d.lmeval.run import safe_name
+    from s2d.trainers.base import check_out_dir
 
     plugins = _plugins(ctx)
     cfg = resolve("distill", config_path, scale=scale, set_items=set_items, flags={
@@ -528,20 +557,62 @@ def distill(ctx, config_path, scale, set_items, task_name, method, curator, trai
     for kind, key in (("tasks", "task"), ("methods", "method"), ("curators", "curator"), ("trainers", "trainer")):
         plugins.get(kind, cfg[key])
     folder = out_dir or str(Path(runs_dir) / safe_name(name or cfg.name()))
-    if export_dir:  # a refusal found now, not after the whole run
-        check_export_dest(export_dir)
+    # Refusals found now, not after the whole run: a run folder that is or holds an input (or the
+    # model), or holds something other than an s2d run; an export that is or holds the run folder.
+    read_folders = _read_folders(cfg, cache_dir, no_cache)
+    # A run's own config.yaml may be its --config: claim never rewrites a claimed folder's files.
+    own_config = config_path and Path(config_path).resolve() == (Path(folder) / "config.yaml").resolve()
+    check_output(folder, None if own_config else config_path, folders=read_folders, flag="--out-dir", folder=True)
+    check_out_dir(cfg["model"], folder)
+    RunFolder(folder, cfg.settings).saved()
+    if export_dir:
+        check_export_dest(export_dir, folder, inputs=[config_path], folders=read_folders)
     run = DistillRun(cfg, folder, progress=progress, echo=lambda m: click.echo(m, err=True),
-                     backend_options={"dtype": dtype} if dtype else None,
-                     cache=False if no_cache else (cache_dir or True))
+                     backend_options={"dtype": dtype} if dtype else None, cache=_cache(cache_dir, no_cache))
     # Expected errors (S2DError) become one line; anything else (a bug) keeps its traceback.
-    # Settings were checked before the run started (DistillRun.check).
-    summary = run.run()
+    # Settings were checked before the run started (DistillRun.check). The run folder is locked from
+    # its claim through the export: a second run into it fails at once, naming this one.
+    summary = run.run(export=export_dir)
     click.echo(format_summary(summary))
     click.echo(f"-> {folder}", err=True)
     if export_dir:
-        click.echo(f"-> {export_run(folder, export_dir)}", err=True)
+        click.echo(f"-> {export_dir}", err=True)
     if summary.get("error"):
         raise click.ClickException(summary["error"])
+
+
+@cli.command()
+@settings_options
+@click.option("--model", "-m", default=None, help="[default: smollm2-135m]")
+@click.option("--backend", "-b", default=None, help="[default: vllm if it imports, else hf]")
+@click.option("--dtype", default=None, help="The engine's dtype: part of the throughput table's key [default: auto].")
+@click.option("--throughput", "throughput_path", default=None, type=click.Path(dir_okay=False),
+              help="Throughput table JSON (yours, for your GPUs) [default: $S2D_CACHE/throughput.json].")
+@click.option("--records", "records_dir", default=None, type=click.Path(file_okay=False),
+              help="Committed records whose mean lengths estimate generated tokens [default: results].")
+@click.option("--calibrate", is_flag=True, help="Measure this machine's throughput for the model, backend and "
+              "trainer (about a minute) and write it into the table.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def plan(ctx, config_path, scale, set_items, model, backend, dtype, throughput_path, records_dir, calibrate, as_json):
+    """What `s2d distill` with these settings will cost, per round and stage, with no model loaded:
+    engine requests and samples, prompt and generated tokens (with the source of each estimate),
+    training examples x epochs, eval documents, and the time from a throughput table (docs/plan.md)."""
+    from s2d.config import resolve
+    from s2d.plan import calibrate as measure
+    from s2d.plan import format_plan, load_settings, make_plan
+
+    plugins = _plugins(ctx)
+    flags = {"model": model, "backend": backend}
+    if calibrate:  # needs no task: the calibration brings its own prompts and records
+        cfg = resolve("distill", config_path, scale=scale, set_items=set_items, flags=flags, require_task=False)
+        plugins.get("trainers", cfg["trainer"])
+        entry = measure(cfg, dtype=dtype, path=throughput_path, echo=lambda m: click.echo(m, err=True))
+        click.echo(json.dumps(entry, indent=2))
+        return
+    cfg = load_settings(plugins, config_path, scale, set_items, flags)  # checked as `s2d distill` checks them
+    result = make_plan(cfg, dtype=dtype, throughput=throughput_path, records=records_dir)
+    click.echo(json.dumps(result, indent=2) if as_json else format_plan(result))
 
 
 @cli.command()
@@ -630,9 +701,12 @@ def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, se
     eval_method_options, its task_options and eval_task_options, eval_limit). Task options
     subset=N subset_seed=S (--set task_options.subset=300) evaluate a seeded random subset of at
     least N documents (judged pairs stay whole), the same for every condition."""
+    from contextlib import ExitStack
+
     from s2d.backends import model_path_for
     from s2d.config import resolve
-    from s2d.lmeval.run import check_record, evaluate, load_record, metrics_of, planned_records
+    from s2d.files import check_output, local_path
+    from s2d.lmeval.run import check_record, evaluate, load_record, metrics_of, planned_records, record_lock
     from s2d.lmeval.tasks import check_task_plugin
 
     cfg = resolve("eval", config_path, scale=scale, set_items=set_items, require_task=False, flags={
@@ -649,18 +723,26 @@ def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, se
     for name in names:  # the method's options checked against each task (built once) before any model loads
         _method(ctx, cfg["method"], _task(ctx, name, options), m_options)  # build_task leaves subset* to lm-eval
     loads = model_path_for(cfg["backend"], cfg["model"])
-    for path, identity in planned_records(results_dir=out_dir, model_ref=cfg["model"], model_path=loads, tasks=names,
-                                          method=cfg["method"], adapter=adapter, limit=cfg["eval_limit"], label=label,
-                                          task_options=options or None, method_options=m_options or None,
-                                          seed=cfg["seed"]):
-        check_record(path, identity, overwrite)  # a record of other settings in the way: found now
-    engine = make_backend(ctx, cfg, dtype, batch_size, threads, trust_remote_code)
-    with engine:
-        paths = evaluate(engine, model_ref=cfg["model"], tasks=names, method=cfg["method"], adapter=adapter,
-                         limit=cfg["eval_limit"], seed=cfg["seed"], log_samples=log_samples, results_dir=out_dir,
-                         label=label, task_options=options or None, progress=progress,
-                         method_options=m_options or None, cache=_cache(cache_dir, no_cache), overwrite=overwrite,
-                         warn=lambda m: click.echo(m, err=True))
+    planned = planned_records(results_dir=out_dir, model_ref=cfg["model"], model_path=loads, tasks=names,
+                              method=cfg["method"], adapter=adapter, limit=cfg["eval_limit"], label=label,
+                              task_options=options or None, method_options=m_options or None, seed=cfg["seed"])
+    for path, _ in planned:  # never written over (or into) what the run reads; a writable folder: found now
+        for written in (path, path.with_suffix(".samples.jsonl")) if log_samples else (path,):
+            check_output(written, config_path, adapter, local_path(loads),
+                         folders=_read_folders(cfg, cache_dir, no_cache), flag=f"--out-dir {out_dir}: the record")
+    cache = _cache(cache_dir, no_cache)
+    with ExitStack() as held:
+        for path, identity in planned:
+            # Held from the check through the record's write: a second eval of it fails at once.
+            held.enter_context(record_lock(path))
+            check_record(path, identity, overwrite)  # a record of other settings in the way: found now
+        engine = make_backend(ctx, cfg, dtype, batch_size, threads, trust_remote_code)
+        with engine:
+            paths = evaluate(engine, model_ref=cfg["model"], tasks=names, method=cfg["method"], adapter=adapter,
+                             limit=cfg["eval_limit"], seed=cfg["seed"], log_samples=log_samples, results_dir=out_dir,
+                             label=label, task_options=options or None, progress=progress,
+                             method_options=m_options or None, cache=cache, overwrite=overwrite,
+                             warn=lambda m: click.echo(m, err=True))
     for path in paths:
         rec = load_record(path)
         shown = ", ".join(f"{k}={v:.3f}" for k, v in metrics_of(rec).items())
@@ -674,8 +756,10 @@ def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, se
               help="Where to write [default: RESULTS_DIR].")
 def leaderboard(results_dir, out_dir):
     """Markdown table and plot of every `s2d eval` record under RESULTS_DIR."""
+    from s2d.files import check_writable
     from s2d.lmeval.run import leaderboard as build
 
+    check_writable(out_dir or results_dir, f"--out-dir {out_dir}" if out_dir else f"RESULTS_DIR {results_dir}")
     try:
         table, md, png = build(results_dir, out_dir, warn=lambda m: click.echo(m, err=True))
     except FileNotFoundError as exc:
@@ -728,15 +812,19 @@ def config():
 @click.option("--task", "task_name", default=None)
 @click.option("--method", default=None)
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of YAML.")
-def config_show(config_path, scale, set_items, command, task_name, method, as_json):
+@click.pass_context
+def config_show(ctx, config_path, scale, set_items, command, task_name, method, as_json):
     """Print the effective run settings (defaults < config file < --scale < flags < --set) as YAML:
-    what the command with the same arguments would use (`s2d distill` saves it beside the run)."""
+    what the command with the same arguments would use (`s2d distill` saves it beside the run).
+    The plugins' options are checked as the command would check them (no data read, no model)."""
     import yaml
 
     from s2d.config import resolve
 
     cfg = resolve(command, config_path, scale=scale, set_items=set_items, require_task=command == "distill",
                   flags={"task": task_name, "method": method})
+    _plugins(ctx)
+    cfg.check_plugins()
     click.echo(json.dumps(cfg.settings, indent=2) if as_json else
                yaml.safe_dump(cfg.settings, sort_keys=False, default_flow_style=False).rstrip())
 
@@ -750,8 +838,10 @@ def config_show(config_path, scale, set_items, command, task_name, method, as_js
 def new_plugin_cmd(name, kind, out_dir):
     """Write a ready-to-install plugin package s2d-NAME: pyproject with the entry point, the class,
     a fast test on the scripted backend and a README (`pip install -e 's2d-NAME[test]' && pytest`)."""
+    from s2d.files import check_writable
     from s2d.newplugin import new_plugin
 
+    check_writable(out_dir, f"--out-dir {out_dir}")
     try:
         folder = new_plugin(name, kind, out_dir)
     except ValueError as exc:
@@ -766,8 +856,10 @@ def new_plugin_cmd(name, kind, out_dir):
 def lm_eval_tasks(ctx, out_dir):
     """Write lm-eval task files (YAML + utils.py) for every registered task, plugins' included, so
     stock `lm_eval --include_path OUT_DIR` runs them."""
+    from s2d.files import check_writable
     from s2d.lmeval.tasks import write_task_files
 
+    check_writable(out_dir, f"OUT_DIR {out_dir}")
     _plugins(ctx)
     try:
         folders = write_task_files(out_dir)

@@ -36,6 +36,14 @@ DEFAULTS: dict[str, Any] = {
     # each round's student on the union of every round's curated set.
     "rounds": 1, "accumulate": False,
 }
+# Each setting's range, spelled as plugin options spell theirs (s2d.options.check_range). The upper
+# bounds stop a typo that would never finish (n=10**9 samples every input a billion times): the
+# paper samples 8 (USC: 20), and the README's third round already drifted. A limit only cuts the
+# data, so a large one is harmless.
+RANGES: dict[str, dict] = {
+    "n": {"ge": 1, "le": 1000}, "rounds": {"ge": 1, "le": 100}, "train_limit": {"ge": 1}, "eval_limit": {"ge": 1},
+    "temperature": {"ge": 0}, "top_p": {"gt": 0, "le": 1},
+}
 MAPPINGS = ("method_options", "templates", "curator_options", "trainer_options", "task_options",
             "eval_task_options", "eval_method_options")
 
@@ -87,6 +95,10 @@ def check_settings(s: dict) -> None:
     for key in MAPPINGS:
         if not isinstance(s[key], dict):
             fail(key, "a mapping")
+    from s2d.options import check_range
+
+    for key, spec in RANGES.items():  # the types above say what each is; the bounds are here
+        check_range(s[key], spec, f"setting {key!r}", ConfigError)
 
 
 @dataclass
@@ -150,6 +162,38 @@ class RunConfig:
 
     def eval_task_options(self) -> dict:
         return {**self.settings["task_options"], **self.settings["eval_task_options"]}
+
+    def check_plugins(self) -> None:
+        """Build the plugins these settings name, with their options, as a command would: an
+        unknown plugin, or an option unknown, mistyped or out of range (task, method and its
+        templates, curator, trainer) is a ConfigError. Loads no model. The method and curator are
+        built on a task, so they are checked where the settings name one."""
+        from contextlib import suppress
+
+        from s2d.lmeval.tasks import _task_class, build_task, check_task_options
+        from s2d.plugins import get_plugins
+        from s2d.tasks.base import TaskDataError
+        from s2d.traces import build_curator, build_method
+
+        s = self.settings
+        try:  # plugins raise ValueError or TypeError for bad options, LookupError for unknown names
+            get_plugins().get("trainers", s["trainer"]).obj(**s["trainer_options"])
+            if s["backend"] is not None:
+                get_plugins().get("backends", s["backend"])
+            for name in self.tasks():
+                task = build_task(name, strict=True, **s["task_options"])
+                check_task_options(_task_class(name), self.eval_task_options())
+                # A plugin that reads the task's data when built (cot's shots) has had its options
+                # checked by then; the data itself is the command's to find (config show needs none).
+                for options in (self.generation_options(), self.eval_method_options()):
+                    with suppress(TaskDataError):
+                        build_method(s["method"], task, **options)
+                with suppress(TaskDataError):
+                    build_curator(s["curator"], task, **s["curator_options"])
+        except (ValueError, TypeError, LookupError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(str(exc)) from None
 
 
 def apply_scale(config: dict, scale: str | None) -> dict:

@@ -99,19 +99,52 @@ class RunFolder:
         path = self.curation_summary(r)
         return json.loads(path.read_text()) if path.is_file() else None
 
+    def lock(self) -> Path:
+        """The lock a run holds from its claim through its export (see :mod:`s2d.locks`)."""
+        from s2d.locks import SUFFIX
+
+        return self.path / SUFFIX
+
+    def saved(self) -> dict | None:
+        """The config.json the run folder was claimed with, None for a new or empty folder. Any other
+        content is refused: a run never writes over (or reuses the traces of) something else."""
+        from s2d.locks import SUFFIX
+
+        if not self.path.exists():
+            return None
+        if not self.path.is_dir():
+            raise DistillError(f"run folder {self.path}: is a file, not a folder")
+        path = self.path / "config.json"
+        if not path.is_file():
+            other = sorted(p.name for p in self.path.iterdir() if not p.name.startswith(SUFFIX))
+            if other:
+                raise DistillError(f"run folder {self.path} holds {', '.join(other[:3])}"
+                                   f"{' ...' if len(other) > 3 else ''} but no s2d run ({path} is missing); "
+                                   f"choose a new or empty folder")
+            return None
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DistillError(f"run folder {self.path}: {path} is not an s2d run's config ({exc}); "
+                               f"choose another folder or remove it yourself") from None
+        if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict):
+            raise DistillError(f"run folder {self.path}: {path} is not an s2d run's config (no 'settings'); "
+                               f"choose another folder or remove it yourself")
+        return saved
+
     def claim(self) -> None:
         """Make the folder this run's: a new folder records the settings (config.json, and the
-        config.yaml `s2d config show` prints); one holding other settings is refused."""
+        config.yaml `s2d config show` prints); one holding other settings, or other content, is refused."""
         from s2d.traces import resolved_method_options
 
+        old = self.saved()
         self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / "config.json"
         from s2d.config import RunConfig
 
         # As the train samples are drawn (n, the run's temperature and top-p): their decoding per stage.
         resolved = resolved_method_options(self.settings["method"], RunConfig(self.settings).generation_options())
-        if path.is_file():
-            old = json.loads(path.read_text())
+        if old is not None:
             # A setting newer than the folder counts as its default there.
             saved = json.loads(json.dumps({**DEFAULTS, **old.get("settings", {})}))
             current = json.loads(json.dumps(self.settings))
@@ -272,23 +305,33 @@ class DistillRun:
         except (ValueError, TypeError, LookupError) as exc:  # LookupError: an unknown plugin name
             raise DistillError(str(exc)) from None
 
-    def run(self) -> dict:
+    def run(self, export: str | Path | None = None) -> dict:
+        """Every stage of every round, then the summary and (given ``export``) the export, all under
+        the run folder's lock: a second run into the folder fails at once instead of mixing its
+        files with this one's."""
+        from s2d.locks import hold
+
         self.check()
-        self.folder.claim()
-        try:
-            for r in range(1, self.n_rounds() + 1):
-                rnd = self.round(r)
-                rnd.generate()
-                rnd.curate()
-                if not rnd.nothing_curated():
-                    rnd.train()
-                rnd.eval()
-                if rnd.nothing_curated():
-                    break  # no distilled model: no teacher for a next round
-        finally:
-            self.close_engine()
-        summary = self.summary()
-        write_json(self.folder.summary(), summary)
+        if export is not None:  # a refusal found now, not after the whole run
+            check_export_dest(export, self.dir)
+        with hold(self.folder.lock(), f"the run folder {self.dir}"):
+            self.folder.claim()
+            try:
+                for r in range(1, self.n_rounds() + 1):
+                    rnd = self.round(r)
+                    rnd.generate()
+                    rnd.curate()
+                    if not rnd.nothing_curated():
+                        rnd.train()
+                    rnd.eval()
+                    if rnd.nothing_curated():
+                        break  # no distilled model: no teacher for a next round
+            finally:
+                self.close_engine()
+            summary = self.summary()
+            write_json(self.folder.summary(), summary)
+            if export is not None:
+                export_run(self.dir, export)
         return summary
 
     def summary(self) -> dict:
@@ -544,9 +587,15 @@ ROUND_EXPORTED = ("sft.jsonl", "sft.dropped.jsonl", "sft.summary.json", "sft.uni
 EXPORT_MARK = ".s2d-export"
 
 
-def check_export_dest(dest: str | Path) -> None:
+def check_export_dest(dest: str | Path, run_folder: str | Path | None = None, inputs=(), folders=()) -> None:
     """An export replaces only an empty folder or an earlier export: one holding export's marker, or
-    (exports made before the marker existed) its summary.txt and config.json."""
+    (exports made before the marker existed) its summary.txt and config.json. It never is, holds or
+    lies inside the run folder it copies (replacing it would delete the run), nor any of the run's
+    ``inputs`` (files) and input ``folders`` (see :func:`s2d.files.check_output`)."""
+    from s2d.files import check_output
+
+    run = [("the run folder", run_folder)] if run_folder is not None else []
+    check_output(dest, *inputs, folders=[*run, *folders], flag="--export", folder=True)
     dest = Path(dest)
     if not dest.exists():
         return
@@ -563,23 +612,25 @@ def export_run(folder: str | Path, dest: str | Path) -> Path:
     import shutil
 
     from s2d.files import atomic_folder
+    from s2d.locks import SUFFIX, hold
 
     folder, dest = Path(folder), Path(dest)
     summary = folder / "summary.json"
     if not summary.is_file():
         raise DistillError(f"{folder}: no summary.json, so the run has not finished; nothing to export")
-    check_export_dest(dest)
+    check_export_dest(dest, folder)
 
     def copy(src_dir: Path, out: Path, names) -> None:
         for name in names:
             src = src_dir / name
             if src.is_dir():
-                shutil.copytree(src, out / name)
+                shutil.copytree(src, out / name, ignore=shutil.ignore_patterns(f"*{SUFFIX}*"))
             elif src.is_file():
                 out.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, out / Path(name).name)
 
-    with atomic_folder(dest) as tmp:
+    # Under the run's lock (free inside the run's own): no run rewrites the folder while it is copied.
+    with hold(RunFolder(folder, {}).lock(), f"the run folder {folder}"), atomic_folder(dest) as tmp:
         copy(folder, tmp, EXPORTED)
         for sub in sorted(folder.glob("round[0-9]*")):
             if sub.is_dir():

@@ -108,27 +108,62 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         f.write("\n")
 
 
-def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None, folders=(), flag: str = "--out") -> Path:
-    """Before any work: refuse an output that is one of the inputs or lies inside one of the input
-    ``folders`` (the generation cache), and find an unwritable one, so a run never destroys its
-    input or loses its work at the end."""
+def protected_folders() -> list[tuple[str, Path]]:
+    """(what, folder) that no command's output may touch: the task data and the s2d cache (converted
+    models, weight fingerprints, the shared generation cache), all read by every run."""
+    from s2d.models import cache_dir
+    from s2d.traces import default_cache_dir
+
+    folders = [("the s2d cache", cache_dir()), ("the generation cache", default_cache_dir())]
+    if os.environ.get("S2D_DATA_DIR"):
+        folders.append(("the task data (S2D_DATA_DIR)", Path(os.environ["S2D_DATA_DIR"])))
+    return folders
+
+
+def local_path(ref: str | os.PathLike | None) -> str | os.PathLike | None:
+    """A model or adapter reference as something the output check compares: an existing path, or
+    None (an alias lives in the s2d cache, a hub id on no local path)."""
+    return ref if ref is not None and Path(ref).expanduser().exists() else None
+
+
+def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None, folders=(), flag: str = "--out",
+                 folder: bool = False) -> Path:
+    """Before any work: refuse an output that is, lies inside, or (a ``folder`` output) contains
+    something the command reads -- the ``inputs`` (files, or folders such as the model's), the input
+    ``folders`` (which need not exist yet, like the generation cache; a path or (what, path)), the
+    task data and the s2d cache -- and find an unwritable one, so a run never destroys its input or
+    loses its work at the end."""
     target = Path(out).expanduser().resolve()
-    for given, folder in [(i, False) for i in inputs] + [(f, True) for f in folders]:
+    reads = [("", i, False) for i in inputs]
+    reads += [(*(f if isinstance(f, tuple) else ("", f)), True) for f in folders]  # (what, path)
+    reads += [(what, f, True) for what, f in protected_folders()]
+    for what, given, is_folder in reads:
         if given is None:
             continue
         source = Path(given).expanduser().resolve()
-        if target == source or ((folder or source.is_dir()) and source in target.parents):
-            raise InputError(f"{flag} {out}: that is also an input ({given}); write the output elsewhere")
-    if target.is_dir():
+        relation = ("is" if target == source else
+                    "is inside" if (is_folder or source.is_dir()) and source in target.parents else
+                    "contains" if folder and target in source.parents else None)
+        if relation:
+            raise InputError(f"{flag} {out} {relation} {what + ' ' if what else ''}{given}, also an input; write "
+                             f"the output elsewhere")
+    if not folder and target.is_dir():
         raise InputError(f"{flag} {out}: is a folder; give a file path")
-    parent = target.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=".s2d-write-check-"):
-            pass
-    except OSError as exc:
-        raise InputError(f"{flag} {out}: cannot write there ({exc.strerror or exc})") from None
+    check_writable(target if folder else target.parent, f"{flag} {out}")
     return target
+
+
+def check_writable(path: str | os.PathLike, what: str) -> None:
+    """Before any work: the folder ``path`` can be made and written in (its first existing ancestor
+    is a folder we may write in), so an unwritable output is one line now, not a traceback after the
+    whole run. Nothing is created."""
+    existing = Path(path).expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{what}: cannot write there ({existing} is a file, not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{what}: cannot write there ({existing} is not writable)")
 
 
 def portable_path(path: str | os.PathLike | None, *roots: str | os.PathLike) -> str | None:

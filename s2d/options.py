@@ -4,7 +4,7 @@ that lists the known ones."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 
 def apply_options(obj: Any, kind: str, options: dict, error: type[Exception] = ValueError,
@@ -65,6 +65,45 @@ def check_range(value: Any, spec: dict, where: str, error: type[Exception] = Val
     if "min_length" in spec and len(value) < spec["min_length"]:
         raise error(f"{where} must hold at least {spec['min_length']} item(s), got {value!r}")
     bounds = [(test, sign, spec[name]) for name, (test, sign) in _BOUNDS.items() if name in spec]
-    if not all(test(value, bound) for test, _, bound in bounds):
-        raise error(f"{where} must be {' and '.join(f'{sign} {bound}' for _, sign, bound in bounds)}, got {value!r}")
+    allowed = " and ".join(f"{sign} {bound}" for _, sign, bound in bounds)
+    try:
+        inside = all(test(value, bound) for test, _, bound in bounds)
+    except TypeError:  # an option whose default (None) does not type it: "many" where a count goes
+        raise error(f"{where} must be a number {allowed}, got {value!r}") from None
+    if not inside:
+        raise error(f"{where} must be {allowed}, got {value!r}")
     return value
+
+
+def check_template(template: Any, fields: Iterable[str] | None, where: str,
+                   error: type[Exception] = ValueError) -> str:
+    """``template`` if ``str.format`` can fill it with keyword ``fields`` (what its user renders it
+    with), else ``error`` naming the template and the field: a stray ``{`` or ``}``, a positional
+    field (``{0}``, ``{}``: prompts are rendered by name), an unknown name, attribute or index access,
+    or a bad conversion or format spec. ``fields`` None: any name (the syntax alone is checked)."""
+    import string
+
+    if not isinstance(template, str):
+        raise error(f"{where} must be a string, got {template!r}")
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:  # "Single '{' encountered in format string"
+        raise error(f"{where}: {exc} (a literal brace is written twice: {{{{ or }}}})") from None
+    names = sorted(fields) if fields is not None else None
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        spelled = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        if name == "" or name.isdigit():
+            raise error(f"{where} uses {spelled}, a positional field: fields are named"
+                        + (f" ({', '.join(names)})" if names else ""))
+        if names is not None and name not in names:
+            raise error(f"{where} uses {spelled}, which is not one of: {', '.join(names)}")
+        if conversion not in (None, "r", "s", "a"):
+            raise error(f"{where} uses {spelled}: the conversion must be !r, !s or !a")
+    if names is not None:
+        try:  # a format spec a string cannot take ({question:d}), nested fields in a spec
+            template.format(**{name: "" for name in names})
+        except (ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise error(f"{where}: cannot be filled ({type(exc).__name__}: {exc})") from None
+    return template

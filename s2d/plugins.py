@@ -1,9 +1,9 @@
 """Plugin loading: built-ins, installed distributions (entry-point group ``s2d``) and loose files.
 
-One pluggy manager holds everything. Loading is defensive: a plugin that fails to import, raises
-in a hook, or registers a name another plugin already owns is skipped as a whole and kept in
-:data:`Plugins.errors`, so one broken plugin never takes down the CLI. ``S2D_STRICT_PLUGINS=1``
-turns those errors into exceptions.
+One pluggy manager holds everything. Loading is defensive: a plugin that fails to import (an
+exception, sys.exit or os._exit), raises in a hook, or registers a name another plugin already owns
+is skipped as a whole and kept in :data:`Plugins.errors`, so one broken plugin never takes down the
+CLI. ``S2D_STRICT_PLUGINS=1`` turns those errors into exceptions.
 
 Environment:
   S2D_LOAD_PLUGINS    comma-separated entry-point or distribution names to load ('' loads none);
@@ -19,10 +19,12 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
+import threading
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pluggy
 
@@ -101,6 +103,32 @@ class PluginInfo:
         }
 
 
+class PluginExitError(RuntimeError):
+    """A plugin called os._exit while it was loaded (see :func:`_os_exit_raises`)."""
+
+
+@contextmanager
+def _os_exit_raises() -> Iterator[None]:
+    """Within this block ``os._exit`` raises :class:`PluginExitError` instead of ending the process.
+    The real one ends it at once (no except, finally or atexit runs), so a plugin calling it at
+    import would end the CLI without a word; this way it is skipped and reported like any broken
+    plugin. Only this process's loading thread is affected: a child the plugin forks, or another
+    thread, still exits, and so does a reference kept for later (the guard is off by then). An exit
+    below Python (``posix._exit``, a C library's ``exit()``, a signal) cannot be caught in-process."""
+    real, pid, thread = os._exit, os.getpid(), threading.get_ident()
+
+    def guarded(status: int) -> None:
+        if os._exit is guarded and os.getpid() == pid and threading.get_ident() == thread:
+            raise PluginExitError(f"called os._exit({status}) while being loaded")
+        real(status)
+
+    os._exit = guarded
+    try:
+        yield
+    finally:
+        os._exit = real
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -127,11 +155,12 @@ class Plugins:
         for modname in DEFAULT_PLUGINS:
             self._register_module(modname, lambda m=modname: importlib.import_module(m), "builtin",
                                   version=__version__)
-        if load_entrypoints:
-            self._load_entrypoints()
-        if plugins_dir:
-            self._load_dir(Path(plugins_dir))
-        self._collect()
+        with _os_exit_raises():  # third-party code runs from here: its imports and register hooks
+            if load_entrypoints:
+                self._load_entrypoints()
+            if plugins_dir:
+                self._load_dir(Path(plugins_dir))
+            self._collect()
 
     # -- loading ---------------------------------------------------------------------------------
     def _fail(self, info: PluginInfo, message: str) -> None:

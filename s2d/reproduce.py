@@ -100,7 +100,8 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "re
     import yaml
 
     from s2d.config import RunConfig, SetItems, apply_scale
-    from s2d.distill import DistillRun, export_run
+    from s2d.distill import DistillRun
+    from s2d.errors import S2DError
     from s2d.lmeval.run import safe_name
     from s2d.models import DEFAULT_MODEL
 
@@ -108,19 +109,28 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "re
         raise ValueError(f"unknown table {table!r}; tables: {', '.join(PAPER)}")
     other = model not in (None, DEFAULT_MODEL)
     where = Path(scale) / safe_name(Path(model).name) if other else Path(scale)
-    summaries = []
+    # Every run of the table is built and checked (settings, plugin options, ranges) before the
+    # first starts: a --set that only the fourth run cannot take must not cost three full runs.
+    runs = []
     for name, overrides, rows in PAPER[table]["runs"]:
         raw = yaml.safe_load(config_path(configs_dir, name).read_text()) or {}
         # Method options are the table's System 2 method's: a baseline run of another method (Distill
         # System 1) drops them with the method, as it drops the config's own.
         own = {k: v for k, v in (settings or {}).items() if not (k == "method_options" and "method" in overrides)}
-        cfg = RunConfig.build(apply_scale(raw, scale), {"backend": backend, "model": model, **overrides},
-                              SetItems(own))
         folder = safe_name(run_name(name, {**overrides, **flat(own)}))
+        try:
+            cfg = RunConfig.build(apply_scale(raw, scale), {"backend": backend, "model": model, **overrides},
+                                  SetItems(own))
+            run = DistillRun(cfg, Path(runs_dir) / where / folder, progress=progress, echo=echo)
+            run.check()
+        except S2DError as exc:
+            raise type(exc)(f"run {folder}: {exc}") from None
+        runs.append((folder, cfg, run, rows))
+    summaries = []
+    for folder, cfg, run, rows in runs:
         echo(f"== {folder} ({scale}{f', {model}' if other else ''})")
-        run_dir = Path(runs_dir) / where / folder
-        summary = DistillRun(cfg, run_dir, progress=progress, echo=echo).run()
-        export_run(run_dir, Path(out_dir) / where / folder)  # the records, curated set, config
+        # The records, curated set and config, exported under the run's own lock.
+        summary = run.run(export=Path(out_dir) / where / folder)
         summaries.append((cfg, summary, rows))
     # The settings name the table file as they name the run folders: one of other settings never
     # replaces the plain table.

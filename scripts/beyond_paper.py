@@ -128,13 +128,12 @@ def plan_runs(addition: dict) -> list[tuple[str, str, dict]]:
 
 
 def distill(name: str, cfg: dict, echo) -> dict:
-    from s2d.distill import DistillRun, RunConfig, export_run
+    from s2d.distill import DistillRun, RunConfig
 
     folder = RUNS_DIR / name
     start = time.perf_counter()
     run = DistillRun(RunConfig.build(cfg), folder, progress=False, echo=lambda m: echo(f"[{name}] {m}"))
-    summary = run.run()
-    export_run(folder, OUT / "runs" / name)
+    summary = run.run(export=OUT / "runs" / name)  # exported under the run's lock
     return {"summary": summary, "seconds": time.perf_counter() - start}
 
 

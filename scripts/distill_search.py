@@ -183,14 +183,13 @@ def answer_shares(record_path: Path, answer: str) -> tuple[float | None, float |
 
 
 def run_one(name: str, cfg_dict: dict, progress: bool) -> dict:
-    from s2d.distill import DistillRun, RunConfig, export_run
+    from s2d.distill import DistillRun, RunConfig
 
     folder = RUNS_DIR / name
     run = DistillRun(RunConfig.build(cfg_dict), folder, progress=progress,
                      echo=lambda m: print(f"[{name}] {m}", file=sys.stderr, flush=True))
     start = time.perf_counter()
-    summary = run.run()
-    export_run(folder, OUT / "runs" / name)
+    summary = run.run(export=OUT / "runs" / name)  # exported under the run's lock
     return {"summary": summary, "seconds": time.perf_counter() - start}
 
 

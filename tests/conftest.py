@@ -127,3 +127,15 @@ def script():
         return mod
 
     return load
+
+
+def table1_configs(folder, trainer: str = "lora"):
+    """Table 1's two configs, tiny and on the scripted engine, in ``folder``/configs."""
+    configs = folder / "configs"
+    configs.mkdir()
+    small = f"backend: scripted\nn: 2\ntrainer: {trainer}\neval_limit: 2\n"
+    (configs / "table1_last_letter_rar2.yaml").write_text(
+        "task: last_letter\nmethod: rar2\ntask_options: {size: 4}\n" + small)
+    (configs / "table1_coin_flip_rar2.yaml").write_text(
+        "task: coin_flip\nmethod: rar2\ntask_options: {train_size: 4, validation_size: 2}\n" + small)
+    return configs

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import table1_configs
 
 TRAINER = '''
 import hashlib, json, os
@@ -216,13 +217,7 @@ def test_reproduce_a_table_for_another_model_keeps_the_defaults_files(memorize, 
     the table written; another --model gets its own folders and table file."""
     from s2d.reproduce import run_table
 
-    configs = tmp_path / "configs"
-    configs.mkdir()
-    small = "backend: scripted\nn: 2\ntrainer: memorize\neval_limit: 2\n"
-    (configs / "table1_last_letter_rar2.yaml").write_text(
-        "task: last_letter\nmethod: rar2\ntask_options: {size: 4}\n" + small)
-    (configs / "table1_coin_flip_rar2.yaml").write_text(
-        "task: coin_flip\nmethod: rar2\ntask_options: {train_size: 4, validation_size: 2}\n" + small)
+    configs = table1_configs(tmp_path, trainer="memorize")
     kw = dict(configs_dir=configs, runs_dir=tmp_path / "runs", out_dir=tmp_path / "out", progress=False,
               echo=lambda m: None, backend="scripted")
     default = run_table("table1", **kw)

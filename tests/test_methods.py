@@ -95,9 +95,8 @@ def test_templates_are_overridable_and_checked(tiny_data):
         build_method("rar2", t, templates={"answer": "x"})
     with pytest.raises(MethodConfigError, match="unknown option"):
         build_method("rar2", t, shots=3)
-    bad = build_method("rar2", t, templates={"respond": "{nope}"})
-    with pytest.raises(MethodConfigError, match=r"\{nope\}"):
-        run_method(bad, make_runner(ScriptedBackend(script=judge_script), "rar2"), t.docs("test")[:1])
+    with pytest.raises(MethodConfigError, match=r"\{nope\}"):  # when built, before any generation
+        build_method("rar2", t, templates={"respond": "{nope}"})
 
 
 def test_few_shot_cot_uses_worked_train_examples(tiny_data):

@@ -23,6 +23,7 @@ from s2d.config import ConfigError
 from s2d.curators.base import Curator, Decision
 from s2d.hookspecs import hookimpl
 from s2d.methods.base import Chain
+from s2d.options import check_template
 
 TEMPLATE = ("Here is a question and {k} answers that were written for it.\n\n[Question]\n{question}\n\n"
             "{responses}\n\nWhich answer do most of the responses agree on? Write that answer as one short "
@@ -32,6 +33,8 @@ PAPER_TEMPLATE = ("Read the question: {question}. 20 answers have been provided:
                   "answers and compose the final answer such that it is consistent with the majority of variants "
                   "provided. Provide final answer as \"FINAL: <your final answer>")
 WORDINGS = {"s2d": TEMPLATE, "paper": PAPER_TEMPLATE}
+# What prompt() fills a template with (a user's `template` option may use any of them).
+FIELDS = ("answers", "k", "question", "responses")
 
 # The label: FINAL or FINAL ANSWER, in any case, maybe in markdown bold, then ":", "=", a dash with a
 # space beside it ("Final answer - X", not "final-year"), "–" or "—".
@@ -117,6 +120,8 @@ class UniversalSelfConsistency(Curator):
             raise ConfigError(f"curator 'usc': wording must be one of {', '.join(WORDINGS)}, got {self.wording!r}")
         if self.template is None:
             self.template = WORDINGS[self.wording]
+        # Checked now: a stray brace would otherwise fail in curate, after the whole generation.
+        check_template(self.template, FIELDS, "curator 'usc': option 'template'", ConfigError)
         self.check_target()
         if not 1 <= int(self.max_responses) or not 1 <= int(self.max_chars) or not 1 <= int(self.max_new_tokens):
             raise ConfigError("curator 'usc': max_responses, max_chars and max_new_tokens must be positive integers")
@@ -150,11 +155,7 @@ class UniversalSelfConsistency(Curator):
     def prompt(self, question: str, responses: list[str]) -> str:
         cut = [r[: int(self.max_chars)] for r in responses]
         listed = "\n\n".join(f"[Response {i}]\n{r}" for i, r in enumerate(cut, 1))
-        try:
-            return self.template.format(k=len(cut), question=question, responses=listed, answers=list_answers(cut))
-        except (KeyError, IndexError) as exc:
-            raise ConfigError(f"curator 'usc': the template uses {{{exc.args[0]}}}, which is not one of "
-                              f"answers, k, question, responses") from None
+        return self.template.format(k=len(cut), question=question, responses=listed, answers=list_answers(cut))
 
     def curate(self, traces, runner=None):
         if runner is None:

@@ -94,6 +94,14 @@ def check_record(path: Path, identity: dict, overwrite: bool = False) -> None:
                                 f"--out-dir or --label, or pass --overwrite")
 
 
+def record_lock(path: Path):
+    """The lock `s2d eval` holds on a record from its check until it is written (a hidden file
+    beside it), so two evals of one record cannot both pass the check and lose one result."""
+    from s2d.locks import SUFFIX, hold
+
+    return hold(Path(path).with_name(f".{Path(path).name}{SUFFIX}"), f"the eval record {path}")
+
+
 def planned_records(*, results_dir, model_ref, model_path, tasks, method, adapter, limit, label, task_options,
                     method_options, seed) -> list[tuple[Path, dict]]:
     """(record path, identity) for each task, known before any model loads."""

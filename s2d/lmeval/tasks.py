@@ -36,18 +36,38 @@ def task_options(cls) -> dict:
             if k != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
+# The evaluation's own task options (a seeded subset of the test split, read by lm-eval's loader and
+# s2d's routing), not the task's: typed by these defaults, in these ranges; null: no subset.
+EVAL_OPTIONS = {"subset": 0, "subset_seed": 0}
+EVAL_RANGES = {"subset": {"ge": 1}}
+
+
 def check_task_options(cls, options: dict) -> dict:
-    """``options`` checked against the task's declared ones: an unknown key or a value of another
-    type than its default is an error naming the task, the key and the allowed keys."""
+    """``options`` checked against the task's declared ones: an unknown key, a value of another
+    type than its default or outside the task's :meth:`~s2d.tasks.base.Task.option_ranges` is an
+    error naming the task, the key and the allowed keys or range."""
     from s2d.options import check_type
 
     declared = task_options(cls)
-    unknown = sorted(set(options) - set(declared) - {"subset", "subset_seed"})
+    unknown = sorted(set(options) - set(declared) - set(EVAL_OPTIONS))
     if unknown:
         raise ConfigError(f"task {cls.name!r}: unknown option(s) {', '.join(unknown)}; options: "
-                         f"{', '.join(sorted(declared))}, subset, subset_seed")
-    return {k: check_type(v, declared[k], f"task {cls.name!r}: option {k!r}") if k in declared else v
-            for k, v in options.items()}
+                         f"{', '.join(sorted(declared))}, {', '.join(EVAL_OPTIONS)}")
+    checked = {k: v if v is None and k in EVAL_OPTIONS else
+               check_type(v, declared.get(k, EVAL_OPTIONS.get(k)), f"task {cls.name!r}: option {k!r}", ConfigError)
+               for k, v in options.items()}
+    return check_task_ranges(cls, checked)
+
+
+def check_task_ranges(cls, options: dict) -> dict:
+    """``options`` if each lies in its range (the task's own and the evaluation's), else ConfigError."""
+    from s2d.options import check_range
+
+    ranges = {**getattr(cls, "option_ranges", dict)(), **EVAL_RANGES}
+    for k, v in options.items():
+        if k in ranges:
+            check_range(v, ranges[k], f"task {cls.name!r}: option {k!r}", ConfigError)
+    return options
 
 
 def task_kwargs(cls, options: dict) -> dict:
@@ -63,8 +83,8 @@ def build_task(name: str, strict: bool = False, **options):
     cls = _task_class(name)
     if strict:
         kwargs = task_kwargs(cls, options)
-    else:
-        kwargs = {k: v for k, v in options.items() if k in task_options(cls)}
+    else:  # lm-eval's metadata: its own keys left out, the task's still in range
+        kwargs = check_task_ranges(cls, {k: v for k, v in options.items() if k in task_options(cls)})
     return _built(cls, kwargs)
 
 
@@ -104,6 +124,7 @@ def bind(name: str):
         from s2d.tasks.base import subset
 
         size, seed = options.pop("subset", None), options.pop("subset_seed", 0)
+        check_task_ranges(_task_class(name), {"subset": size})  # the stock lm_eval CLI's metadata too
         t = build_task(name, **options)
         state["task"] = t
         # lm-eval reads only the test split (the YAML's test_split); train is for distillation.

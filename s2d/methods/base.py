@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 from s2d.backends.base import Completion, Request
 from s2d.errors import S2DError
-from s2d.options import apply_options
+from s2d.options import apply_options, check_template
 
 
 @dataclass
@@ -265,6 +265,10 @@ class Method:
     name: str = ""
     stages: tuple[str, ...] = ()
     templates: dict[str, str] = {}
+    # stage -> the fields run() renders its template with: every template of the stage (any wording,
+    # a user's override) is checked against them when the method is built, before any model loads.
+    # A stage not listed is checked for syntax only (a stray brace, a positional {0}).
+    template_fields: dict[str, tuple[str, ...]] = {}
     # Other wordings of the templates: wording -> {stage or stage@task: template}. A stage a wording
     # names replaces every s2d template of that stage (its per-task variants too).
     wordings: dict[str, dict[str, str]] = {}
@@ -328,6 +332,10 @@ class Method:
                 self._templates[key] = value
             elif only == task_name:
                 self._templates[key] = value
+        # The user's templates for other tasks too: a typo there fails now, not on that task's run.
+        for key, value in {**self._templates, **(templates or {})}.items():
+            check_template(value, self.template_fields.get(key.partition("@")[0]),
+                           f"method {self.name!r}: template {key!r}", MethodConfigError)
         apply_options(self, "method", options, MethodConfigError, also=BASE_OPTIONS)
 
     @classmethod

@@ -109,6 +109,10 @@ class BranchSolveMerge(Method):
 
     name = "bsm"
     stages = ("branch", "solve", "merge")
+    template_fields = {"branch": ("question", "user_query"),
+                       "solve": ("question", "answer_a", "answer_b", "criterion", "description", "user_query",
+                                 "response_a", "response_b", "eval_criterion", "criterion_name"),
+                       "merge": ("question", "user_query", "evaluations", "solve_output")}
     templates = {
         "branch": ("A user asked the question below, and two assistants will answer it. Before reading the "
                    "answers, list up to five criteria for judging an answer to this question, one per line, "

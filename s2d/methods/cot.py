@@ -21,6 +21,7 @@ class ChainOfThought(Method):
 
     name = "cot"
     stages = ("reason",)
+    template_fields = {"reason": ("question", "input")}
     templates = {
         "reason": ("Question: {question}\n\nWork through the problem step by step. Then, on the last line, "
                    "write the answer in the form \"Final answer: <answer>\".\n\nSolution:"),

@@ -48,6 +48,7 @@ class RaR1(Method):
 
     name = "rar1"
     stages = ("rephrase_respond",)
+    template_fields = {"rephrase_respond": ("question",)}
     templates = {"rephrase_respond": ("{question}\n\nFirst restate this question in your own words, adding any "
                                       "detail that makes it clearer. Then answer it. " + ANSWER_FORMAT)}
     wordings = {
@@ -68,6 +69,7 @@ class RaR2(Method):
 
     name = "rar2"
     stages = ("rephrase", "respond")
+    template_fields = {"rephrase": ("question",), "respond": ("rephrased", "question", "rephrased question")}
     templates = {
         "rephrase": ("{question}\n\nRewrite this question so that it is clearer and more detailed, keeping every "
                      "fact in it. Reply with the rewritten question only, without answering it."),

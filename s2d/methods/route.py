@@ -53,6 +53,7 @@ class Route(Method):
     name = "route"
     stages = ("direct", "check")
     templates = {"direct": "{input}", "check": "{input}"}
+    template_fields = {"direct": ("input",), "check": ("input",)}
     max_new_tokens = {"direct": None, "check": None}  # None: the task's budget, as for System 1
 
     @classmethod

@@ -21,6 +21,7 @@ class S2A(Method):
 
     name = "s2a"
     stages = ("rewrite", "answer")
+    template_fields = {"rewrite": ("question", "input"), "answer": ("rewritten", "input", "question")}
     templates = {
         "rewrite": ("Below is a message from a user. Copy out only the parts that are neutral facts or context, "
                     "leaving out the user's own opinions, guesses and preferences, and copy out the question "

@@ -12,6 +12,7 @@ class System1(Method):
     name = "system1"
     stages = ("answer",)
     templates = {"answer": "{input}"}
+    template_fields = {"answer": ("input",)}
     max_new_tokens = {"answer": None}  # None: the task's budget (lm-eval's max_gen_toks), else 256
 
     def run(self, runner, docs):

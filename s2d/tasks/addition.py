@@ -8,7 +8,7 @@ import random
 import re
 
 from s2d.hookspecs import hookimpl
-from s2d.tasks.base import Task
+from s2d.tasks.base import MAX_GENERATED, Task
 from s2d.tasks.gsm8k import stated_number
 
 PLACES = ["ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands"]
@@ -54,6 +54,11 @@ class Addition(Task):
     """Add two multi-digit numbers (exact match on the sum)."""
 
     name = "addition"
+
+    @classmethod
+    def option_ranges(cls):
+        size = {"ge": 1, "le": MAX_GENERATED}  # and at most half the pairs of `digits` digits (below)
+        return {"digits": {"ge": 1, "le": 12}, "size": size, "train_size": size, "worked": {"choices": tuple(WORKED)}}
 
     def __init__(self, data_dir=None, seed: int = 0, digits: int = 3, size: int = 200,
                  train_size: int = 2000, worked: str = "columns", **options):

@@ -18,6 +18,11 @@ from typing import Any
 from s2d.errors import S2DError
 
 
+# The most documents a task generates for one split: the paper's largest split is 20,000, and a
+# million already takes hours to sample; more is a typo (size=10**9 would never finish).
+MAX_GENERATED = 1_000_000
+
+
 class TaskDataError(S2DError, FileNotFoundError):
     """Data a task needs is missing: says which file, which setting, and how to get it."""
 
@@ -56,6 +61,12 @@ class Task:
         self.data_dir = data_dir
         self.seed = seed
         self.options = options
+
+    @classmethod
+    def option_ranges(cls) -> dict[str, dict]:
+        """Each constructor option's range beside its type (the type is its default's; the range is
+        spelled as :func:`s2d.options.check_range` reads it), checked before the task is built."""
+        return {}
 
     @property
     def lm_eval_name(self) -> str:

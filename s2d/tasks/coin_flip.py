@@ -7,7 +7,7 @@ import random
 import re
 
 from s2d.hookspecs import hookimpl
-from s2d.tasks.base import Task, data_file
+from s2d.tasks.base import MAX_GENERATED, Task, data_file
 from s2d.tasks.last_letter import names
 
 NOTE = ' Note that "flip" here means "reverse".'
@@ -83,6 +83,13 @@ class CoinFlip(Task):
 
     name = "coin_flip"
     metrics = ("exact_match", "unparseable")
+
+    @classmethod
+    def option_ranges(cls):
+        # people: more than any paper's chain (2 to 4) and within the names list; sizes: generated.
+        size = {"ge": 1, "le": MAX_GENERATED}
+        return {"people": {"ge": 1, "le": 100}, "train_size": size, "validation_size": size, "test_size": size,
+                "test_source": {"choices": ("coin_val", "generated")}}
 
     def __init__(self, data_dir=None, seed: int = 0, people: int = 2, train_size: int = 2000,
                  validation_size: int = 500, test_size: int = 1333, test_source: str = "coin_val",

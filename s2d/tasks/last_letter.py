@@ -132,6 +132,12 @@ class LastLetter(Task):
 
     name = "last_letter"
 
+    @classmethod
+    def option_ranges(cls):
+        # The upper end is the names list's: docs() says how many examples it gives.
+        return {"words_per_example": {"ge": 1}, "size": {"ge": 1}, "train_size": {"ge": 1},
+                "template": {"choices": tuple(TEMPLATES)}}
+
     def __init__(self, data_dir=None, seed: int = 1, words_per_example: int = 2, size: int = 200,
                  template: str = "paper", train_size: int | None = None, **options):
         """``size``: examples per split; ``train_size``: the train split's (unlabeled inputs) when

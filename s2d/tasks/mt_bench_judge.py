@@ -107,6 +107,12 @@ class MTBenchJudge(Task):
     def aggregations(self):
         return {m: aggregate_inconsistent if m == "inconsistent" else aggregate_ratio for m in self.metrics}
 
+    @classmethod
+    def option_ranges(cls):
+        # train_size: at most; a larger one takes every pair there is.
+        return {"train_size": {"ge": 1}, "train_source": {"choices": TRAIN_SOURCES},
+                "prompt": {"choices": tuple(PROMPTS)}}
+
     def __init__(self, data_dir=None, seed: int = 0, train_size: int = 2000, train_source: str = "gsm8k",
                  split_seed: int = 0, prompt: str = "s2d", **options):
         super().__init__(data_dir, seed, **options)

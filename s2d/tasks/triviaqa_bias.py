@@ -169,6 +169,11 @@ class TriviaQABias(Task):
     metrics = ("acc", "acc_biased", "acc_unbiased", "acc_plain", "acc_deny_right", "acc_suggest_wrong",
                "acc_suggest_right", "acc_biased_leaky")
 
+    @classmethod
+    def option_ranges(cls):
+        # templates: a comma-separated list of ids, checked in __init__.
+        return {"test_questions": {"ge": 1}}
+
     def __init__(self, data_dir=None, seed: int = 0, test_questions: int = 200,
                  templates: str = ",".join(TEMPLATES), suggest_wrong_comma: bool = False, **options):
         """``templates``: comma-separated template ids, in document order; ``suggest_wrong_comma``:
