@@ -34,7 +34,8 @@ def main():
 
     from s2d.backends import load_backend
     from s2d.backends.base import cpu_dtype
-    from s2d.lmeval.run import evaluate, load_record, metrics_of, task_manager
+    from s2d.lmeval.run import evaluate, task_manager
+    from s2d.store import load_record, metrics_of
     from s2d.models import resolve_model
 
     path = resolve_model(args.model)

@@ -21,7 +21,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from s2d.files import InputError
+from s2d.errors import InputError
 
 FILE_NAME = "generations.sqlite"
 LEGACY_NAME = "generations.jsonl"

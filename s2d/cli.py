@@ -1,4 +1,5 @@
-"""The `s2d` command line. Heavy libraries are imported inside commands, never here."""
+"""The `s2d` command line. Heavy libraries (torch, transformers, vllm, peft, lm_eval) are imported
+inside the functions that use them, never here, so `s2d --help` stays fast."""
 
 from __future__ import annotations
 
@@ -10,13 +11,33 @@ from pathlib import Path
 import click
 
 from s2d import __version__
-from s2d.errors import S2DError
-from s2d.plugins import KINDS
+from s2d.backends import default_backend_name, load_backend, model_path_for
+from s2d.backends.base import sample_seed
+from s2d.config import parse_set, resolve
+from s2d.curators.base import write_curated
+from s2d.distill import DistillRun, check_export_dest, check_plugins, format_summary
+from s2d.envinfo import device, versions
+from s2d.errors import ConfigError, InputError, PromptTooLongError, S2DError
+from s2d.files import cache_dir, check_output, check_writable, default_cache_dir, local_path, read_jsonl, write_jsonl
+from s2d.lmeval.run import evaluate, planned_records
+from s2d.lmeval.tasks import build_task, check_task_plugin, write_task_files
+from s2d.lmeval.tasks import tasks_path as lm_eval_tasks_path
+from s2d.methods.base import run_method
+from s2d.models import model_rows, resolve_model
+from s2d.newplugin import new_plugin
+from s2d.plan import calibrate as measure
+from s2d.plan import format_plan, load_settings, make_plan
+from s2d.plugins import KINDS, get_plugins
+from s2d.report import leaderboard as write_leaderboard
+from s2d.reproduce import run_table
+from s2d.routing import route_run
+from s2d.stages import Request
+from s2d.store import RunFolder, check_record, load_record, metrics_of, record_lock, safe_name
+from s2d.traces import build_curator, build_method, generate_traces, load_traces, make_runner, open_cache
+from s2d.trainers.base import check_out_dir, load_records
 
 
 def _plugins(ctx: click.Context):
-    from s2d.plugins import get_plugins
-
     root = ctx.find_root()
     if root.obj is None:
         root.obj = {}
@@ -118,9 +139,6 @@ def list_(ctx, kind, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def env(as_json):
     """Versions of Python, torch, transformers, peft, lm-eval, vLLM and the device."""
-    from s2d.backends import default_backend_name
-    from s2d.envinfo import device, versions
-
     info = {"versions": versions(), "device": device(), "default_backend": default_backend_name()}
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -135,8 +153,6 @@ def env(as_json):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json):
     """Known model aliases. Any local folder, .gguf file or hub id also works as --model."""
-    from s2d.models import cache_dir, model_rows
-
     rows = model_rows()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -194,17 +210,12 @@ def cache_options(f):
 
 def _cache_folder(cache_dir, no_cache) -> Path | None:
     """The generation cache a command reads and writes (None with --no-cache)."""
-    from s2d.traces import default_cache_dir
-
     return None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir()
 
 
 def _cache(cache_dir, no_cache):
     """The opened generation cache; a folder that cannot be written is one line now, before any
     model loads, not a traceback at the first generation."""
-    from s2d.files import check_writable
-    from s2d.traces import open_cache
-
     folder = _cache_folder(cache_dir, no_cache)
     if folder is not None:
         check_writable(folder, f"--cache {cache_dir}" if cache_dir else
@@ -219,13 +230,12 @@ def _read_folders(cfg, cache_dir=None, no_cache=True) -> list:
 
 
 def make_backend(ctx, cfg, dtype=None, batch_size=None, threads=None, trust_remote_code=False):
-    """The engine for the settings' model, backend and seed."""
-    from s2d.backends import load_backend
-
+    """The engine for the settings' model, backend, seed and engine_options (parallelism, memory)."""
     _plugins(ctx)
     try:
         return load_backend(cfg["backend"], cfg["model"], seed=cfg["seed"], dtype=dtype,
-                            batch_size=batch_size, threads=threads, trust_remote_code=trust_remote_code or None)
+                            batch_size=batch_size, threads=threads, trust_remote_code=trust_remote_code or None,
+                            **cfg["engine_options"])
     except RuntimeError as exc:  # an engine that cannot start here says why in one line
         raise click.ClickException(str(exc)) from None
 
@@ -250,9 +260,6 @@ FINITE_NON_NEGATIVE = _FiniteNonNegative()
 
 def _task(ctx, name: str, options: dict):
     """Task ``name`` built once with its checked options (an error names the task and option)."""
-    from s2d.config import ConfigError
-    from s2d.lmeval.tasks import build_task
-
     _plugins(ctx)
     try:
         return build_task(name, strict=True, **options)
@@ -263,9 +270,6 @@ def _task(ctx, name: str, options: dict):
 
 
 def _method(ctx, name: str, task, options: dict):
-    from s2d.config import ConfigError
-    from s2d.traces import build_method
-
     _plugins(ctx)
     try:
         return build_method(name, task, **options)
@@ -277,8 +281,6 @@ def _check_adapter(adapter: str | None, what: str = "--adapter") -> None:
     """An adapter (the --adapter flag, or a request line's 'adapter') must be a PEFT adapter
     folder: said now, before any model loads."""
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
-        from s2d.files import InputError
-
         raise InputError(f"{what} {adapter!r} is not a PEFT adapter folder (no adapter_config.json)")
 
 
@@ -288,8 +290,6 @@ def _docs(task, split: str, limit: int | None):
     except ValueError as exc:
         if isinstance(exc, S2DError):
             raise
-        from s2d.config import ConfigError
-
         raise ConfigError(str(exc)) from None
     return docs if limit is None else docs[:limit]
 
@@ -328,8 +328,6 @@ def generate(ctx, model, backend, dtype, batch_size, threads, trust_remote_code,
     generate for raw requests (--input).
 
     Traces go through the generation cache: rerunning a killed run generates only what is missing."""
-    from s2d.config import resolve
-
     flags = {"task": task_name, "method": method, "split": split, "train_limit": limit, "n": n,
              "temperature": temperature, "top_p": top_p, "model": model, "backend": backend, "seed": seed}
     if input_path:
@@ -347,9 +345,6 @@ def generate(ctx, model, backend, dtype, batch_size, threads, trust_remote_code,
     if stop:  # a method's stages set their own stop strings; never drop a flag silently
         raise click.UsageError("--stop goes with --input; with --task each stage of the method sets its own")
     _check_adapter(adapter)
-    from s2d.files import check_output, local_path, write_jsonl
-    from s2d.traces import generate_traces
-
     options = cfg.generation_options()
     if max_new_tokens is not None:
         options["max_new_tokens"] = max_new_tokens
@@ -375,10 +370,6 @@ def generate(ctx, model, backend, dtype, batch_size, threads, trust_remote_code,
 
 def _generate_requests(ctx, cfg, dtype, batch_size, threads, trust_remote_code, input_path, out_path, n,
                        max_new_tokens, temperature, top_p, stop, adapter, progress):
-    from s2d.backends.base import PromptTooLongError, Request, sample_seed
-    from s2d.envinfo import versions
-    from s2d.files import check_output, local_path, read_jsonl, write_jsonl
-
     defaults = {"n": n, "max_new_tokens": max_new_tokens, "top_p": top_p, "stop": list(stop),
                 "temperature": temperature if temperature is not None else (0.0 if n == 1 else 0.7),
                 "adapter": adapter}
@@ -438,11 +429,6 @@ def curate(ctx, config_path, scale, set_items, curator, traces_path, out_path, m
     """Turn traces into a training set with an unsupervised curator; print the summary.
 
     Curator options are settings: --set curator_options.threshold=0.8 (or `curator_options:` in --config)."""
-    from s2d.config import resolve
-    from s2d.curators.base import write_curated
-    from s2d.files import check_output, local_path
-    from s2d.traces import build_curator, load_traces, make_runner
-
     cfg = resolve("curate", config_path, scale=scale, set_items=set_items, require_task=False,
                   flags={"curator": curator, "model": model, "backend": backend, "seed": seed})
     traces = load_traces(traces_path)
@@ -498,12 +484,8 @@ def train(ctx, config_path, scale, set_items, data_path, out_dir, trainer, model
 
     Trainer options are settings: --set trainer_options.epochs=3 --set trainer_options.learning_rate=2e-4.
     Runs data-parallel under `accelerate launch --multi_gpu --num_processes N -m s2d.cli train ...`
-    (also on CPUs, over gloo)."""
-    from s2d.config import resolve
-    from s2d.files import check_output
-    from s2d.models import resolve_model
-    from s2d.trainers.base import check_out_dir, load_records
-
+    (also on CPUs, over gloo), or FSDP / DeepSpeed with --config_file; trainer_options.batch_size
+    is the batch of all N processes together (docs/scale.md)."""
     cfg = resolve("train", config_path, scale=scale, set_items=set_items, require_task=False,
                   flags={"trainer": trainer, "model": model, "seed": seed})
     t = _plugins(ctx).get("trainers", cfg["trainer"]).obj(**cfg["trainer_options"])
@@ -544,12 +526,6 @@ def distill(ctx, config_path, scale, set_items, task_name, method, curator, trai
             train_limit, eval_limit, model, backend, dtype, seed, cache_dir, no_cache, export_dir, progress):
     """Generate on the train split, curate, train, and score System 1, System 2 and the distilled
     model through lm-eval; every stage resumes after a kill. Prints a three-row summary."""
-    from s2d.config import resolve
-    from s2d.distill import DistillRun, RunFolder, check_export_dest, format_summary
-    from s2d.files import check_output
-    from s2d.lmeval.run import safe_name
-    from s2d.trainers.base import check_out_dir
-
     plugins = _plugins(ctx)
     cfg = resolve("distill", config_path, scale=scale, set_items=set_items, flags={
         "task": task_name, "method": method, "curator": curator, "trainer": trainer, "n": n,
@@ -598,10 +574,6 @@ def plan(ctx, config_path, scale, set_items, model, backend, dtype, throughput_p
     """What `s2d distill` with these settings will cost, per round and stage, with no model loaded:
     engine requests and samples, prompt and generated tokens (with the source of each estimate),
     training examples x epochs, eval documents, and the time from a throughput table (docs/plan.md)."""
-    from s2d.config import resolve
-    from s2d.plan import calibrate as measure
-    from s2d.plan import format_plan, load_settings, make_plan
-
     plugins = _plugins(ctx)
     flags = {"model": model, "backend": backend}
     if calibrate:  # needs no task: the calibration brings its own prompts and records
@@ -631,9 +603,6 @@ def plan(ctx, config_path, scale, set_items, model, backend, dtype, throughput_p
 @click.pass_context
 def reproduce(ctx, table, scale, set_items, configs_dir, runs_dir, out_dir, backend, model, progress):
     """Run a paper table's configs (reusing finished runs) and write it beside the paper's numbers."""
-    from s2d.config import parse_set
-    from s2d.reproduce import run_table
-
     _plugins(ctx)
     try:
         path = run_table(table, scale=scale, configs_dir=configs_dir, runs_dir=runs_dir, out_dir=out_dir,
@@ -654,10 +623,6 @@ def reproduce(ctx, table, scale, set_items, configs_dir, runs_dir, out_dir, back
 @click.pass_context
 def show_prompts(ctx, config_path, scale, set_items, task_name, method, split, index):
     """Print every rendered stage of a method for one document (nothing is generated)."""
-    from s2d.config import resolve
-    from s2d.methods.base import run_method
-    from s2d.traces import make_runner
-
     cfg = resolve("show-prompts", config_path, scale=scale, set_items=set_items,
                   flags={"task": task_name, "method": method})
     task = _task(ctx, cfg["task"], cfg["task_options"])
@@ -702,12 +667,6 @@ def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, se
     subset=N subset_seed=S (--set task_options.subset=300) evaluate a seeded random subset of at
     least N documents (judged pairs stay whole), the same for every condition."""
     from contextlib import ExitStack
-
-    from s2d.backends import model_path_for
-    from s2d.config import resolve
-    from s2d.files import check_output, local_path
-    from s2d.lmeval.run import check_record, evaluate, load_record, metrics_of, planned_records, record_lock
-    from s2d.lmeval.tasks import check_task_plugin
 
     cfg = resolve("eval", config_path, scale=scale, set_items=set_items, require_task=False, flags={
         "task": task_name, "method": method, "eval_limit": limit, "model": model, "backend": backend, "seed": seed})
@@ -756,12 +715,9 @@ def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, se
               help="Where to write [default: RESULTS_DIR].")
 def leaderboard(results_dir, out_dir):
     """Markdown table and plot of every `s2d eval` record under RESULTS_DIR."""
-    from s2d.files import check_writable
-    from s2d.lmeval.run import leaderboard as build
-
     check_writable(out_dir or results_dir, f"--out-dir {out_dir}" if out_dir else f"RESULTS_DIR {results_dir}")
     try:
-        table, md, png = build(results_dir, out_dir, warn=lambda m: click.echo(m, err=True))
+        table, md, png = write_leaderboard(results_dir, out_dir, warn=lambda m: click.echo(m, err=True))
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(table)
@@ -789,8 +745,6 @@ def route(run_folder, confidence, samples, tune_split, tolerance, round_, backen
     """System 1 first, System 2 when unsure: sweep confidence thresholds for a distilled run on the
     validation split, draw the accuracy/cost curve on the test split and score the chosen threshold
     there through lm-eval (`s2d eval --method route`)."""
-    from s2d.routing import route_run
-
     out = Path(out_dir) if out_dir else Path(run_folder) / f"route-{confidence}"
     result = route_run(run_folder, out_dir=out, tune_split=tune_split, confidence=confidence, samples=samples,
                        tolerance=tolerance, backend=backend, round_=round_, cache=_cache(cache_dir, no_cache),
@@ -819,12 +773,10 @@ def config_show(ctx, config_path, scale, set_items, command, task_name, method, 
     The plugins' options are checked as the command would check them (no data read, no model)."""
     import yaml
 
-    from s2d.config import resolve
-
     cfg = resolve(command, config_path, scale=scale, set_items=set_items, require_task=command == "distill",
                   flags={"task": task_name, "method": method})
     _plugins(ctx)
-    cfg.check_plugins()
+    check_plugins(cfg)
     click.echo(json.dumps(cfg.settings, indent=2) if as_json else
                yaml.safe_dump(cfg.settings, sort_keys=False, default_flow_style=False).rstrip())
 
@@ -838,9 +790,6 @@ def config_show(ctx, config_path, scale, set_items, command, task_name, method, 
 def new_plugin_cmd(name, kind, out_dir):
     """Write a ready-to-install plugin package s2d-NAME: pyproject with the entry point, the class,
     a fast test on the scripted backend and a README (`pip install -e 's2d-NAME[test]' && pytest`)."""
-    from s2d.files import check_writable
-    from s2d.newplugin import new_plugin
-
     check_writable(out_dir, f"--out-dir {out_dir}")
     try:
         folder = new_plugin(name, kind, out_dir)
@@ -856,9 +805,6 @@ def new_plugin_cmd(name, kind, out_dir):
 def lm_eval_tasks(ctx, out_dir):
     """Write lm-eval task files (YAML + utils.py) for every registered task, plugins' included, so
     stock `lm_eval --include_path OUT_DIR` runs them."""
-    from s2d.files import check_writable
-    from s2d.lmeval.tasks import write_task_files
-
     check_writable(out_dir, f"OUT_DIR {out_dir}")
     _plugins(ctx)
     try:
@@ -873,9 +819,7 @@ def lm_eval_tasks(ctx, out_dir):
 @cli.command(name="tasks-path")
 def tasks_path():
     """Print the folder of s2d's lm-eval task files (for `lm_eval --include_path`)."""
-    from s2d.lmeval.tasks import tasks_path as path
-
-    click.echo(path())
+    click.echo(lm_eval_tasks_path())
 
 
 def main():

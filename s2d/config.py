@@ -18,7 +18,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from s2d.errors import S2DError
+from s2d.errors import ConfigError
+from s2d.options import check_range
+from s2d.store import safe_name
 
 # Every run setting, with its default (a config file, the flags and --set fill these in).
 DEFAULTS: dict[str, Any] = {
@@ -35,6 +37,10 @@ DEFAULTS: dict[str, Any] = {
     # Iterated distillation: round r+1's teacher is round r's distilled model; accumulate: train
     # each round's student on the union of every round's curated set.
     "rounds": 1, "accumulate": False,
+    # Scale (docs/scale.md). train_processes > 1 or an accelerate config file: `s2d distill` trains
+    # each round under `accelerate launch` (DDP; FSDP or DeepSpeed from the file) in a subprocess.
+    # engine_options: the generation engine's parallelism and memory, vLLM's names (ENGINE_OPTIONS).
+    "train_processes": 1, "accelerate_config": None, "engine_options": {},
 }
 # Each setting's range, spelled as plugin options spell theirs (s2d.options.check_range). The upper
 # bounds stop a typo that would never finish (n=10**9 samples every input a billion times): the
@@ -42,10 +48,20 @@ DEFAULTS: dict[str, Any] = {
 # data, so a large one is harmless.
 RANGES: dict[str, dict] = {
     "n": {"ge": 1, "le": 1000}, "rounds": {"ge": 1, "le": 100}, "train_limit": {"ge": 1}, "eval_limit": {"ge": 1},
-    "temperature": {"ge": 0}, "top_p": {"gt": 0, "le": 1},
+    "temperature": {"ge": 0}, "top_p": {"gt": 0, "le": 1}, "train_processes": {"ge": 1, "le": 4096},
 }
 MAPPINGS = ("method_options", "templates", "curator_options", "trainer_options", "task_options",
-            "eval_task_options", "eval_method_options")
+            "eval_task_options", "eval_method_options", "engine_options")
+# The keys of ``engine_options``: each one's type and range. vLLM takes them as they are (the
+# `vllm` backend; data_parallel_size > 1 runs that many engines, see s2d.backends.vllm); the `hf`
+# backend runs on one device and refuses a parallel size above 1.
+ENGINE_OPTIONS: dict[str, tuple[type, dict]] = {
+    "tensor_parallel_size": (int, {"ge": 1}), "data_parallel_size": (int, {"ge": 1}),
+    "pipeline_parallel_size": (int, {"ge": 1}),
+    "distributed_executor_backend": (str, {"choices": ("mp", "ray")}),
+    "gpu_memory_utilization": (float, {"gt": 0, "le": 1}), "max_model_len": (int, {"ge": 1}),
+    "enforce_eager": (bool, {}),
+}
 
 # What a command assumes where neither the config nor a flag says: one System 1 sample for
 # `generate` and `eval`, the paper's 2-step RaR with 8 samples for `distill`.
@@ -53,10 +69,6 @@ COMMAND_DEFAULTS: dict[str, dict] = {
     "distill": {}, "generate": {"method": "system1", "n": 1}, "eval": {"method": "system1"},
     "show-prompts": {"method": "system1"}, "curate": {}, "train": {},
 }
-
-
-class ConfigError(S2DError, ValueError):
-    """A bad setting, config file or ``--set`` item (named in the message)."""
 
 
 def check_settings(s: dict) -> None:
@@ -95,10 +107,34 @@ def check_settings(s: dict) -> None:
     for key in MAPPINGS:
         if not isinstance(s[key], dict):
             fail(key, "a mapping")
-    from s2d.options import check_range
-
+    if not is_int(s["train_processes"]):
+        fail("train_processes", "a positive integer")
+    if s["accelerate_config"] is not None and (not isinstance(s["accelerate_config"], str) or not s["accelerate_config"]):
+        fail("accelerate_config", "the path of an accelerate config file, or null")
     for key, spec in RANGES.items():  # the types above say what each is; the bounds are here
         check_range(s[key], spec, f"setting {key!r}", ConfigError)
+    check_engine_options(s["engine_options"])
+
+
+def check_engine_options(options: dict) -> None:
+    """``engine_options``: only the keys of :data:`ENGINE_OPTIONS`, each of its type and in its
+    range (whether the GPUs exist is the engine's to check, when it is about to start)."""
+    unknown = sorted(set(options) - set(ENGINE_OPTIONS))
+    if unknown:
+        raise ConfigError(f"engine_options: unknown key(s) {', '.join(map(repr, unknown))}; allowed: "
+                          f"{', '.join(ENGINE_OPTIONS)}")
+    for key, value in options.items():
+        kind, spec = ENGINE_OPTIONS[key]
+        where = f"engine_options.{key}"
+        if value is None:  # null: the engine's own default
+            continue
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)) or \
+                (kind is float and not math.isfinite(value)):
+            what = {int: "an integer", float: "a number", str: "a name", bool: "true or false"}[kind]
+            raise ConfigError(f"{where} must be {what}, got {value!r}")
+        check_range(value, spec, where, ConfigError)
 
 
 @dataclass
@@ -127,8 +163,6 @@ class RunConfig:
         return self.settings[key]
 
     def name(self) -> str:
-        from s2d.lmeval.run import safe_name
-
         s = self.settings
         return safe_name(f"{s['task']}-{s['method']}-{s['curator']}-{s['trainer']}")
 
@@ -163,38 +197,6 @@ class RunConfig:
     def eval_task_options(self) -> dict:
         return {**self.settings["task_options"], **self.settings["eval_task_options"]}
 
-    def check_plugins(self) -> None:
-        """Build the plugins these settings name, with their options, as a command would: an
-        unknown plugin, or an option unknown, mistyped or out of range (task, method and its
-        templates, curator, trainer) is a ConfigError. Loads no model. The method and curator are
-        built on a task, so they are checked where the settings name one."""
-        from contextlib import suppress
-
-        from s2d.lmeval.tasks import _task_class, build_task, check_task_options
-        from s2d.plugins import get_plugins
-        from s2d.tasks.base import TaskDataError
-        from s2d.traces import build_curator, build_method
-
-        s = self.settings
-        try:  # plugins raise ValueError or TypeError for bad options, LookupError for unknown names
-            get_plugins().get("trainers", s["trainer"]).obj(**s["trainer_options"])
-            if s["backend"] is not None:
-                get_plugins().get("backends", s["backend"])
-            for name in self.tasks():
-                task = build_task(name, strict=True, **s["task_options"])
-                check_task_options(_task_class(name), self.eval_task_options())
-                # A plugin that reads the task's data when built (cot's shots) has had its options
-                # checked by then; the data itself is the command's to find (config show needs none).
-                for options in (self.generation_options(), self.eval_method_options()):
-                    with suppress(TaskDataError):
-                        build_method(s["method"], task, **options)
-                with suppress(TaskDataError):
-                    build_curator(s["curator"], task, **s["curator_options"])
-        except (ValueError, TypeError, LookupError) as exc:
-            if isinstance(exc, ConfigError):
-                raise
-            raise ConfigError(str(exc)) from None
-
 
 def apply_scale(config: dict, scale: str | None) -> dict:
     """A config without its ``scale`` table, with ``scale[NAME]``'s overrides applied when asked."""
@@ -207,19 +209,25 @@ def apply_scale(config: dict, scale: str | None) -> dict:
     return {**config, **scales[scale]}  # whole settings: `eval_task_options: {}` clears the subset
 
 
-def load_config(path: str | None) -> dict:
-    """A run config file (YAML or JSON): a mapping of settings, plus an optional ``scale`` table."""
-    if not path:
-        return {}
+def read_mapping(path: str, unreadable: str, not_mapping: str) -> dict:
+    """A YAML (or JSON) file holding a mapping; each failure a ConfigError with the given words."""
     import yaml
 
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc})") from None
+        raise ConfigError(f"{unreadable} ({exc})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of settings")
+        raise ConfigError(not_mapping)
+    return data
+
+
+def load_config(path: str | None) -> dict:
+    """A run config file (YAML or JSON): a mapping of settings, plus an optional ``scale`` table."""
+    if not path:
+        return {}
+    data = read_mapping(path, f"{path}: cannot read config", f"{path}: a config must be a mapping of settings")
     allowed = set(DEFAULTS) | {"scale"}
     unknown = sorted(set(data) - allowed)
     if unknown:

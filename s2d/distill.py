@@ -7,10 +7,11 @@ Run folder layout (``runs/distill/<name>/``)::
     traces.jsonl       the method's samples on the train split
     sft.jsonl          the curated training set (+ .dropped.jsonl, .summary.json)
     adapter/           the trained adapter (or model, for `full`), checkpoints inside
+    train.log          with train_processes > 1 or accelerate_config: the `accelerate launch` output
     eval/              three `s2d eval` records: system1, the method, distilled
     summary.json       the three-row summary
 
-:class:`RunFolder` owns the folder (paths, which stages are done, the refusal of other settings);
+:class:`~s2d.store.RunFolder` owns the folder (paths, which stages are done, the refusal of other settings);
 :class:`DistillRun` owns the engine and runs the stages of each :class:`Round`. A stage whose
 output exists is reused; outputs are written atomically, so a kill never leaves a
 half stage that looks finished. Generations go through the generation cache (by default the shared
@@ -22,17 +23,29 @@ same test documents) make them once.
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from s2d.config import DEFAULTS, ConfigError, RunConfig
-from s2d.files import write_json, write_jsonl
-
-# The settings live in s2d.config (one model for every command); these names stay importable here.
-DistillError = ConfigError  # bad settings, or a run folder that holds a different run
-
+from s2d.backends import default_backend_name, load_backend
+from s2d.config import DEFAULTS, RunConfig
+from s2d.curators.base import write_curated
+from s2d.errors import ConfigError, TaskDataError
+from s2d.files import atomic_folder, check_output, portable_path, read_jsonl, write_json, write_jsonl
+from s2d.lmeval.run import evaluate, record_path
+from s2d.lmeval.tasks import _task_class, build_task, check_task_options
+from s2d.locks import SUFFIX, hold
+from s2d.methods.base import cap_hits, cap_shares
+from s2d.models import resolve_model
+from s2d.plugins import get_plugins
+from s2d.store import RunFolder, headline_metric, load_record, metrics_of, training_config
+from s2d.traces import (build_curator, build_method, generate_traces, load_traces, make_runner, open_cache,
+                        resolved_method_options)
+from s2d.trainers import launch
+from s2d.trainers.lora import merge_adapter
 
 @dataclass
 class Stage:
@@ -49,126 +62,37 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class RunFolder:
-    """A run's folder: where each round's files live, which stages are done, and the refusal to
-    mix two runs (config.json holds the settings it was made with). No engine, no stage logic."""
+def claim(folder: RunFolder) -> None:
+    """Make ``folder`` its settings' run (:meth:`RunFolder.claim`), recording the method's options
+    as the train samples resolve them (n, the run's temperature and top-p: their decoding per stage)."""
+    settings = folder.settings
+    folder.claim(resolved_method_options(settings["method"], RunConfig(settings).generation_options()), DEFAULTS)
 
-    def __init__(self, path: str | Path, settings: dict):
-        self.path, self.settings = Path(path), settings
 
-    def round_dir(self, r: int) -> Path:
-        """Round 1 lives in the folder itself, round r > 1 in ``round<r>/``."""
-        return self.path if r == 1 else self.path / f"round{r}"
-
-    def traces(self, r: int = 1) -> Path:
-        return self.round_dir(r) / "traces.jsonl"
-
-    def curated(self, r: int = 1) -> Path:
-        return self.round_dir(r) / "sft.jsonl"
-
-    def curation_summary(self, r: int = 1) -> Path:
-        return self.round_dir(r) / "sft.summary.json"
-
-    def adapter(self, r: int = 1) -> Path:
-        return self.round_dir(r) / "adapter"
-
-    def merged(self, r: int = 1) -> Path:
-        return self.round_dir(r) / "merged"
-
-    def eval_dir(self, r: int = 1) -> Path:
-        return self.round_dir(r) / "eval"
-
-    def summary(self) -> Path:
-        return self.path / "summary.json"
-
-    # What is done: a stage counts as done only when its last file is written.
-    def generated(self, r: int = 1) -> bool:
-        return self.traces(r).is_file()
-
-    def curation_done(self, r: int = 1) -> bool:
-        # The summary is written last: a kill between the curated set and it redoes the stage.
-        return self.curated(r).is_file() and self.curation_summary(r).is_file()
-
-    def trained(self, r: int = 1) -> bool:
-        from s2d.trainers.base import training_config
-
-        return training_config(self.adapter(r)) is not None
-
-    def curation(self, r: int = 1) -> dict | None:
-        """The curate stage's summary, None before it has run."""
-        path = self.curation_summary(r)
-        return json.loads(path.read_text()) if path.is_file() else None
-
-    def lock(self) -> Path:
-        """The lock a run holds from its claim through its export (see :mod:`s2d.locks`)."""
-        from s2d.locks import SUFFIX
-
-        return self.path / SUFFIX
-
-    def saved(self) -> dict | None:
-        """The config.json the run folder was claimed with, None for a new or empty folder. Any other
-        content is refused: a run never writes over (or reuses the traces of) something else."""
-        from s2d.locks import SUFFIX
-
-        if not self.path.exists():
-            return None
-        if not self.path.is_dir():
-            raise DistillError(f"run folder {self.path}: is a file, not a folder")
-        path = self.path / "config.json"
-        if not path.is_file():
-            other = sorted(p.name for p in self.path.iterdir() if not p.name.startswith(SUFFIX))
-            if other:
-                raise DistillError(f"run folder {self.path} holds {', '.join(other[:3])}"
-                                   f"{' ...' if len(other) > 3 else ''} but no s2d run ({path} is missing); "
-                                   f"choose a new or empty folder")
-            return None
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise DistillError(f"run folder {self.path}: {path} is not an s2d run's config ({exc}); "
-                               f"choose another folder or remove it yourself") from None
-        if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict):
-            raise DistillError(f"run folder {self.path}: {path} is not an s2d run's config (no 'settings'); "
-                               f"choose another folder or remove it yourself")
-        return saved
-
-    def claim(self) -> None:
-        """Make the folder this run's: a new folder records the settings (config.json, and the
-        config.yaml `s2d config show` prints); one holding other settings, or other content, is refused."""
-        from s2d.traces import resolved_method_options
-
-        old = self.saved()
-        self.path.mkdir(parents=True, exist_ok=True)
-        path = self.path / "config.json"
-        from s2d.config import RunConfig
-
-        # As the train samples are drawn (n, the run's temperature and top-p): their decoding per stage.
-        resolved = resolved_method_options(self.settings["method"], RunConfig(self.settings).generation_options())
-        if old is not None:
-            # A setting newer than the folder counts as its default there.
-            saved = json.loads(json.dumps({**DEFAULTS, **old.get("settings", {})}))
-            current = json.loads(json.dumps(self.settings))
-            changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-            # A method default changed under the same method and options (a changed method or option
-            # changes the resolved options too; naming both would only be noise).
-            if ("method_resolved" in old and old["method_resolved"] != resolved
-                    and not {"method", "method_options", "n", "temperature", "top_p", "templates"} & set(changed)):
-                changed.append("the method's defaults (method_resolved)")
-            if changed:
-                raise DistillError(f"{self.path} holds a run with other settings ({', '.join(changed)}); "
-                                   f"use another --name or delete the folder")
-            return
-        from s2d.envinfo import git_commit, versions
-
-        write_json(path, {"settings": self.settings, "method_resolved": resolved, "versions": versions(),
-                          "git_commit": git_commit(Path(__file__).parent),
-                          "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        import yaml
-
-        from s2d.files import atomic_write
-
-        with atomic_write(self.path / "config.yaml") as f:
-            yaml.safe_dump(self.settings, f, sort_keys=False, default_flow_style=False)
+def check_plugins(cfg: RunConfig) -> None:
+    """Build the plugins the settings name, with their options, as a command would: an unknown
+    plugin, or an option unknown, mistyped or out of range (task, method and its templates,
+    curator, trainer) is a ConfigError. Loads no model. The method and curator are built on a
+    task, so they are checked where the settings name one (`s2d config show`)."""
+    s = cfg.settings
+    try:  # plugins raise ValueError or TypeError for bad options, LookupError for unknown names
+        get_plugins().get("trainers", s["trainer"]).obj(**s["trainer_options"])
+        if s["backend"] is not None:
+            get_plugins().get("backends", s["backend"])
+        for name in cfg.tasks():
+            task = build_task(name, strict=True, **s["task_options"])
+            check_task_options(_task_class(name), cfg.eval_task_options())
+            # A plugin that reads the task's data when built (cot's shots) has had its options
+            # checked by then; the data itself is the command's to find (config show needs none).
+            for options in (cfg.generation_options(), cfg.eval_method_options()):
+                with suppress(TaskDataError):
+                    build_method(s["method"], task, **options)
+            with suppress(TaskDataError):
+                build_curator(s["curator"], task, **s["curator_options"])
+    except (ValueError, TypeError, LookupError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(str(exc)) from None
 
 
 class DistillRun:
@@ -183,8 +107,6 @@ class DistillRun:
     def __init__(self, config: RunConfig, folder: str | Path, *, progress: bool = True,
                  echo: Callable[[str], None] = print, backend_options: dict | None = None,
                  cache: str | Path | bool = True):
-        from s2d.traces import open_cache
-
         self.config, self.progress, self.echo = config, progress, echo
         self.folder = RunFolder(folder, config.settings)  # paths and what is done
         self.dir = self.folder.path
@@ -197,8 +119,6 @@ class DistillRun:
 
     # -- plumbing ---------------------------------------------------------------------------------
     def task(self):
-        from s2d.lmeval.tasks import build_task
-
         if self._task is None:
             self._task = build_task(self.config["task"], strict=True, **self.config["task_options"])
         return self._task
@@ -209,10 +129,9 @@ class DistillRun:
         if self._engine is not None and self._engine_model != model:
             self.close_engine()
         if self._engine is None:
-            from s2d.backends import load_backend
-
-            self._engine = load_backend(self.config["backend"], model, seed=self.config["seed"],
-                                        **self.backend_options)
+            # The run's engine_options (parallelism, memory), under what the command line gives (dtype).
+            options = {**self.config["engine_options"], **self.backend_options}
+            self._engine = load_backend(self.config["backend"], model, seed=self.config["seed"], **options)
             self._engine_model = model
         return self._engine
 
@@ -237,85 +156,49 @@ class DistillRun:
 
     def round(self, r: int = 1) -> "Round":
         if not 1 <= r <= self.n_rounds():
-            raise DistillError(f"round {r} is outside 1..{self.n_rounds()}")
+            raise ConfigError(f"round {r} is outside 1..{self.n_rounds()}")
         return Round(self, r)
 
     def n_rounds(self) -> int:
         rounds = self.config["rounds"]
         if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
-            raise DistillError(f"rounds must be a positive integer, got {rounds!r}")
+            raise ConfigError(f"rounds must be a positive integer, got {rounds!r}")
         return rounds
 
-    # Round 1's stages and files, the run's own (what a one-round run is).
-    def step_generate(self) -> Stage:
-        return self.round(1).generate()
-
-    def step_curate(self) -> Stage:
-        return self.round(1).curate()
-
-    def step_train(self) -> Stage:
-        return self.round(1).train()
-
-    def step_eval(self) -> Stage:
-        return self.round(1).eval()
-
-    def adapter_dir(self) -> Path:
-        return self.round(1).adapter_dir()
-
-    def merged_dir(self) -> Path:
-        return self.round(1).merged_dir()
-
-    def curation(self) -> dict | None:
-        return self.round(1).curation()
-
-    def nothing_curated(self) -> str | None:
-        return self.round(1).nothing_curated()
-
-    def conditions(self) -> list[tuple[str, str, dict, bool]]:
-        return self.round(1).conditions()
-
-    def record_path(self, label: str) -> Path:
-        return self.round(1).record_path(label)
-
     # -- all of it ---------------------------------------------------------------------------------
-    def check(self) -> None:
+    def check(self, devices: bool = False) -> None:
         """Build the task, method, curator and trainer from the settings, so a bad plugin option is
-        an error before any model loads and before the run folder is claimed."""
-        from s2d.plugins import get_plugins
-        from s2d.traces import build_curator, build_method
-
+        an error before any model loads and before the run folder is claimed. ``devices``: also
+        refuse engine_options this machine cannot run (more GPUs than CUDA sees), as `run` does;
+        `s2d plan` checks without, so a paper-scale config is planned on any machine."""
         c = self.config
         self.n_rounds()
         try:  # plugins raise ValueError (or TypeError) for bad options: here that is a settings error
             task = self.task()
             task.docs(c["split"])
-            from s2d.lmeval.tasks import _task_class, check_task_options
-
             check_task_options(_task_class(c["task"]), c.eval_task_options())
             build_method(c["method"], task, **c.generation_options())
             build_method(c["method"], task, **self.round(1).conditions()[1][2])  # the System 2 row's options
             build_curator(c["curator"], task, **c["curator_options"])
-            get_plugins().get("trainers", c["trainer"]).obj(**c["trainer_options"])
-            if c["backend"] is not None:
-                get_plugins().get("backends", c["backend"])
+            trainer = get_plugins().get("trainers", c["trainer"]).obj(**c["trainer_options"])
+            launch.check(c.settings, trainer)  # train_processes, accelerate_config
+            backend = get_plugins().get("backends", c["backend"] or default_backend_name()).obj
+            if c["engine_options"] and hasattr(backend, "check_engine_options"):
+                backend.check_engine_options(c["engine_options"], devices=devices)
             if c["backend"] != "scripted":  # round 1's teacher: a missing package says so now
-                from s2d.models import resolve_model
-
                 resolve_model(c["model"])
         except (ValueError, TypeError, LookupError) as exc:  # LookupError: an unknown plugin name
-            raise DistillError(str(exc)) from None
+            raise ConfigError(str(exc)) from None
 
     def run(self, export: str | Path | None = None) -> dict:
         """Every stage of every round, then the summary and (given ``export``) the export, all under
         the run folder's lock: a second run into the folder fails at once instead of mixing its
         files with this one's."""
-        from s2d.locks import hold
-
-        self.check()
+        self.check(devices=True)
         if export is not None:  # a refusal found now, not after the whole run
             check_export_dest(export, self.dir)
         with hold(self.folder.lock(), f"the run folder {self.dir}"):
-            self.folder.claim()
+            claim(self.folder)
             try:
                 for r in range(1, self.n_rounds() + 1):
                     rnd = self.round(r)
@@ -379,9 +262,6 @@ class Round:
         """This round's distilled model as a plain model folder (merging a LoRA adapter once)."""
         if not self.trained_adapter():
             return self.adapter_dir()
-        from s2d.models import resolve_model
-        from s2d.trainers.lora import merge_adapter
-
         return merge_adapter(resolve_model(self.config["model"]), str(self.adapter_dir()), str(self.merged_dir()))
 
     def adapter_dir(self) -> Path:
@@ -395,8 +275,6 @@ class Round:
         out = self.folder.traces(self.r)
 
         def work():
-            from s2d.traces import build_method, generate_traces
-
             c = self.config
             task = self.run.task()
             docs = task.docs(c["split"])
@@ -408,11 +286,7 @@ class Round:
                                             cache=self.run.cache, seed=c["seed"],
                                             perturb=c["curator"] == "perturb", progress=self.run.progress)
             write_jsonl(out, traces)
-            from s2d.files import portable_path
-
             teacher = portable_path(self.teacher(), self.run.dir) if self.r > 1 else c["model"]
-            from s2d.methods.base import cap_hits, cap_shares
-
             samples = [s for t in traces for s in t["samples"] + (t.get("perturbed") or {}).get("samples", [])]
             caps = cap_hits(samples)
             return {"inputs": len(traces), "teacher": teacher, **stats,
@@ -424,9 +298,6 @@ class Round:
         out = self.folder.curated(self.r)
 
         def work():
-            from s2d.curators.base import write_curated
-            from s2d.traces import build_curator, load_traces, make_runner
-
             c = self.config
             traces = load_traces(self.folder.traces(self.r))
             curator = build_curator(c["curator"], self.run.task(), **c["curator_options"])
@@ -446,8 +317,6 @@ class Round:
         own = self.dir / "sft.jsonl"
         if self.r == 1 or not self.config["accumulate"]:
             return own
-        from s2d.files import read_jsonl
-
         union: dict[str, list[dict]] = {}
         for rnd in [Round(self.run, k) for k in range(1, self.r + 1)]:
             by_id: dict[str, list[dict]] = {}
@@ -459,14 +328,13 @@ class Round:
         return path
 
     def train(self) -> Stage:
-        from s2d.trainers.base import training_config
-
         def work():
-            from s2d.models import resolve_model
-            from s2d.plugins import get_plugins
-
             self.run.close_engine()  # the CPU (or GPU) goes to training
             c = self.config
+            if launch.parallel(c.settings):  # train_processes > 1 or accelerate_config: a subprocess
+                launch.launch(c.settings, self.training_data(), self.adapter_dir(), self.dir / launch.LOG_NAME,
+                              progress=self.run.progress, echo=self.run.echo)
+                return training_config(self.adapter_dir())
             trainer = get_plugins().get("trainers", c["trainer"]).obj(**c["trainer_options"])
             # The run folder's config.json already proves these checkpoints are this run's (the same
             # settings, hence the same curated data): adopt ones written before they were recorded.
@@ -505,8 +373,6 @@ class Round:
         records = {label: self.record_path(label) for label, *_ in self.conditions()}
 
         def work():
-            from s2d.lmeval.run import evaluate
-
             c = self.config
             for label, method, m_opts, student in self.conditions():
                 if records[label].is_file():
@@ -530,13 +396,9 @@ class Round:
         return self._stage("eval", all(p.is_file() for p in records.values()), work)
 
     def record_path(self, label: str) -> Path:
-        from s2d.lmeval.run import record_path
-
         return record_path(self.folder.eval_dir(self.r), self.config["model"], self.config["task"], label)
 
     def rows(self) -> list[dict]:
-        from s2d.lmeval.run import headline_metric, load_record, metrics_of
-
         rows = []
         for label, *_ in self.conditions():
             rec = load_record(self.record_path(label))
@@ -592,8 +454,6 @@ def check_export_dest(dest: str | Path, run_folder: str | Path | None = None, in
     (exports made before the marker existed) its summary.txt and config.json. It never is, holds or
     lies inside the run folder it copies (replacing it would delete the run), nor any of the run's
     ``inputs`` (files) and input ``folders`` (see :func:`s2d.files.check_output`)."""
-    from s2d.files import check_output
-
     run = [("the run folder", run_folder)] if run_folder is not None else []
     check_output(dest, *inputs, folders=[*run, *folders], flag="--export", folder=True)
     dest = Path(dest)
@@ -602,22 +462,17 @@ def check_export_dest(dest: str | Path, run_folder: str | Path | None = None, in
     earlier = dest.is_dir() and ((dest / EXPORT_MARK).is_file() or
                                  ((dest / "summary.txt").is_file() and (dest / "config.json").is_file()))
     if not earlier and (not dest.is_dir() or any(dest.iterdir())):
-        raise DistillError(f"--export {dest}: exists and is not an earlier s2d export; refusing to replace it "
+        raise ConfigError(f"--export {dest}: exists and is not an earlier s2d export; refusing to replace it "
                            f"(choose another folder or remove it yourself)")
 
 
 def export_run(folder: str | Path, dest: str | Path) -> Path:
     """Copy a finished run's small files (every round's) to ``dest``. An existing ``dest`` is
     replaced only when it is an earlier export (it holds the marker file export writes) or empty."""
-    import shutil
-
-    from s2d.files import atomic_folder
-    from s2d.locks import SUFFIX, hold
-
     folder, dest = Path(folder), Path(dest)
     summary = folder / "summary.json"
     if not summary.is_file():
-        raise DistillError(f"{folder}: no summary.json, so the run has not finished; nothing to export")
+        raise ConfigError(f"{folder}: no summary.json, so the run has not finished; nothing to export")
     check_export_dest(dest, folder)
 
     def copy(src_dir: Path, out: Path, names) -> None:

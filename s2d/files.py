@@ -9,11 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from s2d.errors import S2DError
-
-
-class InputError(S2DError, ValueError):
-    """Bad input, with the file and line (or field) it came from."""
+from s2d.errors import InputError
 
 
 def read_jsonl(path: str | os.PathLike, parse: Callable[[Any], Any] | None = None) -> list:
@@ -108,12 +104,24 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         f.write("\n")
 
 
+def cache_dir() -> Path:
+    """``S2D_CACHE``, else ``$XDG_CACHE_HOME/s2d``, else ``~/.cache/s2d``."""
+    root = os.environ.get("S2D_CACHE")
+    if root:
+        return Path(root).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "s2d"
+
+
+def default_cache_dir() -> Path:
+    """The generation cache's folder: ``S2D_GENERATION_CACHE``, else ``$S2D_CACHE/generations``
+    (shared by every run)."""
+    explicit = os.environ.get("S2D_GENERATION_CACHE")
+    return Path(explicit).expanduser() if explicit else cache_dir() / "generations"
+
+
 def protected_folders() -> list[tuple[str, Path]]:
     """(what, folder) that no command's output may touch: the task data and the s2d cache (converted
     models, weight fingerprints, the shared generation cache), all read by every run."""
-    from s2d.models import cache_dir
-    from s2d.traces import default_cache_dir
-
     folders = [("the s2d cache", cache_dir()), ("the generation cache", default_cache_dir())]
     if os.environ.get("S2D_DATA_DIR"):
         folders.append(("the task data (S2D_DATA_DIR)", Path(os.environ["S2D_DATA_DIR"])))
@@ -176,8 +184,6 @@ def portable_path(path: str | os.PathLike | None, *roots: str | os.PathLike) -> 
     if not os.path.isabs(text):
         return text
     resolved = Path(text).resolve()
-    from s2d.models import cache_dir
-
     for root in [*roots, repo_root()]:
         if root is None:
             continue

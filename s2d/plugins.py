@@ -28,8 +28,8 @@ from typing import Any, Callable, Iterator
 
 import pluggy
 
-from s2d import hookspecs
-from s2d.errors import S2DError
+from s2d import __version__, hookspecs
+from s2d.errors import PluginError, PluginExitError, UnknownNameError
 
 ENTRY_POINT_GROUP = "s2d"
 KINDS = ("methods", "curators", "tasks", "trainers", "backends")
@@ -47,6 +47,7 @@ DEFAULT_PLUGINS = (
     "s2d.tasks.addition",
     "s2d.methods.system1",
     "s2d.methods.cot",
+    "s2d.methods.fewshot",
     "s2d.methods.rar",
     "s2d.methods.s2a",
     "s2d.methods.bsm",
@@ -59,14 +60,6 @@ DEFAULT_PLUGINS = (
     "s2d.trainers.full",
     "s2d.trainers.stepwise",
 )
-
-
-class PluginError(S2DError, RuntimeError):
-    """A plugin could not be loaded (raised only under S2D_STRICT_PLUGINS=1)."""
-
-
-class UnknownNameError(S2DError, LookupError):
-    """A method, curator, task, trainer or backend name nobody registered."""
 
 
 @dataclass
@@ -101,10 +94,6 @@ class PluginInfo:
             "hooks": self.hooks,
             "error": self.error,
         }
-
-
-class PluginExitError(RuntimeError):
-    """A plugin called os._exit while it was loaded (see :func:`_os_exit_raises`)."""
 
 
 @contextmanager
@@ -148,10 +137,11 @@ class Plugins:
         self.pm.add_hookspecs(hookspecs)
         self.info: dict[str, PluginInfo] = {}
         self.registry: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+        # What others build from this set and share while it lasts (lm-eval's glue keeps its tasks
+        # here): a new set, after reset(), starts empty, so nothing built from an old one survives.
+        self.built: dict = {}
         if _truthy(os.environ.get("S2D_TRACE_PLUGINS")):
             self._enable_tracing()
-        from s2d import __version__
-
         for modname in DEFAULT_PLUGINS:
             self._register_module(modname, lambda m=modname: importlib.import_module(m), "builtin",
                                   version=__version__)
@@ -298,6 +288,6 @@ def get_plugins(**kwargs) -> Plugins:
 
 
 def reset() -> None:
-    """Forget the loaded plugin set (tests)."""
+    """Forget the loaded plugin set (tests), and with it what was built from it (:attr:`Plugins.built`)."""
     global _current
     _current = None

@@ -11,17 +11,27 @@ test split for the curve, and the chosen threshold is then scored on the test sp
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import time
 from pathlib import Path
 
-from s2d.files import write_json
+from s2d.backends import load_backend
+from s2d.curators.base import majority_sample
+from s2d.errors import ConfigError
+from s2d.files import atomic_write, write_json
+from s2d.lmeval.run import evaluate
+from s2d.lmeval.tasks import build_task, lm_eval_config, lm_eval_name, tasks_path
+from s2d.methods.base import run_method
+from s2d.methods.route import run_settings
+from s2d.store import load_record, metrics_of
+from s2d.tasks.base import subset
+from s2d.traces import build_method, make_runner, open_cache
 
 
 def split_docs(task, split: str, task_options: dict, limit: int | None) -> list[dict]:
     """The documents an evaluation of ``split`` sees: the task's subset option, then lm-eval's limit."""
-    from s2d.tasks.base import subset
-
     docs = task.docs(split)
     if task_options.get("subset"):
         docs = subset(docs, int(task_options["subset"]), int(task_options.get("subset_seed", 0)))
@@ -30,10 +40,6 @@ def split_docs(task, split: str, task_options: dict, limit: int | None) -> list[
 
 def per_input(method, runner, task, docs: list[dict]) -> list[dict]:
     """Both answers of every input: run the route method with every input sent on to System 2."""
-    from s2d.methods.base import run_method
-
-    from s2d.lmeval.model import _majority
-
     metric = task.metrics[0]
     n_direct = 1 + (method.samples if method.confidence == "agreement" else 0)  # the check samples, the answer
     rows = []
@@ -45,7 +51,7 @@ def per_input(method, runner, task, docs: list[dict]) -> list[dict]:
         rows.append({
             "id": str(doc["id"]), "confidence": head["confidence"],
             "direct": task.score(doc, direct[-1]["text"])[metric],
-            "system2": task.score(doc, _majority(samples)["response"])[metric],
+            "system2": task.score(doc, majority_sample(samples)["response"])[metric],
             "direct_tokens": direct_tokens,
             "system2_tokens": sum(x["total_tokens"] for x in samples) - direct_tokens,
         })
@@ -80,19 +86,11 @@ def route_run(run_folder: str | Path, *, out_dir: str | Path, tune_split: str = 
               round_: int | None = None, cache=True, progress: bool = True, echo=print) -> dict:
     """Sweep thresholds on ``tune_split``, pick one, draw the test curve and score the pick through
     lm-eval; write ``routing.json``, ``routing.md`` and ``routing.png`` in ``out_dir``."""
-    from s2d.backends import load_backend
-    from s2d.lmeval.run import evaluate, load_record, metrics_of
-    from s2d.lmeval.tasks import build_task
-    from s2d.methods.route import run_settings
-    from s2d.traces import build_method, make_runner, open_cache
-
     info = run_settings(run_folder, round_)
     cfg = info["config"]
     task_options = cfg.eval_task_options() or {}
     task = build_task(cfg["task"], **{k: v for k, v in task_options.items() if k not in ("subset", "subset_seed")})
     if tune_split not in task.splits:
-        from s2d.config import ConfigError
-
         raise ConfigError(f"task {task.name!r} has no {tune_split!r} split to pick the threshold on; splits: "
                           f"{', '.join(task.splits)} (pass --tune-split)")
     options = {"from_run": str(run_folder), "round": round_, "confidence": confidence, "samples": samples}
@@ -140,10 +138,6 @@ def route_run(run_folder: str | Path, *, out_dir: str | Path, tune_split: str = 
 def task_budget(task_name: str) -> int:
     """The System 1 budget lm-eval passes: ``max_gen_toks`` of the task's YAML file (the built-ins'),
     else of the config s2d builds for a plugin task."""
-    import re
-
-    from s2d.lmeval.tasks import lm_eval_config, lm_eval_name, tasks_path
-
     name = lm_eval_name(task_name)
     yaml_file = Path(tasks_path()) / name / f"{name}.yaml"
     if yaml_file.is_file():
@@ -156,8 +150,6 @@ def task_budget(task_name: str) -> int:
 def rows_of(run_folder, round_) -> dict:
     """The run's System 1 and System 2 test rows of round 1 (the base weights, what route falls back
     to) and the routed round's distilled row (score, mean tokens), for the table and the plot."""
-    import json
-
     summary = Path(run_folder) / "summary.json"
     if not summary.is_file():
         return {}
@@ -198,8 +190,6 @@ def plot_route(result: dict, path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    from s2d.files import atomic_write
-
     fig, ax = plt.subplots(figsize=(5, 3.8))
     draw_route(ax, result)
     ax.set_xlabel("mean generated tokens (every stage)")
@@ -215,8 +205,6 @@ def plot_route(result: dict, path: Path) -> Path | None:
 
 def load_routings(results_dir: str | Path) -> dict[str, list[dict]]:
     """Every `s2d route` result (routing.json) under ``results_dir``, by task, for the leaderboard."""
-    import json
-
     out: dict[str, list[dict]] = {}
     for path in sorted(Path(results_dir).rglob("routing.json")):
         try:

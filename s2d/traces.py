@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
-from s2d.config import ConfigError
-from s2d.methods.base import Method, StageRunner, run_method
+from s2d.cache import GenerationCache
+from s2d.errors import ConfigError
+from s2d.files import default_cache_dir, read_jsonl
+from s2d.methods.base import Method, run_method
+from s2d.plugins import get_plugins
+from s2d.stages import StageRunner
+from s2d.store import weights_identity
 
 
 def model_identity(backend) -> str:
@@ -22,29 +26,8 @@ def model_identity(backend) -> str:
     return f"{backend.name}:{weights_identity(backend.model_path)}:{getattr(backend, 'dtype', None)}"
 
 
-def weights_identity(path: str | None) -> str | None:
-    """``sha256:<digest>`` of a local model or adapter folder, else the reference itself."""
-    if path and os.path.exists(path):
-        from s2d.models import weights_fingerprint
-
-        return f"sha256:{weights_fingerprint(path)}"
-    return path
-
-
-def default_cache_dir() -> Path:
-    """``S2D_GENERATION_CACHE``, else ``$S2D_CACHE/generations`` (shared by every run)."""
-    import os
-
-    from s2d.models import cache_dir
-
-    explicit = os.environ.get("S2D_GENERATION_CACHE")
-    return Path(explicit).expanduser() if explicit else cache_dir() / "generations"
-
-
 def open_cache(cache: str | os.PathLike | bool | None):
     """``None``/``False``: no cache; ``True``: the default folder; an open cache: itself; else that folder."""
-    from s2d.cache import GenerationCache
-
     if cache is None or cache is False:
         return None
     if isinstance(cache, GenerationCache):  # the CLI opens it once; a second open would take it as a path
@@ -53,8 +36,6 @@ def open_cache(cache: str | os.PathLike | bool | None):
 
 
 def build_method(name: str, task, **options: Any) -> Method:
-    from s2d.plugins import get_plugins
-
     cls = get_plugins().get("methods", name).obj
     return cls(task, **options)
 
@@ -62,8 +43,6 @@ def build_method(name: str, task, **options: Any) -> Method:
 def resolved_method_options(name: str, options: dict | None) -> dict:
     """A method's options as a run uses them: its declared defaults, then the given values. Records
     and run folders store this, so a default changed later cannot make them claim the new value."""
-    from s2d.plugins import get_plugins
-
     cls = get_plugins().get("methods", name).obj
     resolved = {**cls.options(), **(options or {})}
     if isinstance(cls, type) and issubclass(cls, Method):
@@ -79,8 +58,6 @@ def resolved_method_options(name: str, options: dict | None) -> dict:
 
 
 def build_curator(name: str, task, **options: Any):
-    from s2d.plugins import get_plugins
-
     cls = get_plugins().get("curators", name).obj
     return cls(task, **options)
 
@@ -125,8 +102,6 @@ def generate_traces(backend, task, method: Method, docs: list[dict], *, split: s
 
 def load_traces(path: str | os.PathLike) -> list[dict]:
     """Read a traces JSONL, checking each line has what curators need (errors name file:line)."""
-    from s2d.files import read_jsonl
-
     seen: set[str] = set()
 
     def check(rec):

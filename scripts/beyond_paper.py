@@ -58,7 +58,8 @@ def probe(earlier: dict | None, echo) -> dict:
     """System 1 and few-shot CoT on addition at each digit count and worked style; the pair where
     CoT helps most. Rows of an earlier probe are kept (one without a style is `columns`, the first)."""
     from s2d.backends import load_backend
-    from s2d.lmeval.run import evaluate, load_record, metrics_of
+    from s2d.lmeval.run import evaluate
+    from s2d.store import load_record, metrics_of
     from s2d.traces import open_cache
 
     rows = [{"worked": PROBE_WORKED[0], **r} for r in (earlier or {}).get("rows", [])]
@@ -128,7 +129,8 @@ def plan_runs(addition: dict) -> list[tuple[str, str, dict]]:
 
 
 def distill(name: str, cfg: dict, echo) -> dict:
-    from s2d.distill import DistillRun, RunConfig
+    from s2d.config import RunConfig
+    from s2d.distill import DistillRun
 
     folder = RUNS_DIR / name
     start = time.perf_counter()
@@ -138,7 +140,7 @@ def distill(name: str, cfg: dict, echo) -> dict:
 
 
 def run_row(task: str, trainer: str, folder: Path) -> dict | None:
-    from s2d.trainers.base import training_config
+    from s2d.store import training_config
 
     path = folder / "summary.json"
     if not path.is_file():

@@ -55,7 +55,7 @@ TRAIN_INPUTS, TRAIN_SAMPLES = 100, 8
 
 
 def score(record: dict) -> tuple[str, float]:
-    from s2d.lmeval.run import headline_metric, metrics_of
+    from s2d.store import headline_metric, metrics_of
 
     metrics = metrics_of(record)
     key = headline_metric(metrics)
@@ -79,7 +79,8 @@ def main() -> None:
         return report_only(Path(args.out), args.model)
 
     from s2d.backends import load_backend
-    from s2d.lmeval.run import evaluate, load_record, record_path
+    from s2d.lmeval.run import evaluate, record_path
+    from s2d.store import load_record
     from s2d.traces import open_cache
 
     out = Path(args.out)
@@ -165,7 +166,7 @@ def report_only(out: Path, model: str) -> None:
 def refresh_own_rows(out: Path, model: str, rows: list[dict]) -> None:
     """The search's own rows read again from their records beside search.json (a scorer fix
     rescored them), and each gain against its group's System 1 row."""
-    from s2d.lmeval.run import load_record, metrics_of
+    from s2d.store import load_record, metrics_of
 
     for r in rows:
         rec = load_record(out / model / r["task"] / f"{r['condition']}.json")
@@ -181,7 +182,7 @@ def refresh_own_rows(out: Path, model: str, rows: list[dict]) -> None:
 def matrix_rows(model: str) -> list[dict]:
     """System 1 vs each method in results/eval (greedy; a `+subset=N` condition is compared with
     System 1 on the same subset)."""
-    from s2d.lmeval.run import load_records
+    from s2d.store import load_records
 
     groups: dict[tuple[str, str], dict[str, dict]] = {}
     for rec in load_records(MATRIX):

@@ -183,7 +183,8 @@ def answer_shares(record_path: Path, answer: str) -> tuple[float | None, float |
 
 
 def run_one(name: str, cfg_dict: dict, progress: bool) -> dict:
-    from s2d.distill import DistillRun, RunConfig
+    from s2d.config import RunConfig
+    from s2d.distill import DistillRun
 
     folder = RUNS_DIR / name
     run = DistillRun(RunConfig.build(cfg_dict), folder, progress=progress,
@@ -325,7 +326,7 @@ def main() -> None:
     unknown = (wanted or set()) - {name for name, *_ in RUNS}
     if unknown:
         sys.exit(f"unknown run(s): {', '.join(sorted(unknown))}")
-    from s2d.distill import RunConfig
+    from s2d.config import RunConfig
 
     plan = [(name, settings(base, over), why) for name, base, over, why in RUNS]
     for name, cfg, _ in plan:

@@ -34,7 +34,7 @@ def first_prompt(method_name: str, task, doc: dict, options: dict) -> str | None
 
 
 def migrate(samples_path: Path) -> str:
-    from s2d.lmeval.run import metrics_of
+    from s2d.store import metrics_of
     from s2d.lmeval.tasks import build_task
 
     record_path = samples_path.with_name(samples_path.name.removesuffix(".samples.jsonl") + ".json")

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> None:
-    from s2d.lmeval.run import headline_metric, load_records, metrics_of
+    from s2d.store import headline_metric, load_records, metrics_of
 
     folder = Path(sys.argv[1])
     records = [r for r in load_records(folder) if "decoding" in str(r["s2d"].get("identity", {}))]

@@ -18,7 +18,7 @@ def refresh(summary_path: Path) -> list[str]:
     """Update one summary's rows (every round's) from its records; return what changed."""
     from s2d.distill import format_summary
     from s2d.files import atomic_write, write_json
-    from s2d.lmeval.run import headline_metric, load_record, metrics_of
+    from s2d.store import headline_metric, load_record, metrics_of
 
     summary = json.loads(summary_path.read_text())
     folder = summary_path.parent

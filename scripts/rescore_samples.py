@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def rescore(record_path: Path) -> dict | None:
-    from s2d.lmeval.run import load_record, metrics_of
+    from s2d.store import load_record, metrics_of
     from s2d.lmeval.tasks import build_task
 
     samples = record_path.with_name(record_path.stem + ".samples.jsonl")
@@ -84,7 +84,7 @@ def write(row: dict) -> dict:
 
     from s2d.envinfo import git_commit
     from s2d.files import write_json, write_jsonl
-    from s2d.lmeval.run import results_key
+    from s2d.store import results_key
 
     rec, rows = row["_rec"], row["_rows"]
     if rec["s2d"].get("method") == "route":  # its answer may be the fallback's, not the response's

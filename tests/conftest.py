@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -24,12 +25,48 @@ def _fresh_plugins():
     plugins.reset()
 
 
+@pytest.fixture
+def replace(monkeypatch):
+    """``replace(func, new)``: ``func`` replaced by ``new`` in its own module and in every s2d module
+    that imported it by name. s2d imports its own modules at the top (tests/test_layers.py), so a
+    patch of the defining module alone would not reach the callers."""
+    import sys
+
+    def replace(func, new):
+        for name, module in list(sys.modules.items()):
+            if (name == "s2d" or name.startswith("s2d.")) and getattr(module, func.__name__, None) is func:
+                monkeypatch.setattr(module, func.__name__, new)
+
+    return replace
+
+
 @pytest.fixture(scope="session")
 def model_path():
     """The embedded default model, converted once into the s2d cache (the real thing)."""
     from s2d.models import resolve_model
 
     return resolve_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(model_path, tmp_path_factory):
+    """A random 2-layer model of the embedded model's architecture and tokenizer (hidden size 32):
+    trains in seconds, for what needs a real training loop but not real weights."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    config = AutoConfig.from_pretrained(model_path)
+    config.update({"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
+                   "num_key_value_heads": 2, "head_dim": 8})
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(out, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+        if (Path(model_path) / name).is_file():
+            shutil.copy(Path(model_path) / name, out / name)
+    return str(out)
 
 
 @pytest.fixture(scope="session")
@@ -139,3 +176,46 @@ def table1_configs(folder, trainer: str = "lora"):
     (configs / "table1_coin_flip_rar2.yaml").write_text(
         "task: coin_flip\nmethod: rar2\ntask_options: {train_size: 4, validation_size: 2}\n" + small)
     return configs
+
+
+def load_plugin_file(tmp_path, name: str, source: str):
+    """Write ``source`` as plugins/``name``.py under ``tmp_path`` and load it as a plugins folder."""
+    from s2d.plugins import get_plugins
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / f"{name}.py").write_text(source)
+    get_plugins(plugins_dir=folder)
+    return folder
+
+
+MEMORIZE = '''
+import hashlib, json, os
+from pathlib import Path
+from s2d.hookspecs import hookimpl
+
+class Memorize:
+    """Writes a "model folder" whose weights are the hash of its training data (no model)."""
+    name = "memorize"
+    batch_size = 8
+    def __init__(self, **options):
+        self.__dict__.update(options)
+    def train(self, model_path, data_path, out, *, seed=0, progress=True):
+        if os.environ.get("S2D_TEST_FAIL_ON") and os.environ["S2D_TEST_FAIL_ON"] in str(data_path):
+            raise RuntimeError("killed in training")
+        out = Path(out); out.mkdir(parents=True, exist_ok=True)
+        (out / "model.safetensors").write_bytes(hashlib.sha256(Path(data_path).read_bytes()).digest())
+        (out / "config.json").write_text("{}")
+        (out / "s2d_training.json").write_text(json.dumps({"data": str(data_path), "base": model_path,
+                                                           "seed": seed}))
+
+@hookimpl
+def register_trainers(register):
+    register(Memorize)
+'''
+
+
+@pytest.fixture
+def memorize(tmp_path, tiny_data):
+    """A model-free trainer plugin, `memorize` (see MEMORIZE), loaded from a plugins folder."""
+    return load_plugin_file(tmp_path, "memorize", MEMORIZE)

@@ -168,7 +168,8 @@ def test_configs_are_valid_at_both_scales():
             from s2d.lmeval.tasks import _task_class
             from s2d.traces import build_method
 
-            if not cfg["method_options"].get("shots"):  # few-shot CoT reads the train split: no data here
+            # few-shot CoT and fewshot read the train split when built: no data here
+            if not cfg["method_options"].get("shots") and cfg["method"] != "fewshot":
                 build_method(cfg["method"], _task_class(cfg["task"])(**cfg["task_options"]), **cfg.generation_options())
                 build_method(cfg["method"], _task_class(cfg["task"])(**cfg["task_options"]), **cfg.eval_method_options())
             from s2d.lmeval.tasks import _task_class, check_task_options
@@ -180,7 +181,7 @@ def test_configs_are_valid_at_both_scales():
 
 
 def test_overriding_the_method_drops_the_configs_method_options():
-    from s2d.distill import RunConfig
+    from s2d.config import RunConfig
 
     config = {"task": "coin_flip", "method": "rar2", "method_options": {"respond_n": 1}}
     assert RunConfig.build(config, {"method": "system1"})["method_options"] == {}
@@ -190,7 +191,7 @@ def test_overriding_the_method_drops_the_configs_method_options():
 
 
 def test_reproduce_renders_ours_beside_the_paper():
-    from s2d.distill import RunConfig
+    from s2d.config import RunConfig
     from s2d.reproduce import render_table
 
     cfg = RunConfig.build({"task": "last_letter", "method": "rar2"})
@@ -213,7 +214,7 @@ def test_reproduce_renders_ours_beside_the_paper():
 def test_second_round_samples_come_from_the_first_rounds_merged_weights(tiny_data, tmp_path, model_path):
     """Two rounds on the real model (hf engine): round 2's teacher is round 1's merged student, the
     cache keys name its weights, and its samples differ from round 1's."""
-    from s2d.models import weights_fingerprint
+    from s2d.store import weights_fingerprint
 
     res = distill("--runs-dir", str(tmp_path), "--name", "r", "--cache", str(tmp_path / "cache"), "--backend", "hf",
                   "--method", "cot", "--set", "method_options.max_new_tokens=16", "--curator", "none", "--eval-limit", "2",
@@ -233,11 +234,13 @@ def test_run_folder_knows_what_is_done_and_refuses_other_settings(tmp_path):
     """RunFolder alone (no engine): paths per round, a stage done only once its last file exists,
     and a folder of other settings refused."""
     from s2d.config import RunConfig
-    from s2d.distill import DistillError, RunFolder
+    from s2d.distill import claim
+    from s2d.errors import ConfigError
+    from s2d.store import RunFolder
 
     cfg = RunConfig.build({"task": "last_letter", "n": 2})
     folder = RunFolder(tmp_path / "run", cfg.settings)
-    folder.claim()
+    claim(folder)
     assert (tmp_path / "run" / "config.json").is_file() and (tmp_path / "run" / "config.yaml").is_file()
     assert folder.round_dir(2) == tmp_path / "run" / "round2"
     assert not folder.generated() and not folder.curation_done()
@@ -246,29 +249,31 @@ def test_run_folder_knows_what_is_done_and_refuses_other_settings(tmp_path):
     assert folder.generated() and not folder.curation_done()  # the summary is the stage's last file
     folder.curation_summary().write_text('{"records": 0}')
     assert folder.curation_done() and folder.curation() == {"records": 0}
-    RunFolder(tmp_path / "run", cfg.settings).claim()  # the same settings: fine
-    with pytest.raises(DistillError, match=r"other settings \(n\)"):
-        RunFolder(tmp_path / "run", RunConfig.build({"task": "last_letter", "n": 3}).settings).claim()
+    claim(RunFolder(tmp_path / "run", cfg.settings))  # the same settings: fine
+    with pytest.raises(ConfigError, match=r"other settings \(n\)"):
+        claim(RunFolder(tmp_path / "run", RunConfig.build({"task": "last_letter", "n": 3}).settings))
     # Another method resolves other options too; the message names the setting the user changed.
-    with pytest.raises(DistillError, match=r"other settings \(method\);"):
-        RunFolder(tmp_path / "run", RunConfig.build({"task": "last_letter", "n": 2, "method": "cot"}).settings).claim()
+    with pytest.raises(ConfigError, match=r"other settings \(method\);"):
+        claim(RunFolder(tmp_path / "run", RunConfig.build({"task": "last_letter", "n": 2, "method": "cot"}).settings))
 
 
 def test_a_run_folder_made_under_other_method_defaults_is_refused(tmp_path, monkeypatch):
     """The same config after a method's default changed (a raised token cap) is another run:
     config.json holds the resolved options, each stage's decoding among them, it was made with."""
     from s2d.config import RunConfig
-    from s2d.distill import DistillError, RunFolder
+    from s2d.distill import claim
+    from s2d.errors import ConfigError
     from s2d.methods.rar import RaR2
+    from s2d.store import RunFolder
 
     cfg = RunConfig.build({"task": "last_letter", "method": "rar2"})
-    RunFolder(tmp_path / "run", cfg.settings).claim()
+    claim(RunFolder(tmp_path / "run", cfg.settings))
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["method_resolved"]["decoding"]["respond"]["max_new_tokens"] == RaR2.max_new_tokens["respond"]
     assert saved["settings"]["method_options"] == {}
     monkeypatch.setattr(RaR2, "max_new_tokens", {**RaR2.max_new_tokens, "respond": 7})
-    with pytest.raises(DistillError, match=r"other settings \(the method's defaults"):
-        RunFolder(tmp_path / "run", cfg.settings).claim()
-    RunFolder(tmp_path / "other", cfg.settings).claim()  # a new folder records the new defaults
+    with pytest.raises(ConfigError, match=r"other settings \(the method's defaults"):
+        claim(RunFolder(tmp_path / "run", cfg.settings))
+    claim(RunFolder(tmp_path / "other", cfg.settings))  # a new folder records the new defaults
     assert json.loads((tmp_path / "other" / "config.json").read_text())["method_resolved"]["decoding"]["respond"][
         "max_new_tokens"] == 7

@@ -5,45 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import table1_configs
-
-TRAINER = '''
-import hashlib, json, os
-from pathlib import Path
-from s2d.hookspecs import hookimpl
-
-class Memorize:
-    """Writes a "model folder" whose weights are the hash of its training data (no model)."""
-    name = "memorize"
-    def __init__(self, **options):
-        pass
-    def train(self, model_path, data_path, out, *, seed=0, progress=True):
-        if os.environ.get("S2D_TEST_FAIL_ON") and os.environ["S2D_TEST_FAIL_ON"] in str(data_path):
-            raise RuntimeError("killed in training")
-        out = Path(out); out.mkdir(parents=True, exist_ok=True)
-        data = Path(data_path).read_bytes()
-        (out / "model.safetensors").write_bytes(hashlib.sha256(data).digest())
-        (out / "config.json").write_text("{}")
-        (out / "s2d_training.json").write_text(json.dumps({"data": str(data_path), "base": model_path}))
-
-@hookimpl
-def register_trainers(register):
-    register(Memorize)
-'''
-
-
-@pytest.fixture
-def memorize(tmp_path, tiny_data):
-    from s2d.plugins import get_plugins
-
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    (folder / "memorize.py").write_text(TRAINER)
-    get_plugins(plugins_dir=folder)
-
+from conftest import MEMORIZE, table1_configs
 
 def config(**extra):
-    from s2d.distill import RunConfig
+    from s2d.config import RunConfig
 
     return RunConfig.build({"task": "last_letter", "task_options": {"size": 4}, "backend": "scripted", "n": 3,
                             "method": "cot", "trainer": "memorize", "rounds": 2, **extra})
@@ -91,9 +56,9 @@ def test_two_rounds_write_both_and_rerun_reuses_every_stage(memorize, tmp_path):
     assert not (out / "round2" / "traces.jsonl").exists()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
-    from s2d.distill import DistillError
+    from s2d.errors import ConfigError
 
-    with pytest.raises(DistillError, match="not an earlier s2d export"):
+    with pytest.raises(ConfigError, match="not an earlier s2d export"):
         export_run(folder, tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
     assert export_run(folder, out) == out  # an earlier export is replaced
@@ -128,7 +93,7 @@ def test_run_temperature_reaches_the_system2_samples_only(memorize, tmp_path):
     cfg = config(rounds=1, temperature=0.3, top_p=0.9)
     r = DistillRun(cfg, tmp_path / "run", progress=False, echo=lambda m: None, cache=False,
                    backend_options={"script": script})
-    r.step_generate()
+    r.round(1).generate()
     engine = r._engine
     assert {(q.temperature, q.top_p) for call in engine.calls for q in call} == {(0.3, 0.9)}
     r.close_engine()
@@ -143,9 +108,10 @@ def test_run_temperature_reaches_the_system2_samples_only(memorize, tmp_path):
     ({"accumulate": "yes"}, "'accumulate' must be true or false"),
 ])
 def test_bad_run_settings_are_rejected_when_the_config_is_built(bad, message):
-    from s2d.distill import DistillError, RunConfig
+    from s2d.config import RunConfig
+    from s2d.errors import ConfigError
 
-    with pytest.raises(DistillError, match=message):
+    with pytest.raises(ConfigError, match=message):
         RunConfig.build({"task": "last_letter", **bad})
 
 
@@ -175,7 +141,7 @@ def test_the_default_cli_path_prints_stage_lines_progress_and_the_summary_only(t
     import sys
 
     (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "memorize.py").write_text(TRAINER)
+    (tmp_path / "plugins" / "memorize.py").write_text(MEMORIZE)
     # The scripted engine echoes its prompt, which is no answer: this one states an answer.
     import shutil
 

@@ -127,7 +127,7 @@ def test_usc_response_target_is_an_agreeing_samples_text(tiny_data):
 
     class Runner:  # USC's own call: one reply per input
         def stage(self, name, chains, prompts, **kw):
-            from s2d.methods.base import Step
+            from s2d.stages import Step
 
             return [[c.then(Step("usc", p, "Most answers say so.\nFINAL: A. A. Milne", 5, 5, "stop"))]
                     for c, p in zip(chains, prompts)]

@@ -111,7 +111,7 @@ def test_a_plugin_calling_sys_exit_or_misspelling_a_hook_is_isolated_and_reporte
 
 
 def test_the_leaderboard_names_each_record_it_skips(tmp_path):
-    from s2d.lmeval.run import leaderboard
+    from s2d.report import leaderboard
 
     good = {"s2d": {"task": "t", "condition": "system1", "mean_generated_tokens": 3.0, "model": "m",
                     "backend": "b", "n_examples": 1, "wall_seconds": 1.0},
@@ -140,7 +140,9 @@ def test_published_folders_keep_their_subfolders_enterable(tmp_path):
 
 
 def test_train_refuses_another_runs_checkpoints_unless_asked(tmp_path):
-    from s2d.trainers.base import CONFIG_NAME, TrainerError, claim_output
+    from s2d.errors import TrainerError
+    from s2d.store import TRAINING_CONFIG
+    from s2d.trainers.base import claim_output
 
     run = {"trainer": "lora", "settings": {"epochs": 3}, "seed": 0, "model": "m", "data_sha256": "aaa"}
     out = tmp_path / "out"
@@ -153,20 +155,20 @@ def test_train_refuses_another_runs_checkpoints_unless_asked(tmp_path):
     (out / "checkpoints" / "s2d_run.json").unlink()  # checkpoints of unknown origin
     with pytest.raises(TrainerError, match="no record of what made them"):
         claim_output(out, run)
-    (out / CONFIG_NAME).write_text(json.dumps({"data_sha256": "zzz", "settings": {"epochs": 3}}))
+    (out / TRAINING_CONFIG).write_text(json.dumps({"data_sha256": "zzz", "settings": {"epochs": 3}}))
     with pytest.raises(TrainerError, match="a model trained from other data or settings"):
         claim_output(out, run)
     claim_output(out, {**run, "data_sha256": "bbb"}, overwrite=True)
-    assert not (out / "checkpoints" / "checkpoint-5").exists() and not (out / CONFIG_NAME).exists()
+    assert not (out / "checkpoints" / "checkpoint-5").exists() and not (out / TRAINING_CONFIG).exists()
 
 
-def test_train_checks_options_and_every_record_before_loading_a_model(tmp_path, monkeypatch):
+def test_train_checks_options_and_every_record_before_loading_a_model(tmp_path, replace):
     import s2d.models
 
     def no_model(*a, **k):
         raise AssertionError("the model was resolved before the inputs were checked")
 
-    monkeypatch.setattr(s2d.models, "resolve_model", no_model)
+    replace(s2d.models.resolve_model, no_model)
     data = tmp_path / "sft.jsonl"
     data.write_text(json.dumps({"prompt": [{"role": "user", "content": "q"}],
                                 "completion": [{"role": "assistant", "content": "a"}]}) + "\n" +
@@ -308,7 +310,7 @@ def test_run_names_cannot_leave_the_runs_folder(tiny_data, tmp_path):
     res = invoke("distill", "--task", "last_letter", "--set", "task_options.size=4", "--backend", "scripted",
                  "--runs-dir", str(tmp_path / "runs"), "--name", "../../../etc/evil", "--set", "rounds=0")
     assert res.exit_code != 0 and not (tmp_path / "etc").exists() and not (tmp_path.parent / "etc").exists()
-    from s2d.lmeval.run import safe_name
+    from s2d.store import safe_name
 
     assert "/" not in safe_name("../../x") and not safe_name("..").startswith(".")
 

@@ -34,7 +34,9 @@ def last_letter_oracle(request, sample):
 
 
 def test_evaluate_writes_records_and_leaderboard(tiny_data, tmp_path):
-    from s2d.lmeval.run import evaluate, leaderboard, load_records
+    from s2d.lmeval.run import evaluate
+    from s2d.report import leaderboard
+    from s2d.store import load_records
 
     backend = ScriptedBackend(script=last_letter_oracle)
     paths = evaluate(backend, model_ref="scripted", tasks=["last_letter"], limit=None, log_samples=True,
@@ -112,7 +114,8 @@ def test_s2d_eval_and_stock_lm_eval_agree_on_the_embedded_model(tiny_data, tmp_p
 
 
 def test_records_of_other_settings_are_never_overwritten(tiny_data, tmp_path):
-    from s2d.lmeval.run import RecordExistsError, evaluate
+    from s2d.errors import RecordExistsError
+    from s2d.lmeval.run import evaluate
 
     def run(**kw):
         return evaluate(ScriptedBackend(script=last_letter_oracle), model_ref="scripted", tasks=["last_letter"],
@@ -136,7 +139,8 @@ def test_records_of_other_settings_are_never_overwritten(tiny_data, tmp_path):
 def test_a_record_made_under_other_method_defaults_is_not_replaced(tiny_data, tmp_path, monkeypatch):
     """A record stores the method's resolved options; after a default changes, the same command
     would measure something else, so it is refused rather than silently replacing the record."""
-    from s2d.lmeval.run import RecordExistsError, evaluate
+    from s2d.errors import RecordExistsError
+    from s2d.lmeval.run import evaluate
     from s2d.methods.cot import ChainOfThought
 
     def run():
@@ -155,7 +159,7 @@ def test_a_record_made_under_other_method_defaults_is_not_replaced(tiny_data, tm
     with pytest.raises(RecordExistsError, match="method_resolved"):
         run()
     # Another method resolves other options too: the message names only what the user changed.
-    from s2d.lmeval.run import check_record
+    from s2d.store import check_record
 
     with pytest.raises(RecordExistsError) as err:
         check_record(path, {**saved, "method": "rar1", "method_resolved": {"decoding": {}}})

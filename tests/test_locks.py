@@ -209,7 +209,7 @@ def test_a_run_holds_its_folder_through_every_stage(tmp_path, monkeypatch):
     monkeypatch.setattr(Round, "generate", lambda self: None)
     cfg = RunConfig.build({"task": "last_letter", "task_options": {"size": 4}, "backend": "scripted"})
     run = DistillRun(cfg, tmp_path / "run", progress=False, cache=False)
-    monkeypatch.setattr(DistillRun, "check", lambda self: None)
+    monkeypatch.setattr(DistillRun, "check", lambda self, **kw: None)
     with pytest.raises(KeyboardInterrupt):
         run.run()
     assert f"is in use by process {os.getpid()} " in seen[0], seen
@@ -230,7 +230,7 @@ def test_a_run_exports_under_its_own_lock_and_leaves_lock_files_behind(tmp_path,
     for stage in ("generate", "curate", "train"):
         monkeypatch.setattr(Round, stage, lambda self: None)
     monkeypatch.setattr(Round, "eval", evaluate)
-    monkeypatch.setattr(DistillRun, "check", lambda self: None)
+    monkeypatch.setattr(DistillRun, "check", lambda self, **kw: None)
     cfg = RunConfig.build({"task": "last_letter", "task_options": {"size": 4}, "backend": "scripted"})
     DistillRun(cfg, tmp_path / "run", progress=False, cache=False).run(export=tmp_path / "export")
     exported = sorted(p.name for p in (tmp_path / "export").rglob("*"))

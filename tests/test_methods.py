@@ -230,3 +230,28 @@ def test_rar2_paper_wording_asks_the_rephrased_question_alone(tiny_data):
         assert "Final answer: <answer>" in backend.calls[1][0].messages[-1]["content"]
     with pytest.raises(MethodConfigError, match="wording must be"):
         build_method("rar2", task("last_letter"), wording="both")
+
+
+def test_fewshot_is_system1_after_answer_only_train_exemplars(tiny_data):
+    """The paper's GSM8k System 1 row (8-shot, no CoT): exemplars are train questions in the System 1
+    prompt answered by the final-answer line only; an input never sees its own answer; system1's
+    identity (its resolved options) is untouched by the new method."""
+    from s2d.traces import resolved_method_options
+
+    t = task("gsm8k")
+    assert resolved_method_options("fewshot", {})["shots"] == 8  # the paper's k
+    assert "shots" not in resolved_method_options("system1", {})
+    m = build_method("fewshot", t, shots=3)
+    backend = ScriptedBackend(script=judge_script)
+    train = t.docs("train")
+    run_method(m, make_runner(backend, "fewshot"), train[:1])
+    msgs = backend.calls[0][0].messages
+    assert [x["role"] for x in msgs] == ["user", "assistant"] * 3 + ["user"]
+    answers = {d["question"]: d["answer"] for d in train}
+    for user, assistant in zip(msgs[0:6:2], msgs[1:6:2]):
+        question = user["content"].split("\nGive only")[0]
+        assert assistant["content"] == f"Final answer: {answers[question]}"  # the answer alone, no reasoning
+        assert question != train[0]["question"]  # never its own answer
+    assert msgs[-1]["content"] == t.system1_prompt(train[0])
+    with pytest.raises(MethodConfigError, match="fewshot shots=9"):
+        build_method("fewshot", t, shots=9)  # 6 train problems: too few for 9 shots + a spare

@@ -15,7 +15,7 @@ def invoke(*args):
 
 
 @pytest.fixture
-def no_model(monkeypatch):
+def no_model(replace):
     """Loading an engine or resolving a model to train fails the test: the refusal must come first."""
     import s2d.backends
     import s2d.cli
@@ -24,9 +24,9 @@ def no_model(monkeypatch):
     def loaded(*args, **kwargs):
         raise AssertionError("a model was loaded before the refusal")
 
-    monkeypatch.setattr(s2d.cli, "make_backend", loaded)
-    monkeypatch.setattr(s2d.backends, "load_backend", loaded)
-    monkeypatch.setattr(s2d.models, "resolve_model", loaded)
+    replace(s2d.cli.make_backend, loaded)
+    replace(s2d.backends.load_backend, loaded)
+    replace(s2d.models.resolve_model, loaded)
 
 
 def refused(res, *named):
@@ -128,7 +128,8 @@ def test_distill_takes_only_a_new_empty_or_own_run_folder(tiny_data, tmp_path, n
 
 def test_a_run_folder_is_new_empty_or_claimed_by_s2d(tmp_path):
     from s2d.config import RunConfig
-    from s2d.distill import RunFolder
+    from s2d.distill import claim
+    from s2d.store import RunFolder
 
     settings = RunConfig.build({"task": "last_letter"}).settings
     folder = RunFolder(tmp_path / "run", settings)
@@ -136,7 +137,7 @@ def test_a_run_folder_is_new_empty_or_claimed_by_s2d(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / ".s2d-lock").write_text("")  # a lock file left behind is no content
     assert folder.saved() is None
-    folder.claim()
+    claim(folder)
     assert folder.saved()["settings"]["task"] == "last_letter"
 
 

@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from s2d.cli import cli
-from test_distill_rounds import TRAINER  # the `memorize` trainer: a "model folder" from the data's hash
+from conftest import MEMORIZE  # the `memorize` trainer: a "model folder" from the data's hash
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,7 +41,7 @@ def plugins(tmp_path):
     folder = tmp_path / "plugins"
     folder.mkdir()
     (folder / "distinct.py").write_text(DISTINCT)
-    (folder / "memorize.py").write_text(TRAINER)
+    (folder / "memorize.py").write_text(MEMORIZE)
     return folder
 
 

@@ -238,3 +238,24 @@ def test_every_command_and_flag_in_the_readme_exists():
     problems, checked = readme_flag_errors((Path(__file__).parent.parent / "README.md").read_text())
     assert not problems and checked > 20, problems
     assert readme_flag_errors("run `s2d eval --tasks x --no-such-flag`")[0]  # the check can fail
+
+
+def test_task_caches_go_with_the_plugin_set(tiny_data):
+    """What lm-eval's glue caches (task classes by name, tasks built) belongs to the plugin set it
+    came from: after plugins.reset() a name means what the new set registers, and tasks are built
+    anew (issue 28: both caches used to survive the reset)."""
+    from s2d import plugins
+    from s2d.lmeval.tasks import _task_class, build_task
+    from s2d.tasks.last_letter import LastLetter
+
+    first = build_task("last_letter")
+    assert _task_class("last_letter") is LastLetter and build_task("last_letter") is first  # shared in one set
+
+    class Other(LastLetter):
+        """Another task under the same name."""
+
+    plugins.reset()
+    assert build_task("last_letter") is not first
+    plugins.get_plugins().registry["tasks"]["last_letter"].obj = Other
+    assert _task_class("last_letter") is Other
+    assert isinstance(build_task("last_letter"), Other)

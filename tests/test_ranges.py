@@ -66,10 +66,11 @@ def test_words_per_example_zero_fails_before_any_model(tiny_data, tmp_path):
 
 def test_distill_check_names_the_task_option(tiny_data, tmp_path):
     from s2d.config import RunConfig
-    from s2d.distill import DistillError, DistillRun
+    from s2d.distill import DistillRun
+    from s2d.errors import ConfigError
 
     cfg = RunConfig.build({"task": "last_letter", "backend": "scripted", "task_options": {"words_per_example": 0}})
-    with pytest.raises(DistillError, match="'words_per_example' must be >= 1"):
+    with pytest.raises(ConfigError, match="'words_per_example' must be >= 1"):
         DistillRun(cfg, tmp_path / "run", progress=False, echo=lambda m: None, cache=False).check()
 
 
@@ -119,8 +120,12 @@ def test_every_shipped_template_passes_its_own_check(tiny_data):
         for entry in get_plugins().entries("methods"):
             if entry.name == "route":
                 continue  # needs a distilled run; its templates are {input} only
+            # fewshot reads its exemplars when built; of the tiny data's train splits, gsm8k's hold some
+            if entry.name == "fewshot" and name != "gsm8k":
+                continue
+            shots = {"shots": 1} if entry.name == "fewshot" else {}
             for wording in ("s2d", *entry.obj.wordings):
-                build_method(entry.name, task, wording=wording)
+                build_method(entry.name, task, wording=wording, **shots)
 
 
 def test_a_template_with_a_positional_field_fails_before_generation(tiny_data, tmp_path):
@@ -165,12 +170,13 @@ def test_n_of_a_billion_is_refused_by_the_cli(tiny_data, tmp_path):
 def test_reproduce_checks_every_run_before_the_first(tiny_data, tmp_path, monkeypatch):
     """words_per_example is last_letter's: the fourth run of table 1 (coin_flip) cannot take it,
     which is said before the first run starts."""
-    from s2d.distill import DistillError, DistillRun
+    from s2d.distill import DistillRun
+    from s2d.errors import ConfigError
     from s2d.reproduce import run_table
 
     started = []
     monkeypatch.setattr(DistillRun, "run", lambda self: started.append(self.dir) or {})
-    with pytest.raises(DistillError) as err:
+    with pytest.raises(ConfigError) as err:
         run_table("table1", configs_dir=table1_configs(tmp_path), runs_dir=tmp_path / "runs",
                   out_dir=tmp_path / "out", progress=False, echo=lambda m: None, backend="scripted",
                   settings={"task_options": {"words_per_example": 1}})

@@ -82,13 +82,12 @@ def test_route_options_are_checked():
         build_method("route", object(), from_run="/nonexistent", threshold=0)
 
 
-def test_s2d_route_picks_the_cheapest_threshold_within_a_point_and_lm_eval_agrees(run_folder, tmp_path,
-                                                                                  monkeypatch):
+def test_s2d_route_picks_the_cheapest_threshold_within_a_point_and_lm_eval_agrees(run_folder, tmp_path, replace):
     import s2d.backends
     from s2d.routing import candidate_thresholds, choose, curve, route_run
 
     backend = ScriptedBackend(script=oracle)
-    monkeypatch.setattr(s2d.backends, "load_backend", lambda *a, **k: backend)
+    replace(s2d.backends.load_backend, lambda *a, **k: backend)
     out = tmp_path / "route"
     result = route_run(run_folder, out_dir=out, cache=tmp_path / "cache", progress=False, echo=lambda m: None)
     docs = task().docs("test")
@@ -114,7 +113,7 @@ def test_s2d_route_picks_the_cheapest_threshold_within_a_point_and_lm_eval_agree
     assert [p["accuracy"] for p in points] == [0.75, 0.75, 1.0, 1.0, 1.0]  # no confidence: always System 2
     assert choose(points, 0.0)["threshold"] == -0.2 and choose(points, 0.3)["threshold"] == -math.inf
 
-    from s2d.lmeval.run import leaderboard
+    from s2d.report import leaderboard
 
     _, _, png = leaderboard(out)  # the route record and its curve
     assert png is None or png.stat().st_size > 1000
@@ -146,7 +145,7 @@ def test_s2d_route_on_the_real_model_reuses_every_generation_in_lm_eval(model_pa
     assert record["s2d"]["samples_generated"] == 0 and record["s2d"]["samples_from_cache"] > 0
 
 
-def test_s2d_route_command_runs_with_the_default_cache(run_folder, tmp_path, monkeypatch):
+def test_s2d_route_command_runs_with_the_default_cache(run_folder, tmp_path, replace):
     """The command as a user types it: the cache on (the default folder), the scripted backend
     (issue 27 item 11: the CLI opened the cache and route_run opened it again, a TypeError)."""
     from click.testing import CliRunner
@@ -155,7 +154,7 @@ def test_s2d_route_command_runs_with_the_default_cache(run_folder, tmp_path, mon
     from s2d.cli import cli
 
     backend = ScriptedBackend(script=oracle)
-    monkeypatch.setattr(s2d.backends, "load_backend", lambda *a, **k: backend)
+    replace(s2d.backends.load_backend, lambda *a, **k: backend)
     out = tmp_path / "route"
     res = CliRunner().invoke(cli, ["route", str(run_folder), "--out-dir", str(out), "--no-progress"])
     assert res.exit_code == 0, res.output

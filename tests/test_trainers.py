@@ -195,27 +195,6 @@ def test_merged_adapter_answers_like_base_plus_adapter(model_path, random_adapte
     folded.close()
 
 
-@pytest.fixture(scope="module")
-def tiny_model(model_path, tmp_path_factory):
-    """A random 2-layer model of the embedded model's architecture and tokenizer (hidden size 32):
-    trains in seconds, for what needs a real training loop but not real weights."""
-    import shutil
-
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    out = tmp_path_factory.mktemp("tiny_model")
-    config = AutoConfig.from_pretrained(model_path)
-    config.update({"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
-                   "num_key_value_heads": 2, "head_dim": 8})
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(out, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
-        if (Path(model_path) / name).is_file():
-            shutil.copy(Path(model_path) / name, out / name)
-    return str(out)
-
-
 def adapter_tensors(folder):
     from safetensors.torch import load_file
 

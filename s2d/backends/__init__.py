@@ -1,7 +1,10 @@
 """Generation backends. The contract is in :mod:`s2d.backends.base`; each engine is one module,
 registered as a built-in plugin through the ``register_backends`` hook."""
 
-from s2d.backends.base import Backend, Completion, Request
+from s2d.backends.base import Backend
+from s2d.models import resolve_model
+from s2d.plugins import get_plugins
+from s2d.stages import Completion, Request
 
 __all__ = ["Backend", "Completion", "Request", "load_backend", "default_backend_name", "model_path_for"]
 
@@ -15,8 +18,6 @@ def default_backend_name() -> str:
 
 def load_backend(name: str | None, model: str, **options) -> Backend:
     """Build a backend by name (None: the default engine) for a model reference."""
-    from s2d.plugins import get_plugins
-
     name = name or default_backend_name()
     cls = get_plugins().get("backends", name).obj
     ok, why = cls.available() if hasattr(cls, "available") else (True, "")
@@ -27,6 +28,4 @@ def load_backend(name: str | None, model: str, **options) -> Backend:
 
 def model_path_for(name: str | None, model: str) -> str:
     """What backend ``name`` loads for a model reference (the scripted backend takes it as is)."""
-    from s2d.models import resolve_model
-
     return model if (name or default_backend_name()) == "scripted" else resolve_model(model)

@@ -14,6 +14,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any, Sequence
 
 from s2d.backends.base import Backend, Completion, Request, check_context, cpu_dtype, cut_at_stop, sample_seed
+from s2d.errors import ConfigError, ModelError
 from s2d.hookspecs import hookimpl
 
 
@@ -34,8 +35,6 @@ def render(tokenizer, request: Request) -> list[int]:
     as is (with the tokenizer's usual special tokens)."""
     if request.messages is not None:
         if not getattr(tokenizer, "chat_template", None):
-            from s2d.models import ModelError
-
             raise ModelError("this model has no chat template; send raw 'prompt' text instead of 'messages'")
         text = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -49,8 +48,14 @@ class HFBackend(Backend):
 
     def __init__(self, model_path: str, *, seed: int = 0, dtype: str = "auto", device: str | None = None,
                  batch_size: int | None = None, threads: int | None = None,
-                 trust_remote_code: bool = False, **options: Any):
+                 trust_remote_code: bool = False, max_model_len: int | None = None, **options: Any):
+        # engine_options: one device, so no parallel sizes; vLLM's memory and graph options
+        # (gpu_memory_utilization, enforce_eager) mean nothing to transformers and are left aside.
+        self.check_engine_options(options)
+        for key in ("gpu_memory_utilization", "enforce_eager"):
+            options.pop(key, None)
         super().__init__(model_path, seed=seed, dtype=dtype, **options)
+        self.max_model_len = max_model_len  # engine_options.max_model_len: the context, at most the model's
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -75,6 +80,17 @@ class HFBackend(Backend):
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self._peft = None
         self._adapters: dict[str, str] = {}
+
+    @classmethod
+    def check_engine_options(cls, options: dict, *, devices: bool = True) -> None:
+        """The `hf` backend runs on one device: a parallel size above 1 (or an executor) is refused."""
+        parallel = [f"{k}={options[k]}" for k in ("tensor_parallel_size", "data_parallel_size", "pipeline_parallel_size")
+                    if (options.get(k) or 1) != 1]
+        if options.get("distributed_executor_backend") is not None:
+            parallel.append(f"distributed_executor_backend={options['distributed_executor_backend']}")
+        if parallel:
+            raise ConfigError(f"engine_options {', '.join(parallel)}: the hf backend runs on one device; "
+                              f"parallel generation needs the vllm backend (--backend vllm)")
 
     def versions(self) -> dict:
         import torch
@@ -109,7 +125,10 @@ class HFBackend(Backend):
         from tqdm.auto import tqdm
 
         prompts = [render(self.tokenizer, r) for r in requests]
-        check_context(prompts, requests, getattr(self.model.config, "max_position_embeddings", None))
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        if self.max_model_len:
+            context = min(context or self.max_model_len, self.max_model_len)
+        check_context(prompts, requests, context)
         # Group by adapter, then by prompt length, so micro-batches pad little.
         order = sorted(range(len(requests)), key=lambda i: (requests[i].adapter or "", len(prompts[i])))
         batches, current, rows = [], [], 0

@@ -17,6 +17,8 @@ import os
 from typing import Any, Sequence
 
 from s2d.backends.base import Backend, Completion, Request, check_context, cpu_dtype, sample_seed
+from s2d.backends.hf import render
+from s2d.errors import ConfigError, InputError
 from s2d.hookspecs import hookimpl
 
 _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -46,8 +48,6 @@ def _adapter_rank(path: str) -> int:
         with open(os.path.join(path, "adapter_config.json")) as f:
             return int(json.load(f).get("r", 16))
     except (OSError, ValueError) as exc:
-        from s2d.files import InputError
-
         raise InputError(f"adapter {path}: cannot read adapter_config.json ({exc})") from None
 
 
@@ -57,13 +57,30 @@ class VLLMBackend(Backend):
     name = "vllm"
 
     def __init__(self, model_path: str, *, seed: int = 0, dtype: str = "auto", tensor_parallel_size: int = 1,
-                 data_parallel_size: int = 1, max_model_len: int | None = 4096, enforce_eager: bool | None = None,
-                 enable_lora: bool | None = None, max_lora_rank: int = 16, gpu_memory_utilization: float = 0.85,
-                 kv_cache_gb: float = 4, cpu_bind: str = "all", trust_remote_code: bool = False, **options: Any):
+                 data_parallel_size: int = 1, pipeline_parallel_size: int = 1,
+                 distributed_executor_backend: str | None = None, max_model_len: int | None = 4096,
+                 enforce_eager: bool | None = None, enable_lora: bool | None = None, max_lora_rank: int = 16,
+                 gpu_memory_utilization: float = 0.85, kv_cache_gb: float = 4, cpu_bind: str = "all",
+                 trust_remote_code: bool = False, **options: Any):
         super().__init__(model_path, seed=seed, dtype=dtype, **options)
+        # More GPUs than CUDA sees, or Ray without ray: said now, before any engine starts.
+        self.check_engine_options({"tensor_parallel_size": tensor_parallel_size,
+                                   "data_parallel_size": data_parallel_size,
+                                   "pipeline_parallel_size": pipeline_parallel_size,
+                                   "distributed_executor_backend": distributed_executor_backend}, devices=True)
         import torch
 
         self.on_cpu = not torch.cuda.is_available()
+        # data_parallel_size > 1: that many engines, each in its own process on its own GPUs (vLLM's
+        # offline LLM refuses data_parallel_size > 1 in one process); this one only deals out requests.
+        self.data_parallel_size = int(data_parallel_size)
+        self._workers: DataParallelEngines | None = None
+        self._worker_options = dict(
+            seed=seed, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
+            pipeline_parallel_size=pipeline_parallel_size, distributed_executor_backend=distributed_executor_backend,
+            max_model_len=max_model_len, enforce_eager=enforce_eager, enable_lora=enable_lora,
+            max_lora_rank=max_lora_rank, gpu_memory_utilization=gpu_memory_utilization, kv_cache_gb=kv_cache_gb,
+            cpu_bind=cpu_bind, trust_remote_code=trust_remote_code, **options)
         if self.on_cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gb))
             # One CPU step prefills up to 32k tokens (chunked prefill is off, below); with a LoRA
@@ -85,8 +102,10 @@ class VLLMBackend(Backend):
         # The dtype the engine computes in, not "auto": records and cache keys must tell a bf16
         # machine's generations from an fp32 one's. On a GPU vLLM resolves "auto" at load (below).
         self.dtype = self.engine_args["dtype"]
-        if data_parallel_size != 1:
-            self.engine_args["data_parallel_size"] = data_parallel_size
+        if pipeline_parallel_size != 1:
+            self.engine_args["pipeline_parallel_size"] = pipeline_parallel_size
+        if distributed_executor_backend is not None:
+            self.engine_args["distributed_executor_backend"] = distributed_executor_backend
         if self.on_cpu:
             # Seeded (per-request) sampling kills the CPU engine when a prompt's prefill is split
             # across steps ("CPU Generator does not use offset"): prefill whole prompts only.
@@ -99,6 +118,31 @@ class VLLMBackend(Backend):
         self.llm = None
         self._engine_has_lora = False
         self._lora_ids: dict[str, int] = {}
+
+    @classmethod
+    def check_engine_options(cls, options: dict, *, devices: bool = True) -> None:
+        """Refuse ``engine_options`` this machine cannot run, before any engine starts: Ray without
+        ray installed, and (``devices``) more GPUs than torch sees. tensor x pipeline x data
+        parallel sizes is the GPUs the engines need; with Ray they may be on other nodes of the
+        cluster, so only a count above 1 without Ray is checked, and only then is CUDA asked."""
+        sizes = {k: int(options.get(k) or 1) for k in ("tensor_parallel_size", "pipeline_parallel_size",
+                                                       "data_parallel_size")}
+        ray = options.get("distributed_executor_backend") == "ray"
+        if ray and importlib.util.find_spec("ray") is None:
+            raise ConfigError("engine_options.distributed_executor_backend=ray: ray is not installed here "
+                              "(pip install ray, and start the cluster first; docs/scale.md)")
+        gpus = sizes["tensor_parallel_size"] * sizes["pipeline_parallel_size"] * sizes["data_parallel_size"]
+        if not devices or ray or gpus <= 1:
+            return
+        import torch
+
+        seen = torch.cuda.device_count()
+        if gpus > seen:
+            asked = " x ".join(f"{k} {v}" for k, v in sizes.items() if v > 1)
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            raise ConfigError(f"engine_options: {asked} needs {gpus} GPUs, but torch sees {seen} CUDA device(s) "
+                              f"here{f' (CUDA_VISIBLE_DEVICES={visible})' if visible is not None else ''}; "
+                              f"lower the sizes, or use distributed_executor_backend: ray on a Ray cluster")
 
     def _dtype(self, dtype: str) -> str:
         if dtype != "auto" or not self.on_cpu:
@@ -138,14 +182,22 @@ class VLLMBackend(Backend):
         return self.llm
 
     def generate(self, requests: Sequence[Request], *, progress: bool = True) -> list[list[Completion]]:
+        if self.data_parallel_size > 1:
+            if self._workers is None:
+                per_engine = int(self._worker_options["tensor_parallel_size"] or 1) * \
+                    int(self._worker_options["pipeline_parallel_size"] or 1)
+                self._workers = DataParallelEngines(
+                    self.data_parallel_size, self.model_path, self._worker_options, gpus_per_engine=per_engine,
+                    pin=self._worker_options["distributed_executor_backend"] != "ray" and not self.on_cpu)
+            results = self._workers.generate(requests, progress=progress)
+            self.dtype = self._workers.dtype or self.dtype
+            return results
         from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 
         adapters = sorted({os.path.abspath(r.adapter) for r in requests if r.adapter})
         llm = self._engine([_adapter_rank(a) for a in adapters])
         tokenizer = llm.get_tokenizer()
-        from s2d.backends.hf import render
-
         # One engine request per sample, seeded by the sample's index (vLLM fans n>1 out into child
         # requests anyway, and prefix caching shares the prompt): sample j is then the same text
         # whether it is generated alone or with others, as the Request contract promises.
@@ -180,6 +232,9 @@ class VLLMBackend(Backend):
         return results
 
     def close(self) -> None:
+        if getattr(self, "_workers", None) is not None:
+            self._workers.close()
+            self._workers = None
         if self.llm is not None:
             import gc
 
@@ -189,6 +244,131 @@ class VLLMBackend(Backend):
                 core.shutdown()
             self.llm = None
             gc.collect()
+
+
+def shard(requests: Sequence[Request], parts: int) -> list[list[int]]:
+    """Request indices in ``parts`` contiguous runs of about equal samples (a method's stage keeps
+    neighbours together, which share prompt prefixes), none empty while requests last."""
+    total = sum(r.n for r in requests)
+    runs, done = [[] for _ in range(parts)], 0
+    for i, r in enumerate(requests):
+        runs[min(parts - 1, done * parts // max(total, 1))].append(i)
+        done += r.n
+    return [run for run in runs if run]
+
+
+class DataParallelEngines:
+    """``n`` engines, each a backend of ``engine`` (a VLLMBackend without data parallelism) in its
+    own spawned process. Pinned, engine i sees only its ``gpus_per_engine`` GPUs (of
+    CUDA_VISIBLE_DEVICES); unpinned (Ray), each engine asks the cluster for its own. A batch is dealt
+    out in contiguous shards and the completions put back in order. A request keeps its seed: one
+    without its own seed or id is given its index in the whole batch as id, which is what the one
+    engine derives its seed from, so the samples are those one engine would draw."""
+
+    def __init__(self, n: int, model_path: str, options: dict, *, gpus_per_engine: int = 1, pin: bool = True,
+                 engine: str = "s2d.backends.vllm:VLLMBackend"):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold CUDA
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = [d for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(n * gpus_per_engine)]
+        self.dtype: str | None = None
+        self.conns, self.procs = [], []
+        for i in range(n):
+            devices = ",".join(ids[i * gpus_per_engine:(i + 1) * gpus_per_engine]) if pin else None
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_engine_worker, args=(child, engine, model_path, options, devices),
+                               name=f"s2d-engine-{i}")
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    def generate(self, requests: Sequence[Request], *, progress: bool | str = True) -> list[list[Completion]]:
+        from dataclasses import replace
+
+        requests = [replace(r, id=str(i)) if r.id is None and r.seed is None else r for i, r in enumerate(requests)]
+        runs = shard(requests, len(self.conns))
+        for k, run in enumerate(runs):  # the first engine's bar stands for all (they run side by side)
+            self.conns[k].send(("generate", [requests[i] for i in run], progress if k == 0 else False))
+        results: list = [None] * len(requests)
+        failure = None
+        for k, run in enumerate(runs):
+            status, payload, dtype = self._receive(k)
+            if status == "error":
+                failure = failure or payload
+                continue
+            self.dtype = dtype
+            for i, completions in zip(run, payload):
+                results[i] = completions
+        if failure is not None:
+            raise failure
+        return results
+
+    def _receive(self, k: int):
+        try:
+            return self.conns[k].recv()
+        except EOFError:
+            code = self.procs[k].exitcode
+            return "error", RuntimeError(f"data-parallel engine {k} died (exit code {code}); run with -v to see "
+                                         f"its log"), None
+
+    def close(self) -> None:
+        for conn in self.conns:
+            try:
+                conn.send(("close", None, None))
+            except (OSError, BrokenPipeError):
+                pass
+        for proc in self.procs:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=10)
+        self.conns, self.procs = [], []
+
+
+def _engine_worker(conn, engine: str, model_path: str, options: dict, devices: str | None) -> None:
+    """One data-parallel engine's process: build the engine on its GPUs, then answer batches."""
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices  # before torch or vLLM first look at CUDA
+    import importlib
+
+    module, _, name = engine.partition(":")
+    backend = None
+    try:
+        backend = getattr(importlib.import_module(module), name)(model_path, **options)
+        while True:
+            kind, requests, progress = conn.recv()
+            if kind == "close":
+                return
+            try:
+                conn.send(("ok", backend.generate(requests, progress=progress), getattr(backend, "dtype", None)))
+            except Exception as exc:  # the caller raises it: the same error one engine would have raised
+                conn.send(("error", _picklable(exc), None))
+    except (EOFError, KeyboardInterrupt):
+        return
+    except Exception as exc:  # the engine did not start: said at the first batch
+        try:
+            while True:
+                kind, _, _ = conn.recv()
+                if kind == "close":
+                    return
+                conn.send(("error", _picklable(exc), None))
+        except EOFError:
+            return
+    finally:
+        if backend is not None:
+            backend.close()
+
+
+def _picklable(exc: Exception) -> Exception:
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
 @hookimpl

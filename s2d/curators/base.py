@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from s2d.errors import ConfigError
 from s2d.files import write_json, write_jsonl
 from s2d.options import apply_options
 
@@ -68,8 +69,6 @@ class Curator:
         return self.task.target(answer)
 
     def check_target(self) -> None:
-        from s2d.config import ConfigError
-
         if getattr(self, "target", "answer") not in ("answer", "response"):
             raise ConfigError(f"curator {self.name!r}: target must be 'answer' or 'response', got {self.target!r}")
 
@@ -82,6 +81,15 @@ def vote(answers: list[str | None]) -> tuple[Counter, str | None, int, bool]:
         return counts, None, 0, False
     top, k = ranked[0]
     return counts, top, k, len(ranked) > 1 and ranked[1][1] == k
+
+
+def majority_sample(samples: list[dict]) -> dict:
+    """The sample an evaluation scores: the only one, or (n > 1) the first giving the most common
+    answer."""
+    if len(samples) == 1:
+        return samples[0]
+    _, top, _, _ = vote([s["answer"] for s in samples])
+    return next((s for s in samples if s["answer"] == top), samples[0])
 
 
 def chosen_response(samples: list[dict], answer: str | None) -> str | None:

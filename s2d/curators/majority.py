@@ -5,7 +5,7 @@ parseable answer."""
 
 from __future__ import annotations
 
-from s2d.config import ConfigError
+from s2d.errors import ConfigError
 from s2d.curators.base import Curator, Decision, vote
 from s2d.hookspecs import hookimpl
 

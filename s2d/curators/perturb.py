@@ -5,7 +5,7 @@ original and the perturbed input give the same answer. Needs traces made with ``
 from __future__ import annotations
 
 from s2d.curators.base import Curator, Decision, chosen_response, vote
-from s2d.files import InputError
+from s2d.errors import InputError
 from s2d.hookspecs import hookimpl
 
 

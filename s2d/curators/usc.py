@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import re
 
-from s2d.config import ConfigError
+from s2d.errors import ConfigError
 from s2d.curators.base import Curator, Decision
 from s2d.hookspecs import hookimpl
-from s2d.methods.base import Chain
 from s2d.options import check_template
+from s2d.stages import Chain
 
 TEMPLATE = ("Here is a question and {k} answers that were written for it.\n\n[Question]\n{question}\n\n"
             "{responses}\n\nWhich answer do most of the responses agree on? Write that answer as one short "

@@ -13,23 +13,22 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from lm_eval.api.model import LM
-from lm_eval.api.registry import register_model
-
 from s2d.backends.base import Backend
-from s2d.methods.base import cap_hits
+from s2d.curators.base import majority_sample
+from s2d.lmeval.tasks import build_task, s2d_name
+from s2d.methods.base import cap_hits, run_method
+from s2d.plugins import get_plugins
+from s2d.traces import build_method, make_runner
 
 
-@register_model("s2d")
-class S2DLM(LM):
-    """Routes lm-eval generation requests through an s2d method and backend, one batch per stage."""
+class S2DModel:
+    """Routes lm-eval generation requests through an s2d method and backend, one batch per stage.
+    :func:`lm_class` makes it lm-eval's ``LM``: lm_eval is imported only when an evaluation runs."""
 
     def __init__(self, backend: Backend, method: str = "system1", adapter: str | None = None,
                  progress: bool = True, method_options: dict | None = None, task_options: dict | None = None,
                  cache=None, seed: int = 0, **kwargs: Any):
         super().__init__()
-        from s2d.plugins import get_plugins
-
         get_plugins().get("methods", method)  # fail early on an unknown method
         self.backend, self.method, self.adapter, self.progress = backend, method, adapter, progress
         self.method_options = dict(method_options or {})
@@ -41,10 +40,6 @@ class S2DLM(LM):
         self.method_stats: dict[str, list[float]] = {}
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        from s2d.lmeval.tasks import build_task
-        from s2d.methods.base import run_method
-        from s2d.traces import build_method, make_runner
-
         texts: list[str | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, inst in enumerate(requests):
@@ -54,8 +49,6 @@ class S2DLM(LM):
             groups[(inst.task_name, int(gen_kwargs.get("max_gen_toks", 256)), until)].append(i)
         for (task_name, max_gen, until), members in groups.items():
             options = {k: v for k, v in self.task_options.items() if k not in ("subset", "subset_seed")}
-            from s2d.lmeval.tasks import s2d_name
-
             task = build_task(s2d_name(task_name), **options)
             method = build_method(self.method, task, **self.method_options)
             # The task file's budget and stop strings apply wherever a stage sets none (System 1).
@@ -72,7 +65,7 @@ class S2DLM(LM):
             self.cache_stats["generated"] += runner.generated
             self.cache_stats["reused"] += runner.reused
             for i, samples in zip(members, per_doc):
-                inst, s = requests[i], _majority(samples)
+                inst, s = requests[i], majority_sample(samples)
                 texts[i] = s["response"]
                 stages: dict[str, int] = {}
                 for sample in samples:  # with n > 1 (majority at test time) every sample's tokens count
@@ -102,11 +95,20 @@ class S2DLM(LM):
         raise NotImplementedError("s2d's lm-eval model generates only; s2d tasks use generate_until")
 
 
-def _majority(samples: list[dict]) -> dict:
-    """The sample lm-eval scores: the only one, or (n > 1) the first giving the most common answer."""
-    from s2d.curators.base import vote
+_LM_CLASS: type | None = None
 
-    if len(samples) == 1:
-        return samples[0]
-    _, top, _, _ = vote([s["answer"] for s in samples])
-    return next((s for s in samples if s["answer"] == top), samples[0])
+
+def lm_class() -> type:
+    """``S2DLM``, lm-eval's model ``s2d``: :class:`S2DModel` as an ``lm_eval.api.model.LM``, made and
+    registered on first use (lm_eval imports numpy, requests and more: `s2d --help` must not)."""
+    global _LM_CLASS
+    if _LM_CLASS is None:
+        from lm_eval.api.model import LM
+        from lm_eval.api.registry import register_model
+
+        @register_model("s2d")
+        class S2DLM(S2DModel, LM):
+            __doc__ = S2DModel.__doc__
+
+        _LM_CLASS = S2DLM
+    return _LM_CLASS

@@ -9,23 +9,25 @@ stock ``lm_eval`` CLI load the same documents and score them the same way.
 from __future__ import annotations
 
 import inspect
-from functools import lru_cache
+import json
+import os
+import shutil
 from pathlib import Path
 
-from s2d.config import ConfigError
+import s2d.lm_eval_tasks
+from s2d.errors import ConfigError
+from s2d.options import check_range, check_type
+from s2d.plugins import get_plugins
+from s2d.tasks.base import Task, subset
 
 
 def tasks_path() -> str:
     """The folder of s2d's lm-eval task files, for ``lm_eval --include_path``."""
-    import s2d.lm_eval_tasks
-
     return str(Path(s2d.lm_eval_tasks.__file__).parent)
 
 
-@lru_cache(maxsize=None)
 def _task_class(name: str):
-    from s2d.plugins import get_plugins
-
+    """The task class the current plugin set registers as ``name`` (never one of an earlier set)."""
     return get_plugins().get("tasks", name).obj
 
 
@@ -46,8 +48,6 @@ def check_task_options(cls, options: dict) -> dict:
     """``options`` checked against the task's declared ones: an unknown key, a value of another
     type than its default or outside the task's :meth:`~s2d.tasks.base.Task.option_ranges` is an
     error naming the task, the key and the allowed keys or range."""
-    from s2d.options import check_type
-
     declared = task_options(cls)
     unknown = sorted(set(options) - set(declared) - set(EVAL_OPTIONS))
     if unknown:
@@ -61,8 +61,6 @@ def check_task_options(cls, options: dict) -> dict:
 
 def check_task_ranges(cls, options: dict) -> dict:
     """``options`` if each lies in its range (the task's own and the evaluation's), else ConfigError."""
-    from s2d.options import check_range
-
     ranges = {**getattr(cls, "option_ranges", dict)(), **EVAL_RANGES}
     for k, v in options.items():
         if k in ranges:
@@ -88,25 +86,21 @@ def build_task(name: str, strict: bool = False, **options):
     return _built(cls, kwargs)
 
 
-_BUILT: dict = {}
-
-
 def _built(cls, kwargs: dict):
-    """One instance per (task class, options, data folder) in a process: an `s2d eval` checks the
-    task's options, lm-eval loads its documents and the LM builds prompts from the same Task
-    (building one reads and splits its data files)."""
-    import json
-    import os
-
+    """One instance per (task class, options, data folder) of the current plugin set: an `s2d eval`
+    checks the task's options, lm-eval loads its documents and the LM builds prompts from the same
+    Task (building one reads and splits its data files). A new plugin set (``plugins.reset()``)
+    builds its tasks anew."""
     try:
-        key = (cls, json.dumps(kwargs, sort_keys=True), os.environ.get("S2D_DATA_DIR"))
+        key = ("task", cls, json.dumps(kwargs, sort_keys=True), os.environ.get("S2D_DATA_DIR"))
     except TypeError:  # an option JSON cannot spell: no sharing
         return cls(**kwargs)
-    if key not in _BUILT:
-        if len(_BUILT) >= 64:
-            _BUILT.clear()
-        _BUILT[key] = cls(**kwargs)
-    return _BUILT[key]
+    built = get_plugins().built
+    if key not in built:
+        if len(built) >= 64:
+            built.clear()
+        built[key] = cls(**kwargs)
+    return built[key]
 
 
 def bind(name: str):
@@ -120,8 +114,6 @@ def bind(name: str):
 
     def load(**options):
         import datasets
-
-        from s2d.tasks.base import subset
 
         size, seed = options.pop("subset", None), options.pop("subset_seed", 0)
         check_task_ranges(_task_class(name), {"subset": size})  # the stock lm_eval CLI's metadata too
@@ -164,8 +156,6 @@ def lm_eval_name(name: str) -> str:
 
 def s2d_name(lm_eval_task: str) -> str:
     """The s2d task behind an lm-eval task name (the inverse of :func:`lm_eval_name`)."""
-    from s2d.plugins import get_plugins
-
     for entry in get_plugins().entries("tasks"):
         if lm_eval_name(entry.name) == lm_eval_task:
             return entry.name
@@ -175,9 +165,6 @@ def s2d_name(lm_eval_task: str) -> str:
 def check_task_plugin(name: str) -> None:
     """A registered task must implement what lm-eval and the methods call; else an error naming the
     task and its plugin, raised before any model loads."""
-    from s2d.plugins import get_plugins
-    from s2d.tasks.base import Task
-
     entry = get_plugins().get("tasks", name)
     cls = entry.obj
     missing = [m for m in REQUIRED if getattr(cls, m, None) is None or getattr(cls, m) is getattr(Task, m)]
@@ -252,12 +239,6 @@ metadata:
 def write_task_files(out: str | Path) -> list[Path]:
     """Write an lm-eval task folder (YAML + utils.py) for every registered task, built-in or from a
     plugin, so stock ``lm_eval --include_path OUT`` runs each of them."""
-    import json
-
-    from s2d.plugins import get_plugins
-
-    import shutil
-
     out = Path(out)
     written = []
     builtins = builtin_task_names()

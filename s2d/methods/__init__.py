@@ -4,6 +4,8 @@ The contract is in :mod:`s2d.methods.base`; each built-in is one module register
 ``register_methods`` hook, exactly like a third-party plugin (see plugins/s2d-step-back).
 """
 
-from s2d.methods.base import Chain, Method, MethodConfigError, StageRunner, flatten, start
+from s2d.errors import MethodConfigError
+from s2d.methods.base import Method
+from s2d.stages import Chain, StageRunner, flatten, start
 
 __all__ = ["Chain", "Method", "MethodConfigError", "StageRunner", "flatten", "start"]

@@ -20,7 +20,8 @@ from __future__ import annotations
 import re
 
 from s2d.hookspecs import hookimpl
-from s2d.methods.base import Method, MethodConfigError, Step, flatten, start
+from s2d.methods.base import Method, MethodConfigError, flatten, start
+from s2d.stages import Step
 
 CRITERION = re.compile(r"^\s*(?:\d+\s*[.):]|[-*\u2022])\s*\**\s*([A-Za-z][^:\n*]{1,60}?)\s*\**\s*[:\-\u2013]\s*(.*)$")
 # Without a list marker ("Helpfulness: does it ..."), read only when no line has one; a description is required.

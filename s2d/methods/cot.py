@@ -56,14 +56,14 @@ class ChainOfThought(Method):
         self._sets: dict[int, tuple[list, list]] = {}
         if self.shots:
             if not isinstance(self.shots, int) or self.shots < 0:
-                raise MethodConfigError(f"cot: shots must be a non-negative integer, got {self.shots!r}")
+                raise MethodConfigError(f"{self.name}: shots must be a non-negative integer, got {self.shots!r}")
             if self.shot_pool is not None and (not isinstance(self.shot_pool, int) or self.shot_pool < 1):
-                raise MethodConfigError(f"cot: shot_pool must be a positive integer or null, got {self.shot_pool!r}")
-            worked = getattr(task, "worked_example", None)
+                raise MethodConfigError(f"{self.name}: shot_pool must be a positive integer or null, got {self.shot_pool!r}")
+            worked = self.example_maker(task)
             train = task.docs("train")[: self.shot_pool] if worked else []
             self.pool = [(str(d["id"]), ex) for d, ex in ((d, worked(d)) for d in train) if ex]
             if len(self.pool) < self.shots + 1:
-                raise MethodConfigError(f"cot shots={self.shots}: task {task.name!r} offers {len(self.pool)} worked "
+                raise MethodConfigError(f"{self.name} shots={self.shots}: task {task.name!r} offers {len(self.pool)} worked "
                                         f"examples in its train split (needs shots + 1)")
 
     @property
@@ -101,15 +101,20 @@ class ChainOfThought(Method):
         q = self.question(doc)
         return msgs + [{"role": "user", "content": self.render("reason", question=q, input=q)}]
 
+    def example_maker(self, task):
+        """doc -> (question, worked solution) or None: what an exemplar shows."""
+        return getattr(task, "worked_example", None)
+
     def run(self, runner, docs):
-        sampling = self.sampling("reason")
+        stage = self.stages[0]  # "reason"; fewshot's "answer"
+        sampling = self.sampling(stage)
         if not (self.shots and self.shots_resample) or sampling["n"] == 1:
-            return flatten(runner.stage("reason", start(docs), [self.messages(d) for d in docs], **sampling))
+            return flatten(runner.stage(stage, start(docs), [self.messages(d) for d in docs], **sampling))
         # One chain per (input, sample), each with its own exemplars; sample j stays sample j in the
         # cache whatever n is, so n=4 reuses the first four of an n=8 run.
         chains = [Chain(i, index=j) for i in range(len(docs)) for j in range(sampling["n"])]
         prompts = [self.messages(docs[c.doc], c.index) for c in chains]
-        return flatten(runner.stage("reason", chains, prompts, **{**sampling, "n": 1}))
+        return flatten(runner.stage(stage, chains, prompts, **{**sampling, "n": 1}))
 
     def sample_record(self, doc, chain) -> dict:
         if not self.shots:

@@ -18,17 +18,17 @@ import math
 from contextlib import contextmanager
 from pathlib import Path
 
+from s2d.config import RunConfig
 from s2d.hookspecs import hookimpl
 from s2d.methods.base import Chain, Method, MethodConfigError, flatten, start
+from s2d.plugins import get_plugins
+from s2d.store import RunFolder
 
 CONFIDENCES = ("logprob", "agreement")
 
 
 def run_settings(folder: str | Path, round_: int | None = None) -> dict:
     """What `route` takes from a distill run folder: the adapter, the fallback method and its options."""
-    from s2d.config import RunConfig
-    from s2d.distill import RunFolder
-
     folder = Path(folder)
     path = folder / "config.json"
     if not path.is_file():
@@ -79,10 +79,8 @@ class Route(Method):
             raise MethodConfigError("route: name a distill run (from_run: FOLDER), or both adapter and fallback")
         if fallback == self.name:
             raise MethodConfigError("route: the fallback cannot be route itself")
-        from s2d.traces import build_method
-
         options = from_run.get("fallback_options", {}) if self.fallback_options is None else self.fallback_options
-        self.system2 = build_method(fallback, task, **options)
+        self.system2 = get_plugins().get("methods", fallback).obj(task, **options)
         if self.stage_options:  # route decodes as its rule says; a per-stage setting would go unused
             raise MethodConfigError("route: stage_options are not used (direct is greedy, check samples at "
                                     "agreement_temperature); set the fallback's in fallback_options")

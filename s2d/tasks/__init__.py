@@ -4,6 +4,7 @@ One module per task, each registered through the ``register_tasks`` hook like an
 lm-eval task files live in the top-level ``tasks/`` folder (shipped as ``s2d.lm_eval_tasks``).
 """
 
-from s2d.tasks.base import Task, TaskDataError, data_file, normalize, subset
+from s2d.errors import TaskDataError
+from s2d.tasks.base import Task, data_file, normalize, subset
 
 __all__ = ["Task", "TaskDataError", "data_file", "normalize", "subset"]

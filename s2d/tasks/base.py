@@ -15,16 +15,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from s2d.errors import S2DError
-
+from s2d.errors import TaskDataError
 
 # The most documents a task generates for one split: the paper's largest split is 20,000, and a
 # million already takes hours to sample; more is a typo (size=10**9 would never finish).
 MAX_GENERATED = 1_000_000
-
-
-class TaskDataError(S2DError, FileNotFoundError):
-    """Data a task needs is missing: says which file, which setting, and how to get it."""
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:

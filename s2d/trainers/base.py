@@ -18,15 +18,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from s2d.errors import S2DError
-from s2d.files import InputError, portable_path, read_jsonl, write_json
+from s2d.errors import InputError, TrainerError
+from s2d.files import portable_path, read_jsonl, write_json
+from s2d.locks import SUFFIX, hold
 from s2d.options import apply_options
-
-CONFIG_NAME = "s2d_training.json"
-
-
-class TrainerError(S2DError, ValueError):
-    """Bad training data or settings (names the file and line, or the option)."""
+from s2d.store import TRAINING_CONFIG, training_config
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -164,9 +160,20 @@ class Trainer:
         raise NotImplementedError
 
 
-def hf_train(trainer: Trainer, model, tokenizer, records: list[dict], out: Path, *, seed: int, progress: bool,
-             data_path: str, model_path: str, save, data: list[dict] | None = None, epochs: float | None = None,
-             ordered: bool = False, callbacks: tuple = (), extra: dict | None = None) -> dict:
+def hf_train(trainer: Trainer, model, tokenizer, records: list[dict], out: Path, **kwargs) -> dict:
+    """:func:`train_loop` holding ``out``'s lock (in the first process of a launch): a second
+    training into the folder, such as one started while a killed run's workers still train,
+    fails at once naming the holder instead of mixing checkpoints with it."""
+    from contextlib import nullcontext
+
+    first = int(os.environ.get("RANK", "0") or 0) == 0
+    with hold(Path(out) / SUFFIX, f"the training output {out}") if first else nullcontext():
+        return train_loop(trainer, model, tokenizer, records, Path(out), **kwargs)
+
+
+def train_loop(trainer: Trainer, model, tokenizer, records: list[dict], out: Path, *, seed: int, progress: bool,
+               data_path: str, model_path: str, save, data: list[dict] | None = None, epochs: float | None = None,
+               ordered: bool = False, callbacks: tuple = (), extra: dict | None = None) -> dict:
     """The shared loop: encode, train with transformers' Trainer (resuming), save, record the config.
 
     A trainer with its own curriculum passes ``data`` already encoded and in order, ``ordered=True``
@@ -176,7 +183,6 @@ def hf_train(trainer: Trainer, model, tokenizer, records: list[dict], out: Path,
     from torch.utils.data import SequentialSampler
     from transformers import Trainer as HFTrainer
     from transformers import TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
 
     class OrderedTrainer(HFTrainer):
         def _get_train_sampler(self, train_dataset=None):
@@ -190,7 +196,7 @@ def hf_train(trainer: Trainer, model, tokenizer, records: list[dict], out: Path,
                        "data_sha256": file_sha256(data_path)}, overwrite=bool(getattr(trainer, "overwrite", False)),
                  adopt=bool(getattr(trainer, "adopt_checkpoints", False)))
     args = TrainingArguments(
-        output_dir=str(checkpoints), per_device_train_batch_size=int(trainer.batch_size),
+        output_dir=str(checkpoints), per_device_train_batch_size=device_batch(trainer),
         gradient_accumulation_steps=int(trainer.grad_accum),
         num_train_epochs=float(trainer.epochs if epochs is None else epochs),
         learning_rate=float(trainer.learning_rate), lr_scheduler_type=trainer.scheduler,
@@ -200,26 +206,76 @@ def hf_train(trainer: Trainer, model, tokenizer, records: list[dict], out: Path,
         seed=seed, data_seed=seed, report_to=[], disable_tqdm=not progress,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, remove_unused_columns=False,
         ddp_find_unused_parameters=False,
+        # An accelerate config's mixed_precision (accelerate launch exports it), said to the Trainer
+        # too: DeepSpeed refuses a config whose bf16 the Trainer's arguments contradict.
+        bf16=os.environ.get("ACCELERATE_MIXED_PRECISION") == "bf16",
+        fp16=os.environ.get("ACCELERATE_MIXED_PRECISION") == "fp16",
         # The shuffled order is drawn from data_seed and the epoch alone, not from whatever else used
         # the global generator (accelerate's seedable sampler; said here, not left to a default).
         accelerator_config={"use_seedable_sampler": True})
     hf = (OrderedTrainer if ordered else HFTrainer)(model=model, args=args, train_dataset=data,
                                                     data_collator=Collator(pad_token_id(tokenizer)),
                                                     callbacks=list(callbacks))
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    last = last_checkpoint(checkpoints)
     result = hf.train(resume_from_checkpoint=last)
     metrics = dict(result.metrics)
     losses = [h["loss"] for h in hf.state.log_history if "loss" in h]
+    # FSDP and DeepSpeed ZeRO-3 hold each weight in pieces across the processes: every process
+    # takes part in gathering the whole state dict, which the first process then saves.
+    sharded = bool(getattr(hf, "is_fsdp_enabled", False) or getattr(hf, "is_deepspeed_enabled", False))
+    state_dict = hf.accelerator.get_state_dict(hf.model_wrapped if hf.is_deepspeed_enabled else hf.model) \
+        if sharded else None
     if hf.is_world_process_zero():
-        save(hf.model)
-        write_json(out / CONFIG_NAME, {
+        # ``save(model)``; sharded, ``save(model, state_dict)`` (the built-in savers take both)
+        save(hf.accelerator.unwrap_model(hf.model), state_dict) if sharded else save(hf.model)
+        write_json(out / TRAINING_CONFIG, {
             "trainer": trainer.name, "settings": trainer.settings(), "seed": seed,
             "model": portable_path(model_path, out.parent), "data": portable_path(data_path, out.parent),
             "data_sha256": file_sha256(data_path), "records": len(data),
             "resumed_from": last, "metrics": metrics, "first_loss": losses[0] if losses else None,
-            "last_loss": losses[-1] if losses else None, "world_size": args.world_size, **(extra or {}),
+            "last_loss": losses[-1] if losses else None, "world_size": args.world_size,
+            "per_device_batch_size": args.per_device_train_batch_size, "sharded": sharded,
+            # What accelerate made of it: NO, MULTI_CPU or MULTI_GPU (DDP), FSDP, DEEPSPEED.
+            "distributed_type": str(hf.accelerator.distributed_type).removeprefix("DistributedType."),
+            **(extra or {}),
         })
     return metrics
+
+
+def last_checkpoint(checkpoints: Path) -> str | None:
+    """The newest whole checkpoint: transformers writes trainer_state.json after the weights,
+    optimizer and RNG states, so a checkpoint without it (or with half of it) was cut by a kill
+    while it was saved, and resuming from it would fail; the one before it is taken."""
+    import re
+
+    if not checkpoints.is_dir():
+        return None
+    found = sorted((int(m.group(1)), p) for p in checkpoints.iterdir()
+                   if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name)))
+    for _, path in reversed(found):
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        return str(path)
+    return None
+
+
+def world_size() -> int:
+    """How many processes train together: ``WORLD_SIZE``, which `accelerate launch` (torchrun)
+    sets in each of them before s2d starts; 1 without it."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def device_batch(trainer: Trainer) -> int:
+    """Each process's batch. ``batch_size`` is the batch of one (micro-)step over all processes, so
+    a run means the same on one process or N (the same steps, the same examples in each; under DDP
+    the gradient is the same mean up to rounding): each of N processes takes ``batch_size / N``."""
+    batch, world = int(trainer.batch_size), world_size()
+    if batch % world:
+        raise TrainerError(f"trainer_options.batch_size={batch} is the batch of all {world} training processes "
+                           f"together and must be a multiple of {world} (e.g. {batch + world - batch % world})")
+    return batch // world
 
 
 RUN_NAME = "s2d_run.json"
@@ -238,7 +294,7 @@ def claim_output(out: Path, run: dict, *, overwrite: bool = False, adopt: bool =
     foreign = []
     if finished is not None and (finished.get("data_sha256") != run["data_sha256"]
                                  or finished.get("settings") != run["settings"]):
-        foreign.append(f"a model trained from other data or settings ({out / CONFIG_NAME})")
+        foreign.append(f"a model trained from other data or settings ({out / TRAINING_CONFIG})")
     if checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")) and theirs != run \
             and not (adopt and theirs is None):
         why = "no record of what made them" if theirs is None else \
@@ -249,7 +305,7 @@ def claim_output(out: Path, run: dict, *, overwrite: bool = False, adopt: bool =
                            f"to start over there")
     if foreign:  # asked for: the old checkpoints and result are replaced
         shutil.rmtree(checkpoints, ignore_errors=True)
-        (out / CONFIG_NAME).unlink(missing_ok=True)
+        (out / TRAINING_CONFIG).unlink(missing_ok=True)
     write_json(record, run)
 
 
@@ -309,6 +365,7 @@ def prepare(trainer: Trainer, model_path: str, records: list[dict], out: Path, *
     from transformers import AutoTokenizer
 
     check_out_dir(model_path, out)
+    device_batch(trainer)  # a batch the processes cannot share: refused before the model loads
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     data = [encode(tokenizer, r, int(trainer.max_length)) for r in records]
     seed_everything(seed)
@@ -324,7 +381,3 @@ def load_model(model_path: str, dtype: str):
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype), use_safetensors=True)
     return model, tokenizer
 
-
-def training_config(path: str | os.PathLike) -> dict | None:
-    p = Path(path) / CONFIG_NAME
-    return json.loads(p.read_text()) if p.is_file() else None

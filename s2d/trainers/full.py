@@ -28,8 +28,8 @@ class FullTrainer(Trainer):
 
 def model_folder_saver(out: Path, tokenizer):
     """Save a trained model as a plain model folder: safetensors weights and the tokenizer."""
-    def save(m):
-        m.save_pretrained(out, safe_serialization=True)
+    def save(m, state_dict=None):  # state_dict: gathered from FSDP or ZeRO-3 shards
+        m.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(out)
 
     return save

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from s2d.files import atomic_folder
 from s2d.hookspecs import hookimpl
 from s2d.trainers.base import COMMON_OPTIONS, COMMON_RANGES, Trainer, hf_train, load_model, load_records, prepare
 
@@ -33,7 +34,7 @@ class LoraTrainer(Trainer):
         model, tokenizer, data = prepare(self, model_path, records, out, seed=seed)  # seeded before with_lora
         hf_train(self, with_lora(model, self), tokenizer, records, out, seed=seed, progress=progress,
                  data_path=data_path, model_path=model_path, data=data,
-                 save=lambda m: m.save_pretrained(out, safe_serialization=True))
+                 save=lambda m, state_dict=None: m.save_pretrained(out, safe_serialization=True, state_dict=state_dict))
         return out
 
 
@@ -51,8 +52,6 @@ def merge_adapter(model_path: str, adapter_dir: str, out_dir: str) -> Path:
     """Fold the adapter into the base weights (PEFT ``merge_and_unload``) and save a plain model
     folder (safetensors + tokenizer): the same model, served without LoRA kernels."""
     from peft import PeftModel
-
-    from s2d.files import atomic_folder
 
     out = Path(out_dir)
     weights = Path(adapter_dir) / "adapter_model.safetensors"

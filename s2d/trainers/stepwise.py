@@ -14,14 +14,13 @@ in the paper. ``variant``: ``lora`` (an adapter, `lora`'s settings) or ``full`` 
 from __future__ import annotations
 
 import math
-import os
 import random
 import re
 from pathlib import Path
 
 from s2d.hookspecs import hookimpl
-from s2d.trainers.base import (COMMON_OPTIONS, COMMON_RANGES, Trainer, TrainerError, check_out_dir, encode, hf_train,
-                               load_model, load_records, seed_everything)
+from s2d.trainers.base import (COMMON_OPTIONS, COMMON_RANGES, Trainer, TrainerError, check_out_dir, device_batch,
+                               encode, hf_train, load_model, load_records, seed_everything)
 from s2d.trainers.full import model_folder_saver
 from s2d.trainers.lora import LORA_RANGES, LoraTrainer, with_lora
 
@@ -125,9 +124,11 @@ class StepwiseTrainer(Trainer):
     def train(self, model_path, data_path, out_dir, *, seed=0, progress=True):
         from transformers import AutoTokenizer
 
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # stage boundaries are counted in one process's steps
-            raise TrainerError("stepwise: trains in one process only (its stages are whole optimizer steps of one "
-                               "process); run it without accelerate launch")
+        # Under accelerate launch (DDP, FSDP, ZeRO-3) the schedule holds: batch_size is the batch of all
+        # processes together (device_batch), and accelerate deals an ordered list out batch by batch,
+        # so optimizer step k trains on examples k*B*G .. (k+1)*B*G-1 (B batch_size, G grad_accum)
+        # whatever the number of processes, and a stage's whole steps stay whole.
+        device_batch(self)
         records = load_records(data_path)
         missing = [i for i, r in enumerate(records, 1) if not r.get("system2_completion")]
         if missing:
@@ -153,8 +154,8 @@ class StepwiseTrainer(Trainer):
         if self.variant == "lora":
             model = with_lora(model, self)
 
-            def save(m):
-                m.save_pretrained(out, safe_serialization=True)
+            def save(m, state_dict=None):
+                m.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
         else:
             save = model_folder_saver(out, tokenizer)
 
