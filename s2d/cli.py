@@ -235,7 +235,7 @@ def make_backend(ctx, cfg, dtype=None, batch_size=None, threads=None, trust_remo
     try:
         return load_backend(cfg["backend"], cfg["model"], seed=cfg["seed"], dtype=dtype,
                             batch_size=batch_size, threads=threads, trust_remote_code=trust_remote_code or None,
-                            **cfg["engine_options"])
+                            **cfg.engine_kwargs())
     except RuntimeError as exc:  # an engine that cannot start here says why in one line
         raise click.ClickException(str(exc)) from None
 

@@ -197,6 +197,11 @@ class RunConfig:
     def eval_task_options(self) -> dict:
         return {**self.settings["task_options"], **self.settings["eval_task_options"]}
 
+    def engine_kwargs(self) -> dict:
+        """``engine_options`` as the engine takes them: a null one is the engine's own default, so it
+        is not passed at all (vLLM's backend would take None for a size)."""
+        return {k: v for k, v in self.settings["engine_options"].items() if v is not None}
+
 
 def apply_scale(config: dict, scale: str | None) -> dict:
     """A config without its ``scale`` table, with ``scale[NAME]``'s overrides applied when asked."""

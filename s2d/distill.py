@@ -130,7 +130,7 @@ class DistillRun:
             self.close_engine()
         if self._engine is None:
             # The run's engine_options (parallelism, memory), under what the command line gives (dtype).
-            options = {**self.config["engine_options"], **self.backend_options}
+            options = {**self.config.engine_kwargs(), **self.backend_options}
             self._engine = load_backend(self.config["backend"], model, seed=self.config["seed"], **options)
             self._engine_model = model
         return self._engine

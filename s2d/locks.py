@@ -23,6 +23,8 @@ from typing import Callable, Iterator
 from s2d.errors import LockedError
 
 SUFFIX = ".s2d-lock"  # lock files end so (.gitignore lists them); the holder file adds ".holder"
+TAKEOVER = ".takeover"  # beside the lock: held by a process while it decides whether to break it
+TAKEOVER_WAIT_S = 0.5  # how long a live holder has to write its holder file before its lock is judged
 
 
 _held: dict[Path, int] = {}  # this process's locks: a nested hold (an export inside its run) is free
@@ -44,7 +46,7 @@ def hold(lock: str | os.PathLike, what: str, warn: Callable[[str], None] = _warn
         finally:
             _held[lock] -= 1
         return
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
     lock.parent.mkdir(parents=True, exist_ok=True)
     holder = lock.with_name(lock.name + ".holder")
@@ -53,16 +55,36 @@ def hold(lock: str | os.PathLike, what: str, warn: Callable[[str], None] = _warn
         previous = _read(holder)
         if not _gone(previous):
             raise LockedError(_in_use(what, previous))
-        warn(f"s2d: warning: taking over the lock on {what} from {_describe(previous)}, which has ended")
-        lock.unlink(missing_ok=True)  # a new lock file: the dead process's descendants keep the old one
-        holder.unlink(missing_ok=True)
-        flock = FileLock(str(lock))
-        if not _acquire(flock):  # another process took it over first
-            raise LockedError(_in_use(what, _read(holder)))
+        # The holder file names a process that has ended. Breaking the lock is done by one process at a
+        # time, and only after a moment's wait: the file may be a killed run's while a live process
+        # has just taken the lock the kernel freed and is about to write its own (breaking it then
+        # would let both run), and two processes breaking it at once would each unlink the lock file
+        # the other has just made.
+        try:
+            takeover = FileLock(str(lock.with_name(lock.name + TAKEOVER)), timeout=TAKEOVER_WAIT_S * 20)
+            takeover.acquire()
+        except Timeout:
+            raise LockedError(_in_use(what, _read(holder))) from None
+        try:
+            flock = FileLock(str(lock))  # the file at the path now: another process may have replaced it
+            taken = _acquire(flock, TAKEOVER_WAIT_S)
+            previous = _read(holder)
+            if not taken:
+                if not _gone(previous):
+                    raise LockedError(_in_use(what, previous))
+                warn(f"s2d: warning: taking over the lock on {what} from {_describe(previous)}, which has ended")
+                lock.unlink(missing_ok=True)  # a new lock file: the dead process's descendants keep the old one
+                holder.unlink(missing_ok=True)
+                previous = None
+                flock = FileLock(str(lock))
+                if not _acquire(flock):  # another process took it first
+                    raise LockedError(_in_use(what, _read(holder)))
+        finally:
+            takeover.release()
     else:
         previous = _read(holder)
-        if previous is not None and previous.get("pid") != os.getpid():  # left by a killed process
-            warn(f"s2d: warning: taking over the lock on {what} from {_describe(previous)}, which has ended")
+    if previous is not None and previous.get("pid") != os.getpid():  # left by a killed process
+        warn(f"s2d: warning: taking over the lock on {what} from {_describe(previous)}, which has ended")
     try:
         program = Path(sys.argv[0]).name
         program = "s2d" if program == "cli.py" else program  # `python -m s2d.cli`
@@ -77,11 +99,11 @@ def hold(lock: str | os.PathLike, what: str, warn: Callable[[str], None] = _warn
         flock.release()
 
 
-def _acquire(flock) -> bool:
+def _acquire(flock, timeout: float = 0) -> bool:
     from filelock import Timeout
 
     try:
-        flock.acquire(timeout=0)
+        flock.acquire(timeout=timeout)
     except Timeout:
         return False
     return True

@@ -76,6 +76,21 @@ def training_config(path: str | os.PathLike) -> dict | None:
     return json.loads(p.read_text()) if p.is_file() else None
 
 
+# Settings that say how a run is computed, not what: a run started on 8 GPUs may resume on 4, or
+# with less GPU memory. max_model_len stays compared (it can cut a prompt, so it changes outputs).
+HOW_SETTINGS = ("train_processes", "accelerate_config")
+HOW_ENGINE_OPTIONS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
+                      "distributed_executor_backend", "gpu_memory_utilization", "enforce_eager")
+
+
+def what_is_made(settings: dict) -> dict:
+    """``settings`` (JSON-normalised) without the ones that only say how the run is computed."""
+    out = {k: v for k, v in json.loads(json.dumps(settings)).items() if k not in HOW_SETTINGS}
+    if isinstance(out.get("engine_options"), dict):
+        out["engine_options"] = {k: v for k, v in out["engine_options"].items() if k not in HOW_ENGINE_OPTIONS}
+    return out
+
+
 class RunFolder:
     """A run's folder: where each round's files live, which stages are done, and the refusal to
     mix two runs (config.json holds the settings it was made with). No engine, no stage logic."""
@@ -162,8 +177,8 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / "config.json"
         if old is not None:
-            saved = json.loads(json.dumps({**defaults, **old.get("settings", {})}))
-            current = json.loads(json.dumps(self.settings))
+            saved = what_is_made({**defaults, **old.get("settings", {})})
+            current = what_is_made(self.settings)
             changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             # A method default changed under the same method and options (a changed method or option
             # changes the resolved options too; naming both would only be noise).

@@ -237,3 +237,38 @@ def test_a_run_exports_under_its_own_lock_and_leaves_lock_files_behind(tmp_path,
     assert "summary.txt" in exported and "config.json" in exported
     assert not [name for name in exported if "s2d-lock" in name], exported
     assert (tmp_path / "run" / ".s2d-lock").exists() and not (tmp_path / "run" / ".s2d-lock.holder").exists()
+
+
+def test_a_lock_just_taken_beside_a_killed_runs_holder_file_is_not_broken(tmp_path):
+    """A killed run leaves its holder file behind while the kernel frees its lock. A rerun takes the
+    lock and writes its own holder file a moment later; a second rerun looking in between read the
+    dead process's file as the holder's, "took over" the lock (unlinking the file the first rerun
+    holds) and both ran in the folder. It must wait for the holder it can see and be refused."""
+    import threading
+
+    from filelock import FileLock
+
+    from s2d.locks import LockedError, hold
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    lock, holder = tmp_path / ".s2d-lock", tmp_path / ".s2d-lock.holder"
+
+    def holder_of(pid):
+        return json.dumps({"pid": pid, "host": socket.gethostname(), "started": "2020-01-01 00:00:00",
+                           "command": "s2d distill"})
+
+    holder.write_text(holder_of(ended.pid))  # the killed run's
+    live = FileLock(str(lock))
+    live.acquire(timeout=0)  # the first rerun: it holds the lock, its holder file not yet written
+    timer = threading.Timer(0.1, lambda: holder.write_text(holder_of(os.getpid())))
+    timer.start()
+    warnings = []
+    try:
+        with pytest.raises(LockedError, match=f"in use by process {os.getpid()} "):
+            with hold(lock, "the run folder R", warn=warnings.append):
+                pass
+    finally:
+        timer.join()
+        live.release()
+    assert not warnings and lock.exists()

@@ -213,3 +213,22 @@ def test_check_writable_finds_a_read_only_folder(tmp_path):
         locked.chmod(0o700)
     check_writable(tmp_path / "new" / "deeper", "--out-dir X")
     assert not (tmp_path / "new").exists()  # nothing is made by the check
+
+
+def test_a_run_resumes_with_other_parallelism_but_not_another_context_length(tmp_path):
+    """How a run is computed (processes, GPUs, GPU memory) may change between a kill and its resume;
+    what it makes may not (max_model_len can cut prompts)."""
+    from s2d.config import ConfigError, RunConfig
+    from s2d.distill import claim
+    from s2d.store import RunFolder
+
+    def settings(**extra):
+        return RunConfig.build({"task": "last_letter", **extra}).settings
+
+    claim(RunFolder(tmp_path / "run", settings(engine_options={"tensor_parallel_size": 8}, train_processes=8)))
+    claim(RunFolder(tmp_path / "run", settings(engine_options={"tensor_parallel_size": 4,
+                                                               "gpu_memory_utilization": 0.5})))
+    with pytest.raises(ConfigError, match="engine_options"):
+        claim(RunFolder(tmp_path / "run", settings(engine_options={"max_model_len": 1024})))
+    with pytest.raises(ConfigError, match=r"\(n\)"):
+        claim(RunFolder(tmp_path / "run", settings(n=5)))

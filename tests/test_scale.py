@@ -315,6 +315,29 @@ def test_engine_options_reach_the_engine_in_distill_and_eval(memorize, tmp_path,
     assert seen and seen[0]["max_model_len"] == 1024
 
 
+def test_a_null_engine_option_leaves_the_engine_its_default(tmp_path, monkeypatch, cuda_devices):
+    """`engine_options.X: null` is accepted as "the engine's own default", but was passed on as
+    X=None: the vLLM backend then failed with a TypeError (int(None)) when the engine was built,
+    after the run folder was claimed. A null option is not passed at all."""
+    import s2d.cli
+    import s2d.distill
+    from s2d.backends.vllm import VLLMBackend
+
+    nulls = {"data_parallel_size": None, "tensor_parallel_size": None, "gpu_memory_utilization": None}
+    cfg = distill_config(engine_options={**nulls, "max_model_len": 2048})
+    assert cfg.engine_kwargs() == {"max_model_len": 2048}
+    seen = []
+    monkeypatch.setattr(s2d.distill, "load_backend", lambda name, model, **options: seen.append(options))
+    monkeypatch.setattr(s2d.cli, "load_backend", lambda name, model, **options: seen.append(options))
+    monkeypatch.setattr(s2d.cli, "_plugins", lambda ctx: None)
+    distill_run(cfg, tmp_path / "run").engine()  # `s2d distill`'s engine
+    s2d.cli.make_backend(None, cfg)  # `s2d generate`, `eval`, `curate`
+    assert [{k: o[k] for k in o if k in {*nulls, "max_model_len"}} for o in seen] == [{"max_model_len": 2048}] * 2
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # the CPU engine's settings stay in this test
+    cuda_devices(1)
+    VLLMBackend("unused-path", **{k: v for k, v in seen[0].items() if k in nulls or k == "max_model_len"})
+
+
 def test_distill_refuses_engine_options_this_machine_cannot_run_before_claiming(memorize, tmp_path, cuda_devices,
                                                                                  model_path):
     from s2d.errors import ConfigError
