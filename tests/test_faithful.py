@@ -220,3 +220,26 @@ def test_bsm_never_reads_an_echoed_placeholder_as_scores():
     for echo in ("Assistant A: <score>/5, Assistant B: <score>/5", "Assistant A: X/5\nAssistant B: X/5"):
         assert parse_scores(echo, first_lines=True) is None and parse_scores(echo, first_lines=False) is None
     assert parse_scores("4 out of 5\n2 out of 5", first_lines=True) == (4.0, 2.0)
+
+
+@pytest.mark.slow
+def test_fewshot_runs_on_the_embedded_model(tiny_data, tmp_path):
+    """The paper's GSM8k System 1 row (k answer-only exemplars) through the real 135M model and
+    `s2d eval`: every sample's prompt holds the exemplars' answer lines and no reasoning."""
+    from click.testing import CliRunner
+
+    from s2d.cli import cli
+
+    r = CliRunner().invoke(cli, ["eval", "--backend", "hf", "--task", "gsm8k", "--method", "fewshot", "--limit", "3",
+                                 "--no-progress", "--log-samples", "--out-dir", str(tmp_path / "out"),
+                                 "--set", "method_options.shots=2"])
+    assert r.exit_code == 0, r.output
+    (path,) = list((tmp_path / "out").rglob("*.json"))
+    s2d = json.loads(path.read_text())["s2d"]
+    assert s2d["method"] == "fewshot" and s2d["identity"]["method_resolved"]["shots"] == 2
+    assert set(s2d["cap_hit_share_by_stage"]) == {"answer"}
+    lines = [json.loads(x) for x in path.with_suffix(".samples.jsonl").read_text().splitlines()]
+    assert len(lines) == 3
+    for line in lines:
+        prompt = json.dumps(line["stages"])
+        assert prompt.count("Final answer: ") >= 2 and "<<" not in prompt  # answers only, no worked solution

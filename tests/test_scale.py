@@ -502,18 +502,19 @@ def test_two_process_gloo_distill_equals_the_one_process_run(tmp_path, tiny_data
         out = tmp_path / f"run{processes}"
         res = subprocess.run(
             [sys.executable, "-m", "s2d.cli", "--plugins-dir", str(plugins), "distill", "--task", "last_letter",
-             "--set", "task_options.size=8", "--backend", "answering", "--n", "2", "--curator", "none",
+             "--set", "task_options.size=8", "--set", "task_options.train_size=4", "--backend", "answering", "--n", "2", "--curator", "none",
              "--method", "system1", "--eval-limit", "2", "--out-dir", str(out), "--no-cache", "--no-progress",
              "--set", "trainer_options.epochs=1", "--set", "trainer_options.batch_size=4",
              "--set", "trainer_options.dropout=0", "--set", "trainer_options.save_steps=1000",
-             "--set", "trainer_options.learning_rate=1e-3",
+             "--set", "trainer_options.learning_rate=1e-3", "--set", "trainer_options.scheduler=constant",
+             "--set", "trainer_options.warmup_ratio=0",  # one step: a warmup would make its rate 0
              "--set", f"train_processes={processes}"],
             capture_output=True, text=True, timeout=1800,
             env={**os.environ, "S2D_LOAD_PLUGINS": "", "OMP_NUM_THREADS": "1"})
         assert res.returncode == 0, res.stderr[-3000:] + (
             (out / "train.log").read_text()[-3000:] if (out / "train.log").is_file() else "")
         record = json.loads((out / "adapter" / "s2d_training.json").read_text())
-        assert record["world_size"] == processes and record["records"] == 8
+        assert record["world_size"] == processes and record["records"] == 4
         assert (out / "train.log").is_file() == (processes == 2)
         adapters[processes] = adapter_tensors(out / "adapter")
     import torch
@@ -567,4 +568,6 @@ def test_full_under_the_fsdp_config_and_stepwise_under_ddp_equal_one_process(tin
             assert any("asks for FSDP, but training ran as MULTI_CPU" in m for m in said)
         a, b = load_file(str(Path(one) / weights)), load_file(str(tmp_path / f"{name}2" / weights))
         assert a.keys() == b.keys()
-        assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5, name
+        # full: float-order differences only (1e-7 measured); stepwise's per-process token counts change
+        # the order of its sums more (1e-4 measured on a 2-core CPU, against updates of ~1e-2)
+        assert max((a[k] - b[k]).abs().max().item() for k in a) < (1e-5 if name == "full" else 5e-4), name
