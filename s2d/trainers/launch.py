@@ -12,6 +12,7 @@ Its output goes to a log file in the round folder; a failure is one line naming 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ from typing import Callable
 from s2d.config import read_mapping
 from s2d.errors import ConfigError, TrainerError
 from s2d.plugins import get_plugins
+from s2d.store import training_config
 
 LOG_NAME = "train.log"
 
@@ -129,20 +131,14 @@ def launch(settings: dict, data: str | os.PathLike, out_dir: str | os.PathLike, 
                            f"{': ' + reason if reason else ''}; see {log}")
     asked = read_accelerate_config(settings["accelerate_config"]).get("distributed_type") \
         if settings["accelerate_config"] else None
-    record = _training_record(out_dir)
+    record = None
+    with contextlib.suppress(OSError, ValueError):  # only a warning hangs on it
+        record = training_config(out_dir)
     if asked in ("FSDP", "DEEPSPEED") and record is not None and not record.get("sharded"):
         # accelerate shards only on GPUs: on a CPU machine an FSDP config trains as DDP (docs/scale.md)
         echo(f"warning: accelerate_config asks for {asked}, but training ran as "
              f"{record.get('distributed_type') or 'unsharded'} (no GPUs?): the same result, every process "
              f"holding the whole model")
-
-
-def _training_record(out_dir) -> dict | None:
-    path = Path(out_dir) / "s2d_training.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (OSError, ValueError):
-        return None
 
 
 def _spawn(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
