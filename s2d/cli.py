@@ -538,7 +538,9 @@ def distill(ctx, config_path, scale, set_items, task_name, method, curator, trai
     read_folders = _read_folders(cfg, cache_dir, no_cache)
     # A run's own config.yaml may be its --config: claim never rewrites a claimed folder's files.
     own_config = config_path and Path(config_path).resolve() == (Path(folder) / "config.yaml").resolve()
-    check_output(folder, None if own_config else config_path, folders=read_folders, flag="--out-dir", folder=True)
+    # The run folder is never replaced, so it may hold its own generation cache (`--cache RUN/cache`).
+    check_output(folder, None if own_config else config_path, folders=read_folders, flag="--out-dir", folder=True,
+                 may_hold=[_cache_folder(cache_dir, no_cache)])
     check_out_dir(cfg["model"], folder)
     RunFolder(folder, cfg.settings).saved()
     if export_dir:

@@ -135,13 +135,15 @@ def local_path(ref: str | os.PathLike | None) -> str | os.PathLike | None:
 
 
 def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None, folders=(), flag: str = "--out",
-                 folder: bool = False) -> Path:
+                 folder: bool = False, may_hold=()) -> Path:
     """Before any work: refuse an output that is, lies inside, or (a ``folder`` output) contains
     something the command reads -- the ``inputs`` (files, or folders such as the model's), the input
     ``folders`` (which need not exist yet, like the generation cache; a path or (what, path)), the
     task data and the s2d cache -- and find an unwritable one, so a run never destroys its input or
-    loses its work at the end."""
+    loses its work at the end. ``may_hold``: inputs a ``folder`` output may contain because it is never
+    replaced wholesale (a run folder holding its own generation cache)."""
     target = Path(out).expanduser().resolve()
+    held = {Path(p).expanduser().resolve() for p in may_hold if p is not None}
     reads = [("", i, False) for i in inputs]
     reads += [(*(f if isinstance(f, tuple) else ("", f)), True) for f in folders]  # (what, path)
     reads += [(what, f, True) for what, f in protected_folders()]
@@ -151,7 +153,7 @@ def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None, fold
         source = Path(given).expanduser().resolve()
         relation = ("is" if target == source else
                     "is inside" if (is_folder or source.is_dir()) and source in target.parents else
-                    "contains" if folder and target in source.parents else None)
+                    "contains" if folder and target in source.parents and source not in held else None)
         if relation:
             raise InputError(f"{flag} {out} {relation} {what + ' ' if what else ''}{given}, also an input; write "
                              f"the output elsewhere")

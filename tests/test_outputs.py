@@ -232,3 +232,17 @@ def test_a_run_resumes_with_other_parallelism_but_not_another_context_length(tmp
         claim(RunFolder(tmp_path / "run", settings(engine_options={"max_model_len": 1024})))
     with pytest.raises(ConfigError, match=r"\(n\)"):
         claim(RunFolder(tmp_path / "run", settings(n=5)))
+
+
+def test_a_run_folder_may_hold_its_own_generation_cache_but_not_lie_in_it(tiny_data, tmp_path):
+    """`--out-dir RUN --cache RUN/cache` is a per-run cache (the run folder is never replaced, so
+    holding it is safe); a run folder inside the cache is still refused."""
+    run = tmp_path / "run"
+    base = ["distill", "--task", "last_letter", "--set", "task_options.size=4", "--backend", "scripted",
+            "--n", "2", "--eval-limit", "2", "--no-progress"]
+    res = invoke(*base, "--out-dir", run, "--cache", run / "cache")
+    assert "also an input" not in res.output, res.output
+    assert (run / "config.json").is_file() and (run / "cache").is_dir()
+    inside = tmp_path / "cache" / "run"
+    out = refused(invoke(*base, "--out-dir", inside, "--cache", tmp_path / "cache"), inside)
+    assert "is inside" in out and not inside.exists()
