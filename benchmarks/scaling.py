@@ -56,7 +56,7 @@ def main() -> None:
     from s2d.lmeval.run import evaluate
     from s2d.lmeval.tasks import build_task
     from s2d.models import resolve_model
-    from s2d.plugins import build
+    from s2d.plugins import get_plugins
     from s2d.traces import build_curator, build_method, generate_traces
 
     size = (lambda x: max(2, int(round(x * args.scale))))
@@ -119,7 +119,7 @@ def main() -> None:
         for i, m in enumerate([TRAIN_FLOOR, TRAIN_FLOOR, *examples]):
             data = tmp / f"sft{i}.jsonl"
             data.write_text("\n".join(records[:m]) + "\n")
-            trainer = build("trainers", "lora", {"epochs": 1})
+            trainer = get_plugins().get("trainers", "lora").obj(epochs=1)
             start = time.perf_counter()
             trainer.train(model_path, str(data), str(tmp / f"adapter{i}"), seed=0, progress=False)
             seconds = time.perf_counter() - start
