@@ -32,6 +32,8 @@ def s2d(*args: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(REPO / "results" / "configs" / "default.yaml"))
+    parser.add_argument("--export", default=None, help="also keep the measured run's export here (its scores are "
+                                                        "one more run of the config from an empty cache)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="s2d-plan-accuracy-") as tmp:
         table = Path(tmp) / "throughput.json"
@@ -39,8 +41,9 @@ def main() -> None:
         plan = json.loads(s2d("plan", "--config", args.config, "--throughput", str(table), "--json",
                               "--records", str(REPO / "results")))
         s2d("distill", "--config", args.config, "--out-dir", str(Path(tmp) / "run"),
-            "--cache", str(Path(tmp) / "cache"), "--no-progress")
-        stages = json.loads((Path(tmp) / "run" / "summary.json").read_text())["stages"]
+            "--cache", str(Path(tmp) / "cache"), "--no-progress", *(["--export", args.export] if args.export else []))
+        summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())
+        stages = summary["stages"]
     planned: dict[str, float] = {}
     for st in plan["rounds"][0]["stages"]:
         planned[st["stage"]] = planned.get(st["stage"], 0.0) + st["seconds"]
@@ -49,7 +52,8 @@ def main() -> None:
     measured = sum(s["seconds"] for s in stages)
     out = {"config": str(Path(args.config).relative_to(REPO)) if Path(args.config).is_relative_to(REPO) else args.config,
            "stages": rows, "measured_s": round(measured, 1), "planned_s": round(plan["seconds"], 1),
-           "planned_over_measured": round(plan["seconds"] / measured, 3), "target": "within 0.7-1.3"}
+           "planned_over_measured": round(plan["seconds"] / measured, 3), "target": "within 0.7-1.3",
+           "scores": {r["condition"]: r.get("score") for r in summary["rows"]}}
     print(json.dumps(out, indent=2))
 
 

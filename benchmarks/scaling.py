@@ -151,7 +151,7 @@ def main() -> None:
                     loadavg_before=load_before)
     write_report(args.out, "scaling", "How s2d's cost grows", table, figures, rows, meta, notes=(
         f"Generation: System 1 on one-name last letter at T 0.7, at most {MAX_NEW} new tokens, through `generate_traces` (no cache), one engine "
-        f"started once ({engine_start:.0f} s, not in the figures); each point on inputs no other point saw. "
+        "for every point (its start and a warm-up call are not in the figures); each point on inputs no other point saw. "
         "Training: LoRA, 1 epoch, batch and length defaults, on the `none` curator's records of the largest "
         "generation point; each point loads the base model again (the fixed cost, measured at "
         f"{TRAIN_FLOOR} examples). Eval: `evaluate` with lm-eval, System 1 greedy, the test split's first documents.\n"))
