@@ -1,4 +1,7 @@
+import contextlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,25 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def _own_generation_cache(tmp_path_factory, monkeypatch):
     """No test reads or writes the user's shared generation cache (a long run may be using it)."""
     monkeypatch.setenv("S2D_GENERATION_CACHE", str(tmp_path_factory.mktemp("generations")))
+
+
+@contextlib.contextmanager
+def pip_installed(target, *sources):
+    """A real, non-editable `pip install` of ``sources`` (no dependencies) into the folder
+    ``target``, on PYTHONPATH for the commands the test starts while the block runs. The shared
+    venv is never changed, so a concurrent test run does not see these plugins and a killed one
+    leaves none behind (installing into the venv did both)."""
+    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", "install", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), *map(str, sources)], check=True)
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(target), *([old] if old else [])])
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
 
 
 @pytest.fixture(autouse=True)

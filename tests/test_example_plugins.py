@@ -13,22 +13,19 @@ import pytest
 PLUGINS = Path(__file__).parent.parent / "plugins"
 
 
-def pip(*args):
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
+from conftest import pip_installed  # noqa: E402  (tests/ is on sys.path)
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """A non-editable install of both example plugins from copies (nothing built in the repo)."""
-    names = ["s2d-reverse-word", "s2d-unanimous"]
-    for name in names:
+    sources = []
+    for name in ["s2d-reverse-word", "s2d-unanimous"]:
         src = tmp_path_factory.mktemp("plugin") / name
         shutil.copytree(PLUGINS / name, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-        pip("install", "--no-deps", "--no-build-isolation", str(src))
-    try:
+        sources.append(src)
+    with pip_installed(tmp_path_factory.mktemp("site"), *sources):
         yield
-    finally:
-        pip("uninstall", "-y", *names)
 
 
 def run(*args, ok=True):
@@ -89,8 +86,7 @@ def test_new_plugin_writes_a_package_that_installs_and_passes_its_test(kind, tmp
     res = s2d("new-plugin", f"my-{kind}", "--kind", kind, "--out-dir", str(tmp_path))
     folder = Path(res.stdout.strip())
     assert folder == tmp_path / f"s2d-my-{kind}" and (folder / "pyproject.toml").is_file()
-    pip("install", "--no-deps", "--no-build-isolation", str(folder))
-    try:
+    with pip_installed(tmp_path / "site", folder):
         test = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder / "tests")],
                               capture_output=True, text=True, cwd=tmp_path,
                               env={**os.environ, "S2D_LOAD_PLUGINS": f"s2d_my_{kind}"})
@@ -99,7 +95,5 @@ def test_new_plugin_writes_a_package_that_installs_and_passes_its_test(kind, tmp
         listed = subprocess.run([sys.executable, "-m", "s2d.cli", "list", f"{kind}s"], capture_output=True, text=True,
                                 env={**os.environ, "S2D_LOAD_PLUGINS": f"s2d_my_{kind}"}).stdout
         assert any(line.split()[:2] == [f"my-{kind}", f"s2d_my_{kind}"] for line in listed.splitlines()), listed
-    finally:
-        pip("uninstall", "-y", f"s2d-my-{kind}")
     again = s2d("new-plugin", f"my-{kind}", "--kind", kind, "--out-dir", str(tmp_path), ok=False)
     assert again.returncode != 0 and "exists" in again.stderr

@@ -136,18 +136,13 @@ def test_cli_start_imports_no_heavy_library():
     assert "HEAVY []" in out
 
 
-def pip(*args):
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
-
-
 @pytest.fixture(scope="module")
-def installed_plugins():
+def installed_plugins(tmp_path_factory):
     """Build and pip-install two real distributions that declare `s2d` entry points."""
-    pip("install", "--no-deps", "--no-build-isolation", str(FIXTURES / "s2d-hello"), str(FIXTURES / "s2d-broken"))
-    try:
+    from conftest import pip_installed
+
+    with pip_installed(tmp_path_factory.mktemp("site"), FIXTURES / "s2d-hello", FIXTURES / "s2d-broken"):
         yield
-    finally:
-        pip("uninstall", "-y", "s2d-hello", "s2d-broken")
 
 
 def s2d_cmd(*args, env_extra=None):

@@ -11,10 +11,6 @@ import pytest
 PLUGIN = Path(__file__).parent.parent / "plugins" / "s2d-step-back"
 
 
-def pip(*args):
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
-
-
 @pytest.fixture(scope="module")
 def step_back_installed(tmp_path_factory):
     # A non-editable install from a copy, as a user would: the build leaves nothing in the repo.
@@ -22,11 +18,10 @@ def step_back_installed(tmp_path_factory):
 
     src = tmp_path_factory.mktemp("plugin") / "s2d-step-back"
     shutil.copytree(PLUGIN, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    pip("install", "--no-deps", "--no-build-isolation", str(src))
-    try:
+    from conftest import pip_installed
+
+    with pip_installed(tmp_path_factory.mktemp("site"), src):
         yield
-    finally:
-        pip("uninstall", "-y", "s2d-step-back")
 
 
 def s2d(*args):
