@@ -1,29 +1,30 @@
-"""The `s2d` command line. Heavy libraries (torch, transformers, vllm, peft, lm_eval) are imported
-inside the functions that use them, never here, so `s2d --help` stays fast."""
+"""The `s2d` command line: the top layer. Each command parses its flags, turns them into run settings
+(:func:`run_settings`, the one place flags become settings) and makes one call into the layer below
+(s2d.distill, s2d.stage_runs, s2d.lmeval.run, s2d.routing, s2d.sweep, ...), then prints the result.
+Flags several commands share are declared once (:data:`FLAGS`, :func:`flag`).
+
+Heavy libraries (torch, transformers, vllm, peft, lm_eval) are imported inside the functions that
+use them, never here, so `s2d --help` stays fast."""
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import click
 
 from s2d import __version__
-from s2d.backends import default_backend_name, load_backend, model_path_for
-from s2d.backends.base import sample_seed
-from s2d.config import parse_set, resolve
-from s2d.curators.base import write_curated
-from s2d.distill import DistillRun, check_export_dest, check_plugins, format_summary
+from s2d.backends import default_backend_name, load_backend
+from s2d.config import RunConfig, parse_set, resolve, settings_help
+from s2d.distill import check_plugins, distill_settings, format_summary
 from s2d.envinfo import device, versions
-from s2d.errors import ConfigError, InputError, PromptTooLongError, S2DError
-from s2d.files import cache_dir, check_output, check_writable, default_cache_dir, local_path, read_jsonl, write_jsonl
-from s2d.lmeval.run import evaluate, planned_records
-from s2d.lmeval.tasks import build_task, check_task_plugin, write_task_files
+from s2d.errors import S2DError
+from s2d.files import cache_dir, check_writable, default_cache_dir
+from s2d.lmeval.run import evaluate_settings
 from s2d.lmeval.tasks import tasks_path as lm_eval_tasks_path
-from s2d.methods.base import run_method
-from s2d.models import model_rows, resolve_model
+from s2d.lmeval.tasks import write_task_files
+from s2d.models import model_rows
 from s2d.newplugin import new_plugin
 from s2d.plan import calibrate as measure
 from s2d.plan import format_plan, load_settings, make_plan
@@ -31,10 +32,10 @@ from s2d.plugins import KINDS, get_plugins
 from s2d.report import leaderboard as write_leaderboard
 from s2d.reproduce import run_table
 from s2d.routing import route_run
-from s2d.stages import Request
-from s2d.store import RunFolder, check_record, load_record, metrics_of, record_lock, safe_name
-from s2d.traces import build_curator, build_method, generate_traces, load_traces, make_runner, open_cache
-from s2d.trainers.base import check_out_dir, load_records
+from s2d.stage_runs import curate_file, generate_for_task, stage_prompts, train_file
+from s2d.store import load_record, metrics_of, safe_name
+from s2d.sweep import check_plan, describe, load_plan, run_plan, select, write_report
+from s2d.traces import generate_requests, open_cache
 
 
 def _plugins(ctx: click.Context):
@@ -83,129 +84,122 @@ def quiet_libraries(verbose: int) -> None:
         warnings.filterwarnings("ignore", module=module)
 
 
-@click.group(cls=S2DGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="s2d")
-@click.option("--plugins-dir", type=click.Path(file_okay=False), envvar="S2D_PLUGINS_DIR",
-              help="Also load every *.py file in DIR as a plugin (unpublished experiments).")
-@click.option("--verbose", "-v", count=True, help="Show engine and library logs (-vv: debug).")
-@click.pass_context
-def cli(ctx, plugins_dir, verbose):
-    """s2d: distil System 2 methods (CoT, RaR, S2A, BSM, ...) into direct System 1 answers.
+# -- flags, declared once ---------------------------------------------------------------------------
+class _FiniteNonNegative(click.ParamType):
+    name = "number >= 0"
 
-    Plugins add methods, curators, tasks, trainers and backends: see `s2d plugins`.
-    """
-    quiet_libraries(verbose)
+    def convert(self, value, param, ctx):
+        import math
 
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_context
-def plugins(ctx, as_json):
-    """List loaded plugins (built-in and installed), their hooks, and load errors."""
-    rows = _plugins(ctx).plugin_rows()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for r in rows:
-        hooks = ", ".join(r["hooks"]) or "-"
-        status = f"ERROR: {r['error'].splitlines()[0]}" if r["error"] else hooks
-        click.echo(f"{r['name']:<24} {r['version'] or '-':<10} {r['source']:<10} {status}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number < 0:
+            self.fail(f"{value!r} is not a finite number >= 0", param, ctx)
+        return number
 
 
-@cli.command(name="list")
-@click.argument("kind", type=click.Choice(KINDS))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_context
-def list_(ctx, kind, as_json):
-    """List registered methods, curators, tasks, trainers or backends."""
-    rows = []
-    for entry in _plugins(ctx).entries(kind):
-        row = entry.row()
-        if kind == "backends" and hasattr(entry.obj, "available"):
-            ok, why = entry.obj.available()
-            row["available"] = ok
-            if not ok:
-                row["why"] = why
-        rows.append(row)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for r in rows:
-        extra = "" if r.get("available", True) else f"  (unavailable: {r['why']})"
-        click.echo(f"{r['name']:<16} {r['plugin']:<24} {r['description']}{extra}")
+FINITE_NON_NEGATIVE = _FiniteNonNegative()
+
+# Each shared flag: its declarations (the click parameter's name where it differs) and attributes.
+# A command may add a short name or say more in its own help (`flag("task", "-t", help=...)`).
+FLAGS: dict[str, tuple[tuple[str, ...], dict]] = {
+    "config": (("--config", "config_path"), dict(
+        type=click.Path(exists=True, dir_okay=False), default=None,
+        help="Run config (YAML/JSON; results/configs/README.md lists the settings).")),
+    "scale": (("--scale",), dict(default=None, help="Apply the config's `scale: {NAME: overrides}` (e.g. paper).")),
+    "set": (("--set", "set_items"), dict(
+        multiple=True, metavar="KEY=VALUE",
+        help="A setting as in a config file, over it and every flag: n=8, method_options.shots=4, "
+             "task_options.words_per_example=1 (repeatable).")),
+    "task": (("--task", "task_name"), dict(default=None, help="Task (see `s2d list tasks`).")),
+    "method": (("--method",), dict(default=None, help="Method (see `s2d list methods`) [default: system1].")),
+    "curator": (("--curator",), dict(default=None, help="Curator [default: majority]; none = no curation.")),
+    "trainer": (("--trainer",), dict(default=None, help="Trainer [default: lora].")),
+    "split": (("--split",), dict(default=None)),
+    "limit": (("--limit",), dict(type=click.IntRange(min=1), default=None)),
+    "n": (("--n",), dict(type=click.IntRange(min=1), default=None)),
+    "model": (("--model", "-m"), dict(default=None, help="[default: smollm2-135m]")),
+    "backend": (("--backend", "-b"), dict(default=None, help="[default: vllm if it imports, else hf]")),
+    "dtype": (("--dtype",), dict(default=None)),
+    "batch_size": (("--batch-size",), dict(type=click.IntRange(min=1), default=None,
+                                           help="hf: sequences decoded together.")),
+    "threads": (("--threads",), dict(type=click.IntRange(min=1), default=None, help="hf: torch CPU threads.")),
+    "trust_remote_code": (("--trust-remote-code",), dict(is_flag=True,
+                                                         help="Allow model code from the hub (off by default).")),
+    "seed": (("--seed",), dict(type=int, default=None, help="[default: 0]")),
+    "adapter": (("--adapter",), dict(type=click.Path(exists=True, file_okay=False), default=None,
+                                     help="LoRA adapter folder.")),
+    "cache": (("--cache", "cache_dir"), dict(default=None, type=click.Path(file_okay=False),
+                                             help="Generation cache folder [default: $S2D_CACHE/generations].")),
+    "no_cache": (("--no-cache",), dict(is_flag=True, help="Generate everything afresh and store nothing.")),
+    "progress": (("--progress/--no-progress",), dict(default=True)),
+    "json": (("--json", "as_json"), dict(is_flag=True, help="Machine-readable output.")),
+}
 
 
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def env(as_json):
-    """Versions of Python, torch, transformers, peft, lm-eval, vLLM and the device."""
-    info = {"versions": versions(), "device": device(), "default_backend": default_backend_name()}
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
-        return
-    for k, v in info["versions"].items():
-        click.echo(f"{k:<14} {v or '-'}")
-    click.echo(f"{'device':<14} {json.dumps(info['device'])}")
-    click.echo(f"{'backend':<14} {info['default_backend']} (default)")
+def flag(name: str, *more: str, **changes):
+    """The click option of the shared flag ``name``; ``more``: extra names (``-t``), ``changes``:
+    attributes this command gives it otherwise (its own help text, default)."""
+    decls, attrs = FLAGS[name]
+    return click.option(decls[0], *more, *decls[1:], **{**attrs, **changes})
 
 
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def models(as_json):
-    """Known model aliases. Any local folder, .gguf file or hub id also works as --model."""
-    rows = model_rows()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for r in rows:
-        mark = "*" if r["default"] else " "
-        click.echo(f"{mark} {r['alias']:<16} {r['description']}")
-        click.echo(f"    installed: {'yes' if r['installed'] else 'no'}  converted: {'yes' if r['cached'] else 'no'}  "
-                   f"hub: {r['hub_id']}")
-        click.echo(f"    source: {r['source']}")
-    click.echo(f"cache: {cache_dir()} (set S2D_CACHE to move it)")
+def flags(*options):
+    """One decorator applying ``options`` in the order given (the order `--help` lists them)."""
+    def apply(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+    return apply
 
 
-def backend_options(f):
-    """Engine flags shared by every command that generates (model, backend and seed are also run
-    settings: a config's `model:` is honoured, a flag wins)."""
-    for opt in reversed([
-        click.option("--model", "-m", default=None, help="Alias, model folder, .gguf file or hub id "
-                     "[default: smollm2-135m]."),
-        click.option("--backend", "-b", default=None, help="Generation engine [default: vllm if it "
-                     "imports, else hf]."),
-        click.option("--dtype", default=None, help="auto, bfloat16, float16 or float32."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=None, help="hf: sequences decoded together."),
-        click.option("--threads", type=click.IntRange(min=1), default=None, help="hf: torch CPU threads."),
-        click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (off by default)."),
-        click.option("--seed", type=int, default=None, help="Run seed; per-request seeds derive from it [default: 0]."),
-    ]):
-        f = opt(f)
-    return f
+# Engine flags shared by every command that generates (model, backend and seed are also run
+# settings: a config's `model:` is honoured, a flag wins).
+backend_options = flags(
+    flag("model", help="Alias, model folder, .gguf file or hub id [default: smollm2-135m]."),
+    flag("backend", help="Generation engine [default: vllm if it imports, else hf]."),
+    flag("dtype", help="auto, bfloat16, float16 or float32."),
+    flag("batch_size"), flag("threads"), flag("trust_remote_code"),
+    flag("seed", help="Run seed; per-request seeds derive from it [default: 0]."),
+)
+# --config, --scale and --set: the one way every command takes run settings.
+settings_options = flags(flag("config"), flag("scale"), flag("set"))
+cache_options = flags(flag("cache"), flag("no_cache"))
+
+# -- flags -> settings: the one place ---------------------------------------------------------------
+# The flags that are run settings: click parameter -> setting. `--limit` limits what the command
+# itself reads: the train split for `generate`, the test documents for `eval`.
+FLAG_SETTINGS = {"task_name": "task", "method": "method", "curator": "curator", "trainer": "trainer",
+                 "split": "split", "n": "n", "train_limit": "train_limit", "eval_limit": "eval_limit",
+                 "temperature": "temperature", "top_p": "top_p", "model": "model", "backend": "backend",
+                 "seed": "seed"}
+LIMIT_SETTING = {"generate": "train_limit", "eval": "eval_limit"}
+# Commands whose settings must name a task (`s2d config show --for` says which command it shows).
+NEEDS_TASK = ("distill", "show-prompts")
 
 
-def settings_options(f):
-    """--config, --scale and --set: the one way every command takes run settings."""
-    for opt in reversed([
-        click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="Run config (YAML/JSON; results/configs/README.md lists the settings)."),
-        click.option("--scale", default=None, help="Apply the config's `scale: {NAME: overrides}` (e.g. paper)."),
-        click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE",
-                     help="A setting as in a config file, over it and every flag: n=8, "
-                          "method_options.shots=4, task_options.words_per_example=1 (repeatable)."),
-    ]):
-        f = opt(f)
-    return f
+def flag_settings(params: dict, command: str, only=None) -> dict:
+    """The run settings a command's parsed flags (``params``) set; ``None``: not given. ``only``:
+    just these settings."""
+    found = {setting: params[name] for name, setting in FLAG_SETTINGS.items() if name in params}
+    if "limit" in params:
+        found[LIMIT_SETTING[command]] = params["limit"]
+    return {k: v for k, v in found.items() if only is None or k in only}
 
 
-def cache_options(f):
-    for opt in reversed([
-        click.option("--cache", "cache_dir", default=None, type=click.Path(file_okay=False),
-                     help="Generation cache folder [default: $S2D_CACHE/generations]."),
-        click.option("--no-cache", is_flag=True, help="Generate everything afresh and store nothing."),
-    ]):
-        f = opt(f)
-    return f
+def run_settings(ctx: click.Context, command: str | None = None, *, require_task: bool | None = None,
+                 only=None) -> RunConfig:
+    """The run settings of the command being run (or of ``command``): its defaults < --config <
+    --scale < its flags < --set, every flag mapped by :func:`flag_settings`. Loads the plugins
+    first (--plugins-dir), so the layers below find them."""
+    _plugins(ctx)
+    params = ctx.params
+    command = command or ctx.command.name
+    return resolve(command, params.get("config_path"), scale=params.get("scale"),
+                   set_items=params.get("set_items") or (), flags=flag_settings(params, command, only),
+                   require_task=command in NEEDS_TASK if require_task is None else require_task)
 
 
 def _cache_folder(cache_dir, no_cache) -> Path | None:
@@ -240,68 +234,101 @@ def make_backend(ctx, cfg, dtype=None, batch_size=None, threads=None, trust_remo
         raise click.ClickException(str(exc)) from None
 
 
-class _FiniteNonNegative(click.ParamType):
-    name = "number >= 0"
-
-    def convert(self, value, param, ctx):
-        import math
-
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
-        if not math.isfinite(number) or number < 0:
-            self.fail(f"{value!r} is not a finite number >= 0", param, ctx)
-        return number
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
 
 
-FINITE_NON_NEGATIVE = _FiniteNonNegative()
+# -- the commands -----------------------------------------------------------------------------------
+@click.group(cls=S2DGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="s2d")
+@click.option("--plugins-dir", type=click.Path(file_okay=False), envvar="S2D_PLUGINS_DIR",
+              help="Also load every *.py file in DIR as a plugin (unpublished experiments).")
+@click.option("--verbose", "-v", count=True, help="Show engine and library logs (-vv: debug).")
+@click.pass_context
+def cli(ctx, plugins_dir, verbose):
+    """s2d: distil System 2 methods (CoT, RaR, S2A, BSM, ...) into direct System 1 answers.
+
+    Plugins add methods, curators, tasks, trainers and backends: see `s2d plugins`.
+    """
+    quiet_libraries(verbose)
 
 
-def _task(ctx, name: str, options: dict):
-    """Task ``name`` built once with its checked options (an error names the task and option)."""
-    _plugins(ctx)
-    try:
-        return build_task(name, strict=True, **options)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, S2DError):
-            raise
-        raise ConfigError(f"task {name!r}: {exc}" if not str(exc).startswith("task ") else str(exc)) from None
+@cli.command()
+@flag("json")
+@click.pass_context
+def plugins(ctx, as_json):
+    """List loaded plugins (built-in and installed), their hooks, and load errors."""
+    rows = _plugins(ctx).plugin_rows()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        hooks = ", ".join(r["hooks"]) or "-"
+        status = f"ERROR: {r['error'].splitlines()[0]}" if r["error"] else hooks
+        click.echo(f"{r['name']:<24} {r['version'] or '-':<10} {r['source']:<10} {status}")
 
 
-def _method(ctx, name: str, task, options: dict):
-    _plugins(ctx)
-    try:
-        return build_method(name, task, **options)
-    except TypeError as exc:
-        raise ConfigError(f"method {name!r}: {exc}") from None
+@cli.command(name="list")
+@click.argument("kind", type=click.Choice(KINDS))
+@flag("json")
+@click.pass_context
+def list_(ctx, kind, as_json):
+    """List registered methods, curators, tasks, trainers or backends."""
+    rows = []
+    for entry in _plugins(ctx).entries(kind):
+        row = entry.row()
+        if kind == "backends" and hasattr(entry.obj, "available"):
+            ok, why = entry.obj.available()
+            row["available"] = ok
+            if not ok:
+                row["why"] = why
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        extra = "" if r.get("available", True) else f"  (unavailable: {r['why']})"
+        click.echo(f"{r['name']:<16} {r['plugin']:<24} {r['description']}{extra}")
 
 
-def _check_adapter(adapter: str | None, what: str = "--adapter") -> None:
-    """An adapter (the --adapter flag, or a request line's 'adapter') must be a PEFT adapter
-    folder: said now, before any model loads."""
-    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
-        raise InputError(f"{what} {adapter!r} is not a PEFT adapter folder (no adapter_config.json)")
+@cli.command()
+@flag("json")
+def env(as_json):
+    """Versions of Python, torch, transformers, peft, lm-eval, vLLM and the device."""
+    info = {"versions": versions(), "device": device(), "default_backend": default_backend_name()}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for k, v in info["versions"].items():
+        click.echo(f"{k:<14} {v or '-'}")
+    click.echo(f"{'device':<14} {json.dumps(info['device'])}")
+    click.echo(f"{'backend':<14} {info['default_backend']} (default)")
 
 
-def _docs(task, split: str, limit: int | None):
-    try:
-        docs = task.docs(split)
-    except ValueError as exc:
-        if isinstance(exc, S2DError):
-            raise
-        raise ConfigError(str(exc)) from None
-    return docs if limit is None else docs[:limit]
+@cli.command()
+@flag("json")
+def models(as_json):
+    """Known model aliases. Any local folder, .gguf file or hub id also works as --model."""
+    rows = model_rows()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        mark = "*" if r["default"] else " "
+        click.echo(f"{mark} {r['alias']:<16} {r['description']}")
+        click.echo(f"    installed: {'yes' if r['installed'] else 'no'}  converted: {'yes' if r['cached'] else 'no'}  "
+                   f"hub: {r['hub_id']}")
+        click.echo(f"    source: {r['source']}")
+    click.echo(f"cache: {cache_dir()} (set S2D_CACHE to move it)")
 
 
 @cli.command()
 @backend_options
 @settings_options
-@click.option("--task", "task_name", default=None, help="Run a method over a task split (writes traces).")
-@click.option("--method", default=None, help="Method (see `s2d list methods`) [default: system1].")
-@click.option("--split", default=None, help="Task split; train is used unlabeled [default: train].")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Only the first N documents of the split (the setting train_limit).")
+@flag("task", help="Run a method over a task split (writes traces).")
+@flag("method")
+@flag("split", help="Task split; train is used unlabeled [default: train].")
+@flag("limit", help="Only the first N documents of the split (the setting train_limit).")
 @click.option("--perturb", is_flag=True, help="Also run every input's perturbation (for the perturb curator).")
 @cache_options
 @click.option("--chunk-sequences", type=click.IntRange(min=1), default=2048, show_default=True,
@@ -310,7 +337,7 @@ def _docs(task, split: str, limit: int | None):
               help="Instead of --task: JSONL of raw requests, {'messages': [...]} or {'prompt': '...'} plus "
                    "optional max_new_tokens, temperature, top_p, n, stop, seed, adapter, id, first_sample.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output JSONL.")
-@click.option("--n", type=click.IntRange(min=1), default=None, help="Samples per input [default: 1].")
+@flag("n", help="Samples per input [default: 1].")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None,
               help="[default: 256 with --input; the method's own per stage with --task]")
 @click.option("--temperature", type=FINITE_NON_NEGATIVE, default=None,
@@ -318,8 +345,8 @@ def _docs(task, split: str, limit: int | None):
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="[default: 1.0, or the method's own]")
 @click.option("--stop", multiple=True, help="Stop string (repeatable; --input only).")
-@click.option("--adapter", type=click.Path(exists=True, file_okay=False), default=None, help="LoRA adapter folder.")
-@click.option("--progress/--no-progress", default=True)
+@flag("adapter")
+@flag("progress")
 @click.pass_context
 def generate(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, seed, config_path, scale, set_items,
              task_name, method, split, limit, perturb, cache_dir, no_cache, chunk_sequences, input_path, out_path, n,
@@ -328,142 +355,52 @@ def generate(ctx, model, backend, dtype, batch_size, threads, trust_remote_code,
     generate for raw requests (--input).
 
     Traces go through the generation cache: rerunning a killed run generates only what is missing."""
-    flags = {"task": task_name, "method": method, "split": split, "train_limit": limit, "n": n,
-             "temperature": temperature, "top_p": top_p, "model": model, "backend": backend, "seed": seed}
     if input_path:
         if any((task_name, method, config_path, scale, set_items, perturb, split, limit, cache_dir, no_cache)):
             raise click.UsageError("--task/--method/--config/--scale/--set/--split/--limit/--perturb/--cache go "
                                    "with --task, not --input (each input line carries its own settings; raw "
                                    "requests are not cached)")
-        cfg = resolve("generate", flags={"model": model, "backend": backend, "seed": seed}, require_task=False)
-        return _generate_requests(ctx, cfg, dtype, batch_size, threads, trust_remote_code, input_path, out_path,
-                                  1 if n is None else n, 256 if max_new_tokens is None else max_new_tokens,
-                                  temperature, 1.0 if top_p is None else top_p, stop, adapter, progress)
-    cfg = resolve("generate", config_path, scale=scale, flags=flags, set_items=set_items, require_task=False)
+        cfg = run_settings(ctx, only=("model", "backend", "seed"))
+        generate_requests(input_path, out_path, model=cfg["model"], seed=cfg["seed"],
+                          engine=lambda: make_backend(ctx, cfg, dtype, batch_size, threads, trust_remote_code),
+                          n=1 if n is None else n, max_new_tokens=256 if max_new_tokens is None else max_new_tokens,
+                          temperature=temperature, top_p=1.0 if top_p is None else top_p, stop=stop,
+                          adapter=adapter, progress=progress, echo=_echo_err)
+        return
+    cfg = run_settings(ctx)
     if not cfg["task"]:
         raise click.UsageError("give --task (or `task:` in --config) to run a method, or --input for raw requests")
     if stop:  # a method's stages set their own stop strings; never drop a flag silently
         raise click.UsageError("--stop goes with --input; with --task each stage of the method sets its own")
-    _check_adapter(adapter)
-    options = cfg.generation_options()
-    if max_new_tokens is not None:
-        options["max_new_tokens"] = max_new_tokens
-    task = _task(ctx, cfg["task"], cfg["task_options"])
-    m = _method(ctx, cfg["method"], task, options)
-    docs = _docs(task, cfg["split"], cfg["train_limit"])
-    cache = _cache(cache_dir, no_cache)
-    check_output(out_path, config_path, adapter, local_path(cfg["model"]),
-                 folders=_read_folders(cfg, cache_dir, no_cache))
-    engine = make_backend(ctx, cfg, dtype, batch_size, threads, trust_remote_code)
-    start = time.perf_counter()
-    with engine:
-        traces, stats = generate_traces(engine, task, m, docs, split=cfg["split"], cache=cache, seed=cfg["seed"],
-                                        adapter=adapter, perturb=perturb, progress=progress,
-                                        chunk_sequences=chunk_sequences)
-    write_jsonl(out_path, traces)
-    tokens = [s["total_tokens"] for t in traces for s in t["samples"]]
-    click.echo(f"{len(traces)} inputs x {m.n} samples of {cfg['method']} on {cfg['task']}/{cfg['split']}: "
-               f"{stats['generated']} generated, {stats['reused']} from the cache, mean "
-               f"{sum(tokens) / max(len(tokens), 1):.1f} tokens per sample, {time.perf_counter() - start:.1f} s "
-               f"-> {out_path}", err=True)
-
-
-def _generate_requests(ctx, cfg, dtype, batch_size, threads, trust_remote_code, input_path, out_path, n,
-                       max_new_tokens, temperature, top_p, stop, adapter, progress):
-    defaults = {"n": n, "max_new_tokens": max_new_tokens, "top_p": top_p, "stop": list(stop),
-                "temperature": temperature if temperature is not None else (0.0 if n == 1 else 0.7),
-                "adapter": adapter}
-
-    def parse(rec):
-        req = Request.from_dict(rec, defaults)
-        _check_adapter(req.adapter, "'adapter'")  # an InputError is a ValueError: read_jsonl adds file:line
-        return req
-
-    requests = read_jsonl(input_path, parse)  # every line checked before any model is loaded
-    if not requests:
-        raise click.ClickException(f"{input_path}: no requests")
-    check_output(out_path, input_path, local_path(cfg["model"]), *{r.adapter for r in requests if r.adapter})
-    engine = make_backend(ctx, cfg, dtype, batch_size, threads, trust_remote_code)
-    seed = cfg["seed"]
-    start = time.perf_counter()
-    with engine:
-        try:
-            outputs = engine.generate(requests, progress=progress)
-        except PromptTooLongError as exc:
-            raise click.ClickException(f"{input_path}: {exc}") from None
-        vers = {**versions(), **engine.versions()}
-    wall = time.perf_counter() - start
-
-    def records():
-        for i, (req, outs) in enumerate(zip(requests, outputs)):
-            yield {"id": req.id if req.id is not None else i, "request": req.as_dict(),
-                   "completions": [c.as_dict() for c in outs],
-                   "prompt_tokens": outs[0].prompt_tokens,
-                   "completion_tokens": sum(c.completion_tokens for c in outs),
-                   "seed": None if req.greedy else sample_seed(seed, req, i, req.first_sample), "run_seed": seed,
-                   "backend": engine.name, "model": cfg["model"], "model_path": engine.model_path,
-                   "versions": vers}
-
-    write_jsonl(out_path, records())
-    tokens = sum(c.completion_tokens for outs in outputs for c in outs)
-    click.echo(f"{len(requests)} requests, {tokens} generated tokens in {wall:.1f} s including the engine's start "
-               f"with {engine.name} -> {out_path}", err=True)
+    generate_for_task(cfg, lambda: make_backend(ctx, cfg, dtype, batch_size, threads, trust_remote_code),
+                      out_path=out_path, inputs=[config_path], adapter=adapter, max_new_tokens=max_new_tokens,
+                      perturb=perturb, chunk_sequences=chunk_sequences, folders=_read_folders(cfg, cache_dir, no_cache),
+                      open_cache=lambda: _cache(cache_dir, no_cache), progress=progress, echo=_echo_err)
 
 
 @cli.command()
 @settings_options
-@click.option("--curator", "-c", default=None, help="See `s2d list curators` [default: majority].")
+@flag("curator", "-c", help="See `s2d list curators` [default: majority].")
 @click.option("--traces", "traces_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Traces JSONL written by `s2d generate --task ...`.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Training set (TRL prompt-completion JSONL); .dropped.jsonl and .summary.json go beside it.")
-@click.option("--model", "-m", default=None, help="Model for curators that ask one (usc) [default: smollm2-135m].")
-@click.option("--backend", "-b", default=None)
-@click.option("--dtype", default=None)
-@click.option("--seed", type=int, default=None, help="[default: 0]")
+@flag("model", help="Model for curators that ask one (usc) [default: smollm2-135m].")
+@flag("backend", help=None)
+@flag("dtype")
+@flag("seed")
 @cache_options
-@click.option("--progress/--no-progress", default=True)
+@flag("progress")
 @click.pass_context
 def curate(ctx, config_path, scale, set_items, curator, traces_path, out_path, model, backend, dtype, seed, cache_dir,
            no_cache, progress):
     """Turn traces into a training set with an unsupervised curator; print the summary.
 
     Curator options are settings: --set curator_options.threshold=0.8 (or `curator_options:` in --config)."""
-    cfg = resolve("curate", config_path, scale=scale, set_items=set_items, require_task=False,
-                  flags={"curator": curator, "model": model, "backend": backend, "seed": seed})
-    traces = load_traces(traces_path)
-    if not traces:
-        raise click.ClickException(f"{traces_path}: no traces")
-    tasks = {t.get("task") for t in traces}
-    if len(tasks) != 1 or None in tasks:
-        raise click.ClickException(f"{traces_path}: traces must come from one task, found {sorted(map(str, tasks))}")
-    name = tasks.pop()
-    if cfg["task"] and cfg["task"] != name:
-        raise click.ClickException(f"{traces_path}: traces of task {name!r}, but the settings say {cfg['task']!r}")
-    task = _task(ctx, name, cfg["task_options"])
-    out = Path(out_path)
-    for written in (out, out.with_name(out.stem + ".dropped.jsonl"), out.with_name(out.stem + ".summary.json")):
-        check_output(written, traces_path, config_path, local_path(cfg["model"]),
-                     folders=_read_folders(cfg, cache_dir, no_cache))
-    _plugins(ctx)
-    try:
-        cur = build_curator(cfg["curator"], task, **cfg["curator_options"])
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, S2DError):
-            raise
-        prefix = f"curator {cfg['curator']!r}: "  # once: option errors carry it already
-        raise click.ClickException(str(exc) if str(exc).startswith(prefix) else prefix + str(exc)) from None
-    cache = _cache(cache_dir, no_cache) if cur.needs_model else None  # checked before the model loads
-    engine = make_backend(ctx, cfg, dtype) if cur.needs_model else None
-    try:
-        runner = make_runner(engine, f"curator:{cfg['curator']}", cache=cache,
-                             seed=cfg["seed"], progress=progress) if engine else None
-        decisions = cur.curate(traces, runner)
-    finally:
-        if engine is not None:
-            engine.close()
-    summary = write_curated(out_path, traces, decisions, curator=cfg["curator"],
-                            extra={"traces": str(traces_path), "method": traces[0].get("method")})
+    cfg = run_settings(ctx)
+    summary = curate_file(cfg, lambda: make_backend(ctx, cfg, dtype), traces_path=traces_path, out_path=out_path,
+                          inputs=[config_path], folders=_read_folders(cfg, cache_dir, no_cache),
+                          open_cache=lambda: _cache(cache_dir, no_cache), progress=progress)
     click.echo(json.dumps(summary, indent=2))
 
 
@@ -473,11 +410,11 @@ def curate(ctx, config_path, scale, set_items, curator, traces_path, out_path, m
               help="Curated prompt-completion JSONL (from `s2d curate`).")
 @click.option("--out-dir", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Adapter (lora) or model (full) folder; checkpoints go under OUT_DIR/checkpoints.")
-@click.option("--trainer", default=None, help="See `s2d list trainers` [default: lora].")
-@click.option("--model", "-m", default=None, help="Base model [default: smollm2-135m].")
-@click.option("--seed", type=int, default=None, help="[default: 0]")
+@flag("trainer", help="See `s2d list trainers` [default: lora].")
+@flag("model", help="Base model [default: smollm2-135m].")
+@flag("seed")
 @click.option("--overwrite", is_flag=True, help="Start over where OUT_DIR holds checkpoints of other data or settings.")
-@click.option("--progress/--no-progress", default=True)
+@flag("progress")
 @click.pass_context
 def train(ctx, config_path, scale, set_items, data_path, out_dir, trainer, model, seed, overwrite, progress):
     """Fine-tune on a curated set; resumes from OUT_DIR's last checkpoint after a kill.
@@ -486,71 +423,46 @@ def train(ctx, config_path, scale, set_items, data_path, out_dir, trainer, model
     Runs data-parallel under `accelerate launch --multi_gpu --num_processes N -m s2d.cli train ...`
     (also on CPUs, over gloo), or FSDP / DeepSpeed with --config_file; trainer_options.batch_size
     is the batch of all N processes together (docs/scale.md)."""
-    cfg = resolve("train", config_path, scale=scale, set_items=set_items, require_task=False,
-                  flags={"trainer": trainer, "model": model, "seed": seed})
-    t = _plugins(ctx).get("trainers", cfg["trainer"]).obj(**cfg["trainer_options"])
-    t.overwrite = overwrite
-    load_records(data_path)  # every line checked before the model is converted or loaded
-    # For every trainer, a plugin's too, before any model is converted or loads (an alias resolves
-    # into the s2d cache, which check_output guards).
-    check_out_dir(cfg["model"], out_dir)
-    check_output(out_dir, data_path, config_path, flag="--out-dir", folder=True)
-    model_path = resolve_model(cfg["model"])
-    out = t.train(model_path, data_path, out_dir, seed=cfg["seed"], progress=progress)
+    cfg = run_settings(ctx)
+    out = train_file(cfg, data_path=data_path, out_dir=out_dir, inputs=[config_path], overwrite=overwrite,
+                     progress=progress)
     click.echo(f"{cfg['trainer']} -> {out}")
 
 
 @cli.command()
 @settings_options
-@click.option("--task", "task_name", default=None, help="Task (see `s2d list tasks`).")
-@click.option("--method", default=None, help="System 2 method to distil [default: rar2]; system1 = 'Distill System 1'.")
-@click.option("--curator", default=None, help="Curator [default: majority]; none = no curation.")
-@click.option("--trainer", default=None, help="Trainer [default: lora].")
+@flag("task")
+@flag("method", help="System 2 method to distil [default: rar2]; system1 = 'Distill System 1'.")
+@flag("curator")
+@flag("trainer")
 @click.option("--name", default=None, help="Run name [default: task-method-curator-trainer].")
 @click.option("--runs-dir", default="runs/distill", show_default=True, type=click.Path(file_okay=False))
 @click.option("--out-dir", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Run folder: new, empty, or one of this run's [default: RUNS_DIR/NAME]. One run at a time.")
-@click.option("--n", type=click.IntRange(min=1), default=None, help="Samples per train input [default: 8].")
+@flag("n", help="Samples per train input [default: 8].")
 @click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Only the first N train inputs.")
 @click.option("--eval-limit", type=click.IntRange(min=1), default=None, help="Only the first N test documents.")
-@click.option("--model", "-m", default=None, help="[default: smollm2-135m]")
-@click.option("--backend", "-b", default=None, help="[default: vllm if it imports, else hf]")
-@click.option("--dtype", default=None)
-@click.option("--seed", type=int, default=None, help="[default: 0]")
+@flag("model")
+@flag("backend")
+@flag("dtype")
+@flag("seed")
 @cache_options
 @click.option("--export", "export_dir", default=None, type=click.Path(file_okay=False),
               help="Copy the finished run (without weights and traces) to this folder, e.g. under results/.")
-@click.option("--progress/--no-progress", default=True)
+@flag("progress")
 @click.pass_context
 def distill(ctx, config_path, scale, set_items, task_name, method, curator, trainer, name, runs_dir, out_dir, n,
             train_limit, eval_limit, model, backend, dtype, seed, cache_dir, no_cache, export_dir, progress):
     """Generate on the train split, curate, train, and score System 1, System 2 and the distilled
     model through lm-eval; every stage resumes after a kill. Prints a three-row summary."""
-    plugins = _plugins(ctx)
-    cfg = resolve("distill", config_path, scale=scale, set_items=set_items, flags={
-        "task": task_name, "method": method, "curator": curator, "trainer": trainer, "n": n,
-        "train_limit": train_limit, "eval_limit": eval_limit, "model": model, "backend": backend, "seed": seed})
-    for kind, key in (("tasks", "task"), ("methods", "method"), ("curators", "curator"), ("trainers", "trainer")):
-        plugins.get(kind, cfg[key])
+    cfg = run_settings(ctx)
     folder = out_dir or str(Path(runs_dir) / safe_name(name or cfg.name()))
-    # Refusals found now, not after the whole run: a run folder that is or holds an input (or the
-    # model), or holds something other than an s2d run; an export that is or holds the run folder.
-    read_folders = _read_folders(cfg, cache_dir, no_cache)
-    # A run's own config.yaml may be its --config: claim never rewrites a claimed folder's files.
-    own_config = config_path and Path(config_path).resolve() == (Path(folder) / "config.yaml").resolve()
-    # The run folder is never replaced, so it may hold its own generation cache (`--cache RUN/cache`).
-    check_output(folder, None if own_config else config_path, folders=read_folders, flag="--out-dir", folder=True,
-                 may_hold=[_cache_folder(cache_dir, no_cache)])
-    check_out_dir(cfg["model"], folder)
-    RunFolder(folder, cfg.settings).saved()
-    if export_dir:
-        check_export_dest(export_dir, folder, inputs=[config_path], folders=read_folders)
-    run = DistillRun(cfg, folder, progress=progress, echo=lambda m: click.echo(m, err=True),
-                     backend_options={"dtype": dtype} if dtype else None, cache=_cache(cache_dir, no_cache))
     # Expected errors (S2DError) become one line; anything else (a bug) keeps its traceback.
-    # Settings were checked before the run started (DistillRun.check). The run folder is locked from
-    # its claim through the export: a second run into it fails at once, naming this one.
-    summary = run.run(export=export_dir)
+    summary = distill_settings(cfg, folder, config_path=config_path, export_dir=export_dir,
+                               folders=_read_folders(cfg, cache_dir, no_cache),
+                               cache_folder=_cache_folder(cache_dir, no_cache),
+                               open_cache=lambda: _cache(cache_dir, no_cache), progress=progress, echo=_echo_err,
+                               backend_options={"dtype": dtype} if dtype else None)
     click.echo(format_summary(summary))
     click.echo(f"-> {folder}", err=True)
     if export_dir:
@@ -561,30 +473,30 @@ def distill(ctx, config_path, scale, set_items, task_name, method, curator, trai
 
 @cli.command()
 @settings_options
-@click.option("--model", "-m", default=None, help="[default: smollm2-135m]")
-@click.option("--backend", "-b", default=None, help="[default: vllm if it imports, else hf]")
-@click.option("--dtype", default=None, help="The engine's dtype: part of the throughput table's key [default: auto].")
+@flag("model")
+@flag("backend")
+@flag("dtype", help="The engine's dtype: part of the throughput table's key [default: auto].")
 @click.option("--throughput", "throughput_path", default=None, type=click.Path(dir_okay=False),
               help="Throughput table JSON (yours, for your GPUs) [default: $S2D_CACHE/throughput.json].")
 @click.option("--records", "records_dir", default=None, type=click.Path(file_okay=False),
               help="Committed records whose mean lengths estimate generated tokens [default: results].")
 @click.option("--calibrate", is_flag=True, help="Measure this machine's throughput for the model, backend and "
               "trainer (about a minute) and write it into the table.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@flag("json")
 @click.pass_context
 def plan(ctx, config_path, scale, set_items, model, backend, dtype, throughput_path, records_dir, calibrate, as_json):
     """What `s2d distill` with these settings will cost, per round and stage, with no model loaded:
     engine requests and samples, prompt and generated tokens (with the source of each estimate),
     training examples x epochs, eval documents, and the time from a throughput table (docs/plan.md)."""
     plugins = _plugins(ctx)
-    flags = {"model": model, "backend": backend}
     if calibrate:  # needs no task: the calibration brings its own prompts and records
-        cfg = resolve("distill", config_path, scale=scale, set_items=set_items, flags=flags, require_task=False)
+        cfg = run_settings(ctx, "distill", require_task=False)
         plugins.get("trainers", cfg["trainer"])
-        entry = measure(cfg, dtype=dtype, path=throughput_path, echo=lambda m: click.echo(m, err=True))
+        entry = measure(cfg, dtype=dtype, path=throughput_path, echo=_echo_err)
         click.echo(json.dumps(entry, indent=2))
         return
-    cfg = load_settings(plugins, config_path, scale, set_items, flags)  # checked as `s2d distill` checks them
+    # checked as `s2d distill` checks them
+    cfg = load_settings(plugins, config_path, scale, set_items, flag_settings(ctx.params, "distill"))
     result = make_plan(cfg, dtype=dtype, throughput=throughput_path, records=records_dir)
     click.echo(json.dumps(result, indent=2) if as_json else format_plan(result))
 
@@ -593,22 +505,20 @@ def plan(ctx, config_path, scale, set_items, model, backend, dtype, throughput_p
 @click.argument("table", type=click.Choice(["table1", "table2", "table3", "table4"]))
 @click.option("--scale", type=click.Choice(["small", "paper"]), default="small", show_default=True,
               help="small: sized for a 2-core CPU and the embedded model; paper: the paper's sizes (GPU).")
-@click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE",
-              help="A setting over every run of the table (e.g. eval_limit=50); named in the run folders.")
+@flag("set", help="A setting over every run of the table (e.g. eval_limit=50); named in the run folders.")
 @click.option("--configs-dir", default="results/configs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--runs-dir", default="runs/reproduce", show_default=True, type=click.Path(file_okay=False))
 @click.option("--out-dir", "out_dir", default="results/reproduce", show_default=True, type=click.Path(file_okay=False))
-@click.option("--backend", "-b", default=None)
-@click.option("--model", "-m", default=None,
-              help="[default: smollm2-135m] Another model gets its own run folders and table file.")
-@click.option("--progress/--no-progress", default=True)
+@flag("backend", help=None)
+@flag("model", help="[default: smollm2-135m] Another model gets its own run folders and table file.")
+@flag("progress")
 @click.pass_context
 def reproduce(ctx, table, scale, set_items, configs_dir, runs_dir, out_dir, backend, model, progress):
     """Run a paper table's configs (reusing finished runs) and write it beside the paper's numbers."""
     _plugins(ctx)
     try:
         path = run_table(table, scale=scale, configs_dir=configs_dir, runs_dir=runs_dir, out_dir=out_dir,
-                         backend=backend, progress=progress, echo=lambda m: click.echo(m, err=True), model=model,
+                         backend=backend, progress=progress, echo=_echo_err, model=model,
                          settings=parse_set(set_items))
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
@@ -618,24 +528,15 @@ def reproduce(ctx, table, scale, set_items, configs_dir, runs_dir, out_dir, back
 
 @cli.command(name="show-prompts")
 @settings_options
-@click.option("--task", "task_name", default=None, help="Task [default: the config's].")
-@click.option("--method", default=None, help="Method [default: system1].")
-@click.option("--split", default="test", show_default=True)
+@flag("task", help="Task [default: the config's].")
+@flag("method", help="Method [default: system1].")
+@click.option("--split", "shown_split", default="test", show_default=True)  # not the setting `split`
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Which document of the split.")
 @click.pass_context
-def show_prompts(ctx, config_path, scale, set_items, task_name, method, split, index):
+def show_prompts(ctx, config_path, scale, set_items, task_name, method, shown_split, index):
     """Print every rendered stage of a method for one document (nothing is generated)."""
-    cfg = resolve("show-prompts", config_path, scale=scale, set_items=set_items,
-                  flags={"task": task_name, "method": method})
-    task = _task(ctx, cfg["task"], cfg["task_options"])
-    m = _method(ctx, cfg["method"], task, {**cfg.eval_method_options(), "n": 1})
-    docs = _docs(task, split, None)
-    if index >= len(docs):
-        raise click.ClickException(f"--index {index}: {cfg['task']}/{split} has {len(docs)} documents")
-    shown = []
-    runner = make_runner(None, cfg["method"], record=lambda stage, prompts: shown.append((stage, prompts)))
-    run_method(m, runner, [docs[index]])
-    for stage, prompts in shown:
+    cfg = run_settings(ctx)
+    for stage, prompts in stage_prompts(cfg, shown_split, index):
         for j, prompt in enumerate(prompts):
             suffix = f" [{j + 1}/{len(prompts)}]" if len(prompts) > 1 else ""
             click.echo(click.style(f"=== {cfg['method']} / stage {stage}{suffix} ===", bold=True))
@@ -646,19 +547,17 @@ def show_prompts(ctx, config_path, scale, set_items, task_name, method, split, i
 @cli.command(name="eval")
 @backend_options
 @settings_options
-@click.option("--task", "-t", "task_name", default=None,
-              help="Task names, comma-separated (see `s2d list tasks`) [default: the config's].")
-@click.option("--method", default=None, help="Method (see `s2d list methods`) [default: system1].")
-@click.option("--adapter", type=click.Path(exists=True, file_okay=False), default=None, help="LoRA adapter folder.")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Evaluate the first N documents of each task (the setting eval_limit).")
+@flag("task", "-t", help="Task names, comma-separated (see `s2d list tasks`) [default: the config's].")
+@flag("method")
+@flag("adapter")
+@flag("limit", help="Evaluate the first N documents of each task (the setting eval_limit).")
 @click.option("--log-samples", is_flag=True, help="Keep every document's prompt, output and metrics.")
 @click.option("--out-dir", "out_dir", default="results/eval", show_default=True, type=click.Path(file_okay=False),
               help="Where the records go.")
 @click.option("--label", default=None, help="Condition name in the records [default: method(+options)(+adapter)].")
 @cache_options
 @click.option("--overwrite", is_flag=True, help="Replace records made with other settings (refused by default).")
-@click.option("--progress/--no-progress", default=True)
+@flag("progress")
 @click.pass_context
 def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, seed, config_path, scale, set_items,
           task_name, method, adapter, limit, log_samples, out_dir, label, cache_dir, no_cache, overwrite, progress):
@@ -668,42 +567,14 @@ def eval_(ctx, model, backend, dtype, batch_size, threads, trust_remote_code, se
     eval_method_options, its task_options and eval_task_options, eval_limit). Task options
     subset=N subset_seed=S (--set task_options.subset=300) evaluate a seeded random subset of at
     least N documents (judged pairs stay whole), the same for every condition."""
-    from contextlib import ExitStack
-
-    cfg = resolve("eval", config_path, scale=scale, set_items=set_items, require_task=False, flags={
-        "task": task_name, "method": method, "eval_limit": limit, "model": model, "backend": backend, "seed": seed})
-    names = cfg.tasks()
-    if not names:
+    cfg = run_settings(ctx)
+    if not cfg.tasks():
         raise click.UsageError("give --task NAME[,NAME...] (or `task:` in --config)")
-    _check_adapter(adapter)
-    plugins = _plugins(ctx)
-    for name in names:
-        plugins.get("tasks", name)
-        check_task_plugin(name)
-    options, m_options = cfg.eval_task_options(), cfg.eval_method_options()
-    for name in names:  # the method's options checked against each task (built once) before any model loads
-        _method(ctx, cfg["method"], _task(ctx, name, options), m_options)  # build_task leaves subset* to lm-eval
-    loads = model_path_for(cfg["backend"], cfg["model"])
-    planned = planned_records(results_dir=out_dir, model_ref=cfg["model"], model_path=loads, tasks=names,
-                              method=cfg["method"], adapter=adapter, limit=cfg["eval_limit"], label=label,
-                              task_options=options or None, method_options=m_options or None, seed=cfg["seed"])
-    for path, _ in planned:  # never written over (or into) what the run reads; a writable folder: found now
-        for written in (path, path.with_suffix(".samples.jsonl")) if log_samples else (path,):
-            check_output(written, config_path, adapter, local_path(loads),
-                         folders=_read_folders(cfg, cache_dir, no_cache), flag=f"--out-dir {out_dir}: the record")
-    cache = _cache(cache_dir, no_cache)
-    with ExitStack() as held:
-        for path, identity in planned:
-            # Held from the check through the record's write: a second eval of it fails at once.
-            held.enter_context(record_lock(path))
-            check_record(path, identity, overwrite)  # a record of other settings in the way: found now
-        engine = make_backend(ctx, cfg, dtype, batch_size, threads, trust_remote_code)
-        with engine:
-            paths = evaluate(engine, model_ref=cfg["model"], tasks=names, method=cfg["method"], adapter=adapter,
-                             limit=cfg["eval_limit"], seed=cfg["seed"], log_samples=log_samples, results_dir=out_dir,
-                             label=label, task_options=options or None, progress=progress,
-                             method_options=m_options or None, cache=cache, overwrite=overwrite,
-                             warn=lambda m: click.echo(m, err=True))
+    paths = evaluate_settings(cfg, lambda: make_backend(ctx, cfg, dtype, batch_size, threads, trust_remote_code),
+                              adapter=adapter, log_samples=log_samples, results_dir=out_dir, label=label,
+                              overwrite=overwrite, inputs=[config_path, adapter],
+                              folders=_read_folders(cfg, cache_dir, no_cache),
+                              open_cache=lambda: _cache(cache_dir, no_cache), progress=progress, warn=_echo_err)
     for path in paths:
         rec = load_record(path)
         shown = ", ".join(f"{k}={v:.3f}" for k, v in metrics_of(rec).items())
@@ -719,7 +590,7 @@ def leaderboard(results_dir, out_dir):
     """Markdown table and plot of every `s2d eval` record under RESULTS_DIR."""
     check_writable(out_dir or results_dir, f"--out-dir {out_dir}" if out_dir else f"RESULTS_DIR {results_dir}")
     try:
-        table, md, png = write_leaderboard(results_dir, out_dir, warn=lambda m: click.echo(m, err=True))
+        table, md, png = write_leaderboard(results_dir, out_dir, warn=_echo_err)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(table)
@@ -737,11 +608,11 @@ def leaderboard(results_dir, out_dir):
 @click.option("--tolerance", type=click.FloatRange(0, 1), default=0.01, show_default=True,
               help="Pick the cheapest threshold within this much accuracy of the best.")
 @click.option("--round", "round_", type=click.IntRange(min=1), default=None, help="The run's round [default: last].")
-@click.option("--backend", "-b", default=None, help="[default: the run's]")
+@flag("backend", help="[default: the run's]")
 @click.option("--out-dir", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Where to write [default: RUN_FOLDER/route-CONFIDENCE].")
 @cache_options
-@click.option("--progress/--no-progress", default=True)
+@flag("progress")
 def route(run_folder, confidence, samples, tune_split, tolerance, round_, backend, out_dir, cache_dir, no_cache,
           progress):
     """System 1 first, System 2 when unsure: sweep confidence thresholds for a distilled run on the
@@ -750,7 +621,7 @@ def route(run_folder, confidence, samples, tune_split, tolerance, round_, backen
     out = Path(out_dir) if out_dir else Path(run_folder) / f"route-{confidence}"
     result = route_run(run_folder, out_dir=out, tune_split=tune_split, confidence=confidence, samples=samples,
                        tolerance=tolerance, backend=backend, round_=round_, cache=_cache(cache_dir, no_cache),
-                       progress=progress, echo=lambda m: click.echo(m, err=True))
+                       progress=progress, echo=_echo_err)
     click.echo((out / "routing.md").read_text())
     click.echo(f"-> {out / 'routing.json'}, {out / 'routing.png'}; {result['seconds']:.0f} s", err=True)
 
@@ -765,19 +636,21 @@ def config():
 @click.option("--for", "command", type=click.Choice(["distill", "generate", "eval", "curate", "train",
                                                      "show-prompts"]), default="distill", show_default=True,
               help="The command whose defaults apply (generate and eval: system1, one sample).")
-@click.option("--task", "task_name", default=None)
-@click.option("--method", default=None)
-@click.option("--json", "as_json", is_flag=True, help="JSON instead of YAML.")
+@flag("task", help=None)
+@flag("method", help=None)
+@flag("json", help="JSON instead of YAML.")
+@click.option("--help-settings", is_flag=True, help="Describe every run setting (type, range, default, help) and exit.")
 @click.pass_context
-def config_show(ctx, config_path, scale, set_items, command, task_name, method, as_json):
+def config_show(ctx, config_path, scale, set_items, command, task_name, method, as_json, help_settings):
     """Print the effective run settings (defaults < config file < --scale < flags < --set) as YAML:
     what the command with the same arguments would use (`s2d distill` saves it beside the run).
     The plugins' options are checked as the command would check them (no data read, no model)."""
     import yaml
 
-    cfg = resolve(command, config_path, scale=scale, set_items=set_items, require_task=command == "distill",
-                  flags={"task": task_name, "method": method})
-    _plugins(ctx)
+    if help_settings:
+        click.echo(settings_help())
+        return
+    cfg = run_settings(ctx, command, require_task=command == "distill")
     check_plugins(cfg)
     click.echo(json.dumps(cfg.settings, indent=2) if as_json else
                yaml.safe_dump(cfg.settings, sort_keys=False, default_flow_style=False).rstrip())
@@ -822,6 +695,42 @@ def lm_eval_tasks(ctx, out_dir):
 def tasks_path():
     """Print the folder of s2d's lm-eval task files (for `lm_eval --include_path`)."""
     click.echo(lm_eval_tasks_path())
+
+
+@cli.command()
+@click.argument("plan_path", metavar="PLAN.yaml", type=click.Path(exists=True, dir_okay=False))
+@click.option("--only", multiple=True, metavar="NAME",
+              help="Run only these runs (repeatable or comma-separated); the report still lists every run.")
+@click.option("--dry-run", is_flag=True, help="Check the plan and list its runs, settings, folders and states.")
+@click.option("--report-only", is_flag=True, help="Write the report from the finished run folders; run nothing.")
+@click.option("--runs-dir", default=None, type=click.Path(file_okay=False),
+              help="Where the run folders are [default: the plan's runs_dir, else runs/sweep/PLAN].")
+@flag("model", help="A model for every run; it names their folders and the report.")
+@flag("set", help="A setting over every run (e.g. eval_limit=50); it names their folders and the report.")
+@flag("dtype")
+@cache_options
+@flag("progress")
+@click.pass_context
+def sweep(ctx, plan_path, only, dry_run, report_only, runs_dir, model, set_items, dtype, cache_dir, no_cache, progress):
+    """Run a plan of runs over a base config (docs/sweep.md), reusing finished run folders, and
+    write its report table beside them. The whole plan is checked before the first run."""
+    _plugins(ctx)
+    plan = load_plan(plan_path, runs_dir=runs_dir, model=model, set_layer=parse_set(set_items))
+    runs = select(plan, only)
+    failed = []
+    if not report_only:
+        check_plan(plan)
+    if dry_run:
+        click.echo(describe(plan))
+        return
+    if not report_only:
+        failed = run_plan(plan, runs, progress=progress, echo=_echo_err,
+                          cache=_cache(cache_dir, no_cache), backend_options={"dtype": dtype} if dtype else None)
+    text, path = write_report(plan)
+    click.echo(text, nl=False)
+    click.echo(f"-> {path}", err=True)
+    if failed:
+        raise click.ClickException(f"{len(failed)} run(s) failed: " + "; ".join(failed))
 
 
 def main():

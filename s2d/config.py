@@ -19,37 +19,56 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from s2d.errors import ConfigError
-from s2d.options import check_range
+from s2d.options import Options, check_range, declared, option, type_name
+from s2d.options import defaults as option_defaults
+from s2d.options import ranges as option_ranges
 from s2d.store import safe_name
 
+class RunSettings(Options):
+    """Every run setting: its type, default, range and help (`s2d config show --help-settings`
+    prints them). A config file, the flags and --set fill these in; :func:`check_settings` checks
+    them before any model loads. Plain Python until checked: pydantic is not imported for it."""
+
+    task: str | None = option(None, help="the task (`s2d list tasks`); `s2d eval`: several, comma-separated")
+    method: str = option("rar2", help="the System 2 method that samples the train split (`s2d list methods`)")
+    curator: str = option("majority", help="what keeps a train input and its target (`s2d list curators`)")
+    trainer: str = option("lora", help="how the student is trained on the curated set (`s2d list trainers`)")
+    model: str = option("smollm2-135m", help="the model: an alias (`s2d models`), a hub id or a folder")
+    backend: str | None = option(None, help="the generation engine (`s2d list backends`); null: vllm where it imports, else hf")
+    seed: int = option(0, help="seeds sampling, data subsets and training")
+    n: int = option(8, ge=1, le=1000, help="System 2 samples per train input (the paper: 8; USC: 20)")
+    split: str = option("train", help="the split `s2d generate` samples")
+    train_limit: int | None = option(None, ge=1, help="use only the first N train inputs (null: all)")
+    eval_limit: int | None = option(None, ge=1, help="score only the first N test inputs (null: all)")
+    method_options: dict = option({}, help="the method's options (`s2d list methods`; --set method_options.KEY=VALUE)")
+    templates: dict = option({}, help="prompt template overrides, stage (or stage@task) -> template")
+    curator_options: dict = option({}, help="the curator's options")
+    trainer_options: dict = option({}, help="the trainer's options (epochs, learning_rate, rank, ...)")
+    task_options: dict = option({}, help="the task's options (its constructor's parameters: size, data_dir, ...)")
+    eval_task_options: dict = option({}, help="task options for scoring only, over task_options (subset, subset_seed)")
+    eval_method_options: dict = option({}, help="method options for the System 2 evaluation row, over method_options")
+    description: str = option("", help="free text saved with the run")
+    # On vLLM-CPU the LoRA path took 225 s against 71 s for the default run.
+    eval_merged: bool = option(True, help=("score a LoRA run's distilled model with the adapter merged into the "
+                                           "weights (the same model, faster); false: the adapter itself"))
+    temperature: float | None = option(None, ge=0, help=("the System 2 samples' temperature on the train split "
+                                                         "(null: the method's own, 0.7 for n > 1)"))
+    top_p: float | None = option(None, gt=0, le=1, help="the System 2 samples' top-p on the train split (null: the method's own)")
+    rounds: int = option(1, ge=1, le=100, help="iterated distillation: round r+1's teacher is round r's distilled model")
+    accumulate: bool = option(False, help="train each round's student on the union of every round's curated set")
+    train_processes: int = option(1, ge=1, le=4096, help=("> 1: `s2d distill` trains each round under `accelerate "
+                                                          "launch` with this many processes (docs/scale.md)"))
+    accelerate_config: str | None = option(None, help="an accelerate config file (FSDP, DeepSpeed) for training")
+    engine_options: dict = option({}, help="the generation engine's parallelism and memory, vLLM's names")
+
+
 # Every run setting, with its default (a config file, the flags and --set fill these in).
-DEFAULTS: dict[str, Any] = {
-    "task": None, "method": "rar2", "curator": "majority", "trainer": "lora", "model": "smollm2-135m",
-    "backend": None, "seed": 0, "n": 8, "split": "train", "train_limit": None, "eval_limit": None,
-    "method_options": {}, "templates": {}, "curator_options": {}, "trainer_options": {}, "task_options": {},
-    "eval_task_options": {}, "eval_method_options": {}, "description": "",
-    # Score a LoRA run's distilled model with the adapter merged into the weights (the same model;
-    # on vLLM-CPU the LoRA path took 225 s against 71 s for the default run). false: the adapter itself.
-    "eval_merged": True,
-    # The System 2 samples' temperature and top-p on the train split (None: the method's own, 0.7
-    # for n > 1); the System 2 evaluation row keeps the method's own decoding.
-    "temperature": None, "top_p": None,
-    # Iterated distillation: round r+1's teacher is round r's distilled model; accumulate: train
-    # each round's student on the union of every round's curated set.
-    "rounds": 1, "accumulate": False,
-    # Scale (docs/scale.md). train_processes > 1 or an accelerate config file: `s2d distill` trains
-    # each round under `accelerate launch` (DDP; FSDP or DeepSpeed from the file) in a subprocess.
-    # engine_options: the generation engine's parallelism and memory, vLLM's names (ENGINE_OPTIONS).
-    "train_processes": 1, "accelerate_config": None, "engine_options": {},
-}
+DEFAULTS: dict[str, Any] = option_defaults(RunSettings)
 # Each setting's range, spelled as plugin options spell theirs (s2d.options.check_range). The upper
 # bounds stop a typo that would never finish (n=10**9 samples every input a billion times): the
 # paper samples 8 (USC: 20), and the README's third round already drifted. A limit only cuts the
 # data, so a large one is harmless.
-RANGES: dict[str, dict] = {
-    "n": {"ge": 1, "le": 1000}, "rounds": {"ge": 1, "le": 100}, "train_limit": {"ge": 1}, "eval_limit": {"ge": 1},
-    "temperature": {"ge": 0}, "top_p": {"gt": 0, "le": 1}, "train_processes": {"ge": 1, "le": 4096},
-}
+RANGES: dict[str, dict] = option_ranges(RunSettings)
 MAPPINGS = ("method_options", "templates", "curator_options", "trainer_options", "task_options",
             "eval_task_options", "eval_method_options", "engine_options")
 # The keys of ``engine_options``: each one's type and range. vLLM takes them as they are (the
@@ -69,6 +88,19 @@ COMMAND_DEFAULTS: dict[str, dict] = {
     "distill": {}, "generate": {"method": "system1", "n": 1}, "eval": {"method": "system1"},
     "show-prompts": {"method": "system1"}, "curate": {}, "train": {},
 }
+
+
+def settings_help() -> str:
+    """Each run setting: its name, type and range, default, and help (``--help-settings``)."""
+    lines = []
+    for name, o in declared(RunSettings).items():
+        bounds = ", ".join(f"{sign} {o.range[key]}" for key, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+                           if o.range and key in o.range)
+        lines.append(f"{name}: {type_name(o.type)}{', ' + bounds if bounds else ''} "
+                     f"[default: {json.dumps(o.default)}]")
+        text = o.help + (f" (keys: {', '.join(ENGINE_OPTIONS)})" if name == "engine_options" else "")
+        lines.append(f"    {text}")
+    return "\n".join(lines)
 
 
 def check_settings(s: dict) -> None:

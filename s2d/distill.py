@@ -40,11 +40,12 @@ from s2d.lmeval.tasks import _task_class, build_task, check_task_options
 from s2d.locks import SUFFIX, hold
 from s2d.methods.base import cap_hits, cap_shares
 from s2d.models import resolve_model
-from s2d.plugins import get_plugins
+from s2d.plugins import build, get_plugins
 from s2d.store import RunFolder, headline_metric, load_record, metrics_of, training_config
 from s2d.traces import (build_curator, build_method, generate_traces, load_traces, make_runner, open_cache,
                         resolved_method_options)
 from s2d.trainers import launch
+from s2d.trainers.base import check_out_dir
 from s2d.trainers.lora import merge_adapter
 
 @dataclass
@@ -76,7 +77,7 @@ def check_plugins(cfg: RunConfig) -> None:
     task, so they are checked where the settings name one (`s2d config show`)."""
     s = cfg.settings
     try:  # plugins raise ValueError or TypeError for bad options, LookupError for unknown names
-        get_plugins().get("trainers", s["trainer"]).obj(**s["trainer_options"])
+        build("trainers", s["trainer"], s["trainer_options"])
         if s["backend"] is not None:
             get_plugins().get("backends", s["backend"])
         for name in cfg.tasks():
@@ -180,7 +181,7 @@ class DistillRun:
             build_method(c["method"], task, **c.generation_options())
             build_method(c["method"], task, **self.round(1).conditions()[1][2])  # the System 2 row's options
             build_curator(c["curator"], task, **c["curator_options"])
-            trainer = get_plugins().get("trainers", c["trainer"]).obj(**c["trainer_options"])
+            trainer = build("trainers", c["trainer"], c["trainer_options"])
             launch.check(c.settings, trainer)  # train_processes, accelerate_config
             backend = get_plugins().get("backends", c["backend"] or default_backend_name()).obj
             if c["engine_options"] and hasattr(backend, "check_engine_options"):
@@ -335,7 +336,7 @@ class Round:
                 launch.launch(c.settings, self.training_data(), self.adapter_dir(), self.dir / launch.LOG_NAME,
                               progress=self.run.progress, echo=self.run.echo)
                 return training_config(self.adapter_dir())
-            trainer = get_plugins().get("trainers", c["trainer"]).obj(**c["trainer_options"])
+            trainer = build("trainers", c["trainer"], c["trainer_options"])
             # The run folder's config.json already proves these checkpoints are this run's (the same
             # settings, hence the same curated data): adopt ones written before they were recorded.
             trainer.adopt_checkpoints = True
@@ -447,6 +448,31 @@ ROUND_EXPORTED = ("sft.jsonl", "sft.dropped.jsonl", "sft.summary.json", "sft.uni
 
 
 EXPORT_MARK = ".s2d-export"
+
+
+def distill_settings(cfg: RunConfig, folder: str | Path, *, config_path: str | Path | None = None,
+                     export_dir: str | Path | None = None, folders=(), cache_folder: str | Path | None = None,
+                     open_cache: Callable[[], object] = lambda: None, progress: bool = True,
+                     echo: Callable[[str], None] = print, backend_options: dict | None = None) -> dict:
+    """`s2d distill`: the run of the settings in ``folder``, exported to ``export_dir`` if given;
+    returns its summary. Refusals are found before the run starts: an unknown plugin, a run folder
+    that is or holds an input (``config_path``, the model, the input ``folders``; it may hold its own
+    generation cache, ``cache_folder``, since it is never replaced) or something other than an s2d
+    run, and an export that is or holds the run folder. Settings are checked by :meth:`DistillRun.check`.
+    The run folder is locked from its claim through the export: a second run into it fails at once."""
+    plugins = get_plugins()
+    for kind, key in (("tasks", "task"), ("methods", "method"), ("curators", "curator"), ("trainers", "trainer")):
+        plugins.get(kind, cfg[key])
+    # A run's own config.yaml may be its --config: claim never rewrites a claimed folder's files.
+    own_config = config_path and Path(config_path).resolve() == (Path(folder) / "config.yaml").resolve()
+    check_output(folder, None if own_config else config_path, folders=folders, flag="--out-dir", folder=True,
+                 may_hold=[cache_folder])
+    check_out_dir(cfg["model"], folder)
+    RunFolder(folder, cfg.settings).saved()
+    if export_dir:
+        check_export_dest(export_dir, folder, inputs=[config_path], folders=folders)
+    run = DistillRun(cfg, folder, progress=progress, echo=echo, backend_options=backend_options, cache=open_cache())
+    return run.run(export=export_dir)
 
 
 def check_export_dest(dest: str | Path, run_folder: str | Path | None = None, inputs=(), folders=()) -> None:

@@ -52,9 +52,14 @@ class TaskDataError(S2DError, FileNotFoundError):
     """Data a task needs is missing: says which file, which setting, and how to get it."""
 
 
-class MethodConfigError(S2DError, ValueError):
+class MethodConfigError(ConfigError):
     """A method option or template override that does not fit the method."""
 
 
 class TrainerError(S2DError, ValueError):
     """Bad training data or settings (names the file and line, or the option)."""
+
+
+class TrainerConfigError(TrainerError, ConfigError):
+    """A trainer option that does not fit the trainer: a :class:`TrainerError`, as the trainers
+    raised before the options model, and a :class:`ConfigError`, as every plugin's option error is."""

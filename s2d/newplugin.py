@@ -79,6 +79,7 @@ def register_methods(register):
 
 import s2d
 from s2d.curators import Curator, Decision, vote
+from s2d.options import option
 
 
 class {cls}(Curator):
@@ -86,9 +87,8 @@ class {cls}(Curator):
 
     name = "{name}"
 
-    @classmethod
-    def options(cls):
-        return {{"min_votes": 2}}
+    class Options(Curator.Options):  # checked when the curator is built (docs/plugins.md)
+        min_votes: int = option(2, ge=1, help="votes the top answer needs")
 
     def curate(self, traces, runner=None):
         out = []
@@ -152,6 +152,7 @@ def register_tasks(register):
     "trainer": '''"""`{name}`: an s2d trainer plugin. Reuses s2d's LoRA trainer with other defaults."""
 
 import s2d
+from s2d.options import option
 from s2d.trainers.lora import LoraTrainer
 
 
@@ -160,9 +161,10 @@ class {cls}(LoraTrainer):
 
     name = "{name}"
 
-    @classmethod
-    def options(cls):
-        return {{**super().options(), "rank": 4, "alpha": 8, "epochs": 1}}
+    class Options(LoraTrainer.Options):  # LoRA's options, three defaults changed
+        rank: int = option(4, ge=1, help="the adapter's rank")
+        alpha: int = option(8, gt=0, help="LoRA's scaling numerator")
+        epochs: int = option(1, ge=1, help="passes over the curated set")
 
 
 @s2d.hookimpl

@@ -43,7 +43,7 @@ from s2d.lmeval.run import evaluate
 from s2d.lmeval.tasks import build_task, lm_eval_config, lm_eval_name, tasks_path
 from s2d.methods.base import run_method
 from s2d.models import ALIASES, converted_path, is_model_folder, resolve_model
-from s2d.plugins import get_plugins
+from s2d.plugins import build, get_plugins
 from s2d.stages import Completion, Request
 from s2d.store import load_record, training_config
 from s2d.tasks.base import subset
@@ -394,7 +394,7 @@ def make_plan(cfg: RunConfig, *, dtype: str | None = None, throughput: str | Pat
                                               for st in eval_steps[label]}
         estimate_tokens(eval_steps[label], record, own)
 
-    trainer = get_plugins().get("trainers", c["trainer"]).obj(**c["trainer_options"])
+    trainer = build("trainers", c["trainer"], c["trainer_options"])
     epochs = float(getattr(trainer, "epochs", 1))
     upper = len(docs) * (2 if c["curator"] == "perturb" else 1)  # perturb keeps both orders of an input
     kept = find_curation(runs, c.settings)

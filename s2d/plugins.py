@@ -29,7 +29,8 @@ from typing import Any, Callable, Iterator
 import pluggy
 
 from s2d import __version__, hookspecs
-from s2d.errors import PluginError, PluginExitError, UnknownNameError
+from s2d.errors import ConfigError, PluginError, PluginExitError, S2DError, UnknownNameError
+from s2d.options import validate_options
 
 ENTRY_POINT_GROUP = "s2d"
 KINDS = ("methods", "curators", "tasks", "trainers", "backends")
@@ -285,6 +286,32 @@ def get_plugins(**kwargs) -> Plugins:
     if _current is None or kwargs:
         _current = Plugins(**kwargs)
     return _current
+
+
+def build(kind: str, name: str, options: dict | None = None, *args: Any) -> Any:
+    """The plugin ``name`` of ``kind`` made with ``options``: the one place a plugin is made from
+    settings. ``args``: what its constructor takes first (a method's or curator's task, a backend's
+    model path). Options are checked once, against the plugin's options model (s2d.options): a
+    method's, curator's or trainer's by its base class's constructor, a task's here (its
+    constructor's named parameters); a backend takes its engine's keyword arguments unchecked
+    (the run setting ``engine_options`` is typed in s2d.config). Every error is one
+    :class:`ConfigError` (or its subclass) naming the plugin: the option errors already are, and a
+    TypeError or ValueError the constructor raises becomes one here."""
+    entry = get_plugins().get(kind, name)
+    options = dict(options or {})
+    prefix = f"{kind[:-1]} {name!r}"
+    if kind == "tasks":
+        checked = validate_options(entry.obj, "task", name, options, ConfigError)
+        options = {k: checked[k] for k in options}
+    # A backend's constructor loads the model: only a refused keyword is a setting's fault there.
+    caught = (TypeError,) if kind == "backends" else (TypeError, ValueError)
+    try:
+        return entry.obj(*args, **options)
+    except S2DError:
+        raise
+    except caught as exc:  # a plugin's own check, or a constructor that refused a key
+        text = str(exc)
+        raise ConfigError(text if text.startswith(prefix) else f"{prefix}: {text}") from None
 
 
 def reset() -> None:

@@ -8,75 +8,67 @@ config's ``scale.paper`` overrides (the paper's data sizes and sample counts) fo
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable
 
 from s2d.config import RunConfig, SetItems, apply_scale
 from s2d.distill import DistillRun
-from s2d.errors import S2DError
+from s2d.errors import ConfigError, S2DError
 from s2d.files import atomic_write
 from s2d.models import DEFAULT_MODEL
 from s2d.store import safe_name
+from s2d.sweep import base_ref, flat, read_plan, variants
 
-# The paper's numbers (arXiv 2407.06023 v1, Llama-2-70B-chat), from shared/research/paper.md.
-# "runs" are the `s2d distill` runs behind a table, each a config plus overrides (the paper's
-# baselines are the same run with another method or curator) and the rows it fills: row key ->
-# the run's condition. A paper cell of None is one the paper does not print.
-PAPER = {
-    "table1": {
-        "runs": [("table1_last_letter_rar2", {}, {"system1": "system1", "system2": "system2-rar2",
-                                                   "distilled": "distilled"}),
-                 ("table1_last_letter_rar2", {"method": "system1"}, {"distill_system1": "distilled"}),
-                 ("table1_last_letter_rar2", {"curator": "none", "curator_options": {"target": "response"}},
-                  {"no_curation": "distilled"}),
-                 ("table1_coin_flip_rar2", {}, {"system1": "system1", "system2": "system2-rar2",
-                                                 "distilled": "distilled"}),
-                 ("table1_coin_flip_rar2", {"method": "system1"}, {"distill_system1": "distilled"})],
-        "title": "Table 1: System 2 distillation of 2-step RaR (exact match, mean generated tokens)",
-        "rows": {"system1": ("System 1", {"last_letter": (30.0, 27.1), "coin_flip": (56.1, 61.9)}),
-                 "distill_system1": ("Distill System 1", {"last_letter": (69.5, 24.4), "coin_flip": (54.5, 30.4)}),
-                 "system2": ("System 2: 2-Step RaR", {"last_letter": (44.5, 41.5), "coin_flip": (77.2, 112.4)}),
-                 "distilled": ("Distill 2-Step RaR", {"last_letter": (98.0, 25.5), "coin_flip": (75.69, 50.3)}),
-                 "no_curation": ("Distill 2-Step RaR, no self-consistency filter",
-                                 {"last_letter": (87.5, None), "coin_flip": (None, None)})},
-    },
-    "table2": {
-        "runs": [("table2_triviaqa_s2a", {}, {"system1": "system1", "system2": "system2-s2a",
-                                               "distilled": "distilled"}),
-                 ("table2_triviaqa_s2a", {"curator": "none", "curator_options": {"target": "response"}},
-                  {"no_curation": "distilled"})],
-        "title": "Table 2: S2A distillation on TriviaQA with biased prompts (accuracy biased / unbiased)",
-        "metrics": ("acc_biased", "acc_unbiased"),
-        "rows": {"system1": ("System 1 (zero-shot)", {"triviaqa_bias": (51.6, 73.8, 165)}),
-                 "system2": ("System 2 (S2A)", {"triviaqa_bias": (76.0, 69.3, 147)}),
-                 "distilled": ("Distill S2A", {"triviaqa_bias": (81.3, 78.6, 56)}),
-                 "no_curation": ("Distill S2A (no USC)", {"triviaqa_bias": (78.6, 75.3, 58)})},
-    },
-    "table3": {
-        "runs": [("table3_mt_bench_bsm", {}, {"system1": "system1", "system2": "system2-bsm",
-                                               "distilled": "distilled"})],
-        "title": "Table 3: BSM distillation, LLM-as-a-judge on MT-bench (agreement, % inconsistent)",
-        "metrics": ("agreement", "inconsistent"),
-        "rows": {"system1": ("System 1", {"mt_bench_judge": (28.1, 80.9, 4)}),
-                 "system2": ("System 2: BSM", {"mt_bench_judge": (64.5, 21.1, 2063.1)}),
-                 "distilled": ("Distill BSM", {"mt_bench_judge": (72.4, 9.1, 4)})},
-    },
-    "table4": {
-        "runs": [("table4_gsm8k_cot", {}, {"system1": "system1", "system2": "system2-cot",
-                                            "distilled": "distilled"}),
-                 # The paper's System 1 is 8-shot without CoT: the fewshot method, whose run also
-                 # distils it (majority of 10 8-shot answers -> a zero-shot student).
-                 ("table4_gsm8k_cot", {"method": "fewshot"}, {"system1_fewshot": "system2-fewshot",
-                                                             "distill_system1": "distilled"})],
-        "title": "Table 4: CoT distillation on GSM8k, k=1 (accuracy, mean generated tokens)",
-        "rows": {"system1": ("System 1, zero-shot (not in the paper's table)", {"gsm8k": (None, None)}),
-                 "system1_fewshot": ("System 1: few (8)-shot, no CoT", {"gsm8k": (7.58, 57)}),
-                 "distill_system1": ("Distill System 1 (8-shot teacher; not in the paper's table)",
-                                     {"gsm8k": (None, None)}),
-                 "system2": ("System 2: CoT zero-shot", {"gsm8k": (52.77, 270)}),
-                 "distilled": ("Distill CoT zero-shot", {"gsm8k": (7.13, 18)})},
-    },
-}
+# The paper's tables are plans (experiments/plans/table1.yaml ...): their runs, and in their `paper`
+# block the paper's numbers (arXiv 2407.06023 v1, Llama-2-70B-chat, from shared/research/paper.md).
+PLANS = Path(__file__).resolve().parent.parent / "experiments" / "plans"
+TABLES = ("table1", "table2", "table3", "table4")
+
+
+def paper_spec(table: str) -> dict:
+    """A table as this module lays it out, read from its plan. "runs" are the `s2d distill` runs
+    behind the table, each a config plus overrides (the paper's baselines are the same run with
+    another method or curator) and the rows it fills: row key -> the run's condition. "rows": row key
+    -> (label, {task: (metrics..., mean tokens)}); a paper cell of None is one the paper does not print."""
+    path = PLANS / f"{table}.yaml"
+    raw = read_plan(path)
+    paper = raw.get("paper") or {}
+    runs = []
+    for variant in variants(raw, path):
+        ref = base_ref(raw, variant)
+        if not isinstance(ref, str):
+            raise ConfigError(f"{path}: run {variant.name}: a paper table's run names a config file")
+        runs.append((Path(ref).stem, variant.overrides, variant.rows))
+    spec = {"runs": runs, "title": paper["title"]}
+    if paper.get("metrics"):
+        spec["metrics"] = tuple(paper["metrics"])
+    spec["rows"] = {key: (row["label"], {task: tuple(cells) for task, cells in row.items() if task != "label"})
+                    for key, row in paper["rows"].items()}
+    return spec
+
+
+class _Paper(Mapping):
+    """The paper's tables by name, each read from its plan when first asked for."""
+
+    def __init__(self):
+        self._read: dict = {}
+
+    def __getitem__(self, table: str) -> dict:
+        if table not in TABLES:
+            raise KeyError(table)
+        if table not in self._read:
+            self._read[table] = paper_spec(table)
+        return self._read[table]
+
+    def __iter__(self):
+        return iter(TABLES)
+
+    def __len__(self) -> int:
+        return len(TABLES)
+
+
+PAPER = _Paper()
 
 
 def config_names() -> set[str]:
@@ -93,12 +85,6 @@ def config_path(configs_dir: str | Path, name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: config missing (the repository's results/configs holds them)")
     return path
-
-
-def flat(settings: dict) -> dict:
-    """``{"method_options": {"shots": 4}}`` -> ``{"method_options.shots": 4}`` (for folder names)."""
-    return {f"{k}.{sub}" if isinstance(v, dict) else k: sv for k, v in settings.items()
-            for sub, sv in (v.items() if isinstance(v, dict) else [(None, v)])}
 
 
 def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "results/configs",

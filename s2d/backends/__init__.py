@@ -3,7 +3,7 @@ registered as a built-in plugin through the ``register_backends`` hook."""
 
 from s2d.backends.base import Backend
 from s2d.models import resolve_model
-from s2d.plugins import get_plugins
+from s2d.plugins import build, get_plugins
 from s2d.stages import Completion, Request
 
 __all__ = ["Backend", "Completion", "Request", "load_backend", "default_backend_name", "model_path_for"]
@@ -23,7 +23,7 @@ def load_backend(name: str | None, model: str, **options) -> Backend:
     ok, why = cls.available() if hasattr(cls, "available") else (True, "")
     if not ok:
         raise RuntimeError(f"backend {name!r} cannot run here: {why}")
-    return cls(model_path_for(name, model), **{k: v for k, v in options.items() if v is not None})
+    return build("backends", name, {k: v for k, v in options.items() if v is not None}, model_path_for(name, model))
 
 
 def model_path_for(name: str | None, model: str) -> str:

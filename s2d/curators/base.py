@@ -20,7 +20,12 @@ from typing import Any
 
 from s2d.errors import ConfigError
 from s2d.files import write_json, write_jsonl
-from s2d.options import apply_options
+from s2d.options import Options as BaseOptions
+from s2d.options import apply_options, options_from_model
+
+# The help of the ``target`` option the built-in curators share.
+TARGET_HELP = ('"answer" (the task\'s answer-only form) or "response" (the final-stage text of the first '
+               'sample that gave the kept answer)')
 
 
 @dataclass
@@ -47,11 +52,13 @@ class Curator:
 
     def __init__(self, task, **options: Any):
         self.task = task
-        apply_options(self, "curator", options)
+        apply_options(self, "curator", options, ConfigError)
 
-    @classmethod
-    def options(cls) -> dict[str, Any]:
-        return {}
+    class Options(BaseOptions):
+        """The curator's options (a subclass declares ``name: type = option(default, ...)``)."""
+
+    # The options and their defaults, from ``Options`` (or a plugin's own dict: the shim).
+    options = options_from_model()
 
     def curate(self, traces: list[dict], runner=None) -> list[Decision]:
         raise NotImplementedError

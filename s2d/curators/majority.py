@@ -6,8 +6,9 @@ parseable answer."""
 from __future__ import annotations
 
 from s2d.errors import ConfigError
-from s2d.curators.base import Curator, Decision, vote
+from s2d.curators.base import TARGET_HELP, Curator, Decision, vote
 from s2d.hookspecs import hookimpl
+from s2d.options import option
 
 
 class MajorityVote(Curator):
@@ -15,14 +16,12 @@ class MajorityVote(Curator):
 
     name = "majority"
 
-    @classmethod
-    def options(cls):
-        # threshold: the top answer's share of all N samples must exceed it (0.5 = strict majority,
-        # 0 = plurality). target: "answer" (the task's answer-only form) or "response" (the final
-        # response of the first sample that gave the answer).
-        # margin: the top answer must also lead the runner-up by at least this many votes (0: off;
-        # with threshold 0 it is the only rule).
-        return {"threshold": 0.5, "margin": 0, "target": "answer"}
+    class Options(Curator.Options):
+        threshold: float = option(0.5, help=("the top answer's share of all N samples must exceed it "
+                                             "(0.5 = strict majority, 0 = plurality)"))
+        margin: int = option(0, help=("the top answer must also lead the runner-up by at least this many "
+                                      "votes (0: off; with threshold 0 it is the only rule)"))
+        target: str = option("answer", help=TARGET_HELP)
 
     def __init__(self, task, **options):
         super().__init__(task, **options)

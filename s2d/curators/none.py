@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from s2d.curators.base import Curator, Decision
 from s2d.hookspecs import hookimpl
+from s2d.options import option
 
 
 class NoCuration(Curator):
@@ -12,11 +13,9 @@ class NoCuration(Curator):
 
     name = "none"
 
-    @classmethod
-    def options(cls):
-        # target: "answer" (the task's answer-only form; the raw response when none parses) or
-        # "response" (the first sample's final-stage text).
-        return {"target": "answer"}
+    class Options(Curator.Options):
+        target: str = option("answer", help=('"answer" (the task\'s answer-only form; the raw response when '
+                                             'none parses) or "response" (the first sample\'s final-stage text)'))
 
     def __init__(self, task, **options):
         super().__init__(task, **options)

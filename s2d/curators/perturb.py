@@ -4,9 +4,10 @@ original and the perturbed input give the same answer. Needs traces made with ``
 
 from __future__ import annotations
 
-from s2d.curators.base import Curator, Decision, chosen_response, vote
+from s2d.curators.base import TARGET_HELP, Curator, Decision, chosen_response, vote
 from s2d.errors import InputError
 from s2d.hookspecs import hookimpl
+from s2d.options import option
 
 
 class PerturbationConsistency(Curator):
@@ -14,11 +15,9 @@ class PerturbationConsistency(Curator):
 
     name = "perturb"
 
-    @classmethod
-    def options(cls):
-        # both_orders: train on the perturbed input too (with its own answer). target: "answer"
-        # (the task's answer-only form) or "response" (the agreeing sample's final-stage text).
-        return {"both_orders": True, "target": "answer"}
+    class Options(Curator.Options):
+        both_orders: bool = option(True, help="train on the perturbed input too (with its own answer)")
+        target: str = option("answer", help=TARGET_HELP)
 
     def __init__(self, task, **options):
         super().__init__(task, **options)

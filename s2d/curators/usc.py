@@ -22,7 +22,7 @@ import re
 from s2d.errors import ConfigError
 from s2d.curators.base import Curator, Decision
 from s2d.hookspecs import hookimpl
-from s2d.options import check_template
+from s2d.options import check_template, option
 from s2d.stages import Chain
 
 TEMPLATE = ("Here is a question and {k} answers that were written for it.\n\n[Question]\n{question}\n\n"
@@ -105,14 +105,15 @@ class UniversalSelfConsistency(Curator):
     name = "usc"
     needs_model = True
 
-    @classmethod
-    def options(cls):
-        # The paper cut 20 answers to 10 when they did not fit the context. template: None = the
-        # wording's prompt.
-        # target: "answer" (USC's own final answer, the "FINAL:" label removed) or "response" (the
-        # final-stage text of the sample that agrees with it, see agreeing_sample).
-        return {"max_responses": 10, "max_chars": 600, "template": None, "wording": "s2d", "max_new_tokens": 256,
-                "target": "answer"}
+    class Options(Curator.Options):
+        # The paper cut 20 answers to 10 when they did not fit the context.
+        max_responses: int = option(10, help="samples shown to the model")
+        max_chars: int = option(600, help="each sample cut to this many characters")
+        template: str | None = option(None, help="the prompt (null: the wording's)")
+        wording: str = option("s2d", help="s2d or the paper's")
+        max_new_tokens: int = option(256, help="the model's budget for its choice")
+        target: str = option("answer", help=('"answer" (USC\'s own final answer, the "FINAL:" label removed) or '
+                                             '"response" (the final-stage text of the sample that agrees with it)'))
 
     def __init__(self, task, **options):
         super().__init__(task, **options)

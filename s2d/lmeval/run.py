@@ -7,18 +7,22 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
 
+from s2d.backends import model_path_for
+from s2d.config import RunConfig
 from s2d.envinfo import git_commit, quiet_git_hash, versions
 from s2d.errors import ConfigError
-from s2d.files import portable_path, write_json, write_jsonl
+from s2d.files import check_output, local_path, portable_path, write_json, write_jsonl
 from s2d.lmeval.model import lm_class
-from s2d.lmeval.tasks import lm_eval_name, lm_eval_spec, tasks_path
+from s2d.lmeval.tasks import build_task, check_task_plugin, lm_eval_name, lm_eval_spec, tasks_path
 from s2d.methods.base import cap_shares
 from s2d.models import ALIASES
-from s2d.store import check_record, safe_name, weights_fingerprint, weights_identity
-from s2d.traces import resolved_method_options
+from s2d.plugins import get_plugins
+from s2d.store import check_record, record_lock, safe_name, weights_fingerprint, weights_identity
+from s2d.traces import build_method, check_adapter, resolved_method_options
 
 
 def condition_name(method: str, adapter: str | None, label: str | None = None,
@@ -72,6 +76,46 @@ def planned_records(*, results_dir, model_ref, model_path, tasks, method, adapte
                                method_options=method_options, adapter=adapter, limit=limit, task_options=task_options,
                                seed=seed)
     return [(record_path(results_dir, model_ref, task, condition), identity) for task in tasks]
+
+
+def evaluate_settings(cfg: RunConfig, open_engine: Callable[[], Any], *, adapter: str | None = None,
+                      log_samples: bool = False, results_dir: str | Path = "results/eval", label: str | None = None,
+                      overwrite: bool = False, inputs=(), folders=(), open_cache: Callable[[], Any] = lambda: None,
+                      progress: bool = True, warn: Callable[[str], None] | None = None) -> list[Path]:
+    """`s2d eval`: the condition the settings name (model, method and options, task options,
+    eval_limit, seed) scored on each of their tasks. Everything a user can get wrong is found before
+    ``open_engine()`` starts the engine: the adapter, every task plugin, the method's options against
+    each task, each planned record's path (never one of the ``inputs`` or inside the ``folders`` the
+    run reads; a writable folder), the generation cache ``open_cache()`` opens, and a record of other
+    settings in the way (``overwrite`` replaces it). Each record is locked from its check through its
+    write, so a second eval of it fails at once. Returns the record paths."""
+    names = cfg.tasks()
+    check_adapter(adapter)
+    for name in names:
+        get_plugins().get("tasks", name)
+        check_task_plugin(name)
+    options, m_options = cfg.eval_task_options(), cfg.eval_method_options()
+    for name in names:  # the method's options checked against each task (built once) before any model loads
+        build_method(cfg["method"], build_task(name, strict=True, **options), **m_options)  # subset* is lm-eval's
+    loads = model_path_for(cfg["backend"], cfg["model"])
+    planned = planned_records(results_dir=results_dir, model_ref=cfg["model"], model_path=loads, tasks=names,
+                              method=cfg["method"], adapter=adapter, limit=cfg["eval_limit"], label=label,
+                              task_options=options or None, method_options=m_options or None, seed=cfg["seed"])
+    for path, _ in planned:  # never written over (or into) what the run reads; a writable folder: found now
+        for written in (path, path.with_suffix(".samples.jsonl")) if log_samples else (path,):
+            check_output(written, *inputs, local_path(loads), folders=folders,
+                         flag=f"--out-dir {results_dir}: the record")
+    cache = open_cache()
+    with ExitStack() as held:
+        for path, identity in planned:
+            # Held from the check through the record's write: a second eval of it fails at once.
+            held.enter_context(record_lock(path))
+            check_record(path, identity, overwrite)  # a record of other settings in the way: found now
+        with open_engine() as engine:
+            return evaluate(engine, model_ref=cfg["model"], tasks=names, method=cfg["method"], adapter=adapter,
+                            limit=cfg["eval_limit"], seed=cfg["seed"], log_samples=log_samples,
+                            results_dir=results_dir, label=label, task_options=options or None, progress=progress,
+                            method_options=m_options or None, cache=cache, overwrite=overwrite, warn=warn)
 
 
 def task_manager(metadata: dict | None = None):

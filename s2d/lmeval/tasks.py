@@ -8,7 +8,6 @@ stock ``lm_eval`` CLI load the same documents and score them the same way.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
@@ -16,8 +15,8 @@ from pathlib import Path
 
 import s2d.lm_eval_tasks
 from s2d.errors import ConfigError
-from s2d.options import check_range, check_type
-from s2d.plugins import get_plugins
+from s2d.options import Option, check_range, signature_defaults, validate_options
+from s2d.plugins import build, get_plugins
 from s2d.tasks.base import Task, subset
 
 
@@ -33,30 +32,24 @@ def _task_class(name: str):
 
 def task_options(cls) -> dict:
     """A task class's options and defaults: its constructor's named parameters."""
-    params = inspect.signature(cls.__init__).parameters
-    return {k: (None if p.default is inspect.Parameter.empty else p.default) for k, p in params.items()
-            if k != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return signature_defaults(cls)
 
 
 # The evaluation's own task options (a seeded subset of the test split, read by lm-eval's loader and
-# s2d's routing), not the task's: typed by these defaults, in these ranges; null: no subset.
-EVAL_OPTIONS = {"subset": 0, "subset_seed": 0}
+# s2d's routing), not the task's: checked beside the task's own in its options model; null: no subset.
 EVAL_RANGES = {"subset": {"ge": 1}}
+EVAL_FIELDS = {
+    "subset": Option("subset", int | None, None, "score a seeded subset of this many test documents", EVAL_RANGES["subset"]),
+    "subset_seed": Option("subset_seed", int | None, 0, "the subset's seed"),
+}
 
 
 def check_task_options(cls, options: dict) -> dict:
     """``options`` checked against the task's declared ones: an unknown key, a value of another
     type than its default or outside the task's :meth:`~s2d.tasks.base.Task.option_ranges` is an
     error naming the task, the key and the allowed keys or range."""
-    declared = task_options(cls)
-    unknown = sorted(set(options) - set(declared) - set(EVAL_OPTIONS))
-    if unknown:
-        raise ConfigError(f"task {cls.name!r}: unknown option(s) {', '.join(unknown)}; options: "
-                         f"{', '.join(sorted(declared))}, {', '.join(EVAL_OPTIONS)}")
-    checked = {k: v if v is None and k in EVAL_OPTIONS else
-               check_type(v, declared.get(k, EVAL_OPTIONS.get(k)), f"task {cls.name!r}: option {k!r}", ConfigError)
-               for k, v in options.items()}
-    return check_task_ranges(cls, checked)
+    checked = validate_options(cls, "task", cls.name, options, ConfigError, extra=EVAL_FIELDS)
+    return {k: checked[k] for k in options}
 
 
 def check_task_ranges(cls, options: dict) -> dict:
@@ -79,27 +72,28 @@ def build_task(name: str, strict: bool = False, **options):
     mistyped options are an error; otherwise (lm-eval's metadata, which carries its own keys such
     as ``version``) only what the task's constructor takes is passed."""
     cls = _task_class(name)
-    if strict:
+    if strict:  # made through plugins.build: an error of the task's constructor is a ConfigError naming it
         kwargs = task_kwargs(cls, options)
-    else:  # lm-eval's metadata: its own keys left out, the task's still in range
-        kwargs = check_task_ranges(cls, {k: v for k, v in options.items() if k in task_options(cls)})
-    return _built(cls, kwargs)
+        return _built(cls, kwargs, lambda: build("tasks", name, kwargs))
+    # lm-eval's metadata: its own keys left out, the task's still in range
+    kwargs = check_task_ranges(cls, {k: v for k, v in options.items() if k in task_options(cls)})
+    return _built(cls, kwargs, lambda: cls(**kwargs))
 
 
-def _built(cls, kwargs: dict):
-    """One instance per (task class, options, data folder) of the current plugin set: an `s2d eval`
-    checks the task's options, lm-eval loads its documents and the LM builds prompts from the same
-    Task (building one reads and splits its data files). A new plugin set (``plugins.reset()``)
-    builds its tasks anew."""
+def _built(cls, kwargs: dict, make):
+    """One instance (``make()``) per (task class, options, data folder) of the current plugin set:
+    an `s2d eval` checks the task's options, lm-eval loads its documents and the LM builds prompts
+    from the same Task (building one reads and splits its data files). A new plugin set
+    (``plugins.reset()``) builds its tasks anew."""
     try:
         key = ("task", cls, json.dumps(kwargs, sort_keys=True), os.environ.get("S2D_DATA_DIR"))
     except TypeError:  # an option JSON cannot spell: no sharing
-        return cls(**kwargs)
+        return make()
     built = get_plugins().built
     if key not in built:
         if len(built) >= 64:
             built.clear()
-        built[key] = cls(**kwargs)
+        built[key] = make()
     return built[key]
 
 

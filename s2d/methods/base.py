@@ -23,7 +23,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from s2d.errors import MethodConfigError
-from s2d.options import apply_options, check_template
+from s2d.options import Options as BaseOptions
+from s2d.options import apply_options, check_template, options_from_model
 # The chains and the stage runner live in s2d.stages; flatten and start are imported here for
 # plugins too (docs/plugins.md: `from s2d.methods.base import Method, flatten, start`).
 from s2d.stages import Chain, StageRunner, flatten, start  # noqa: F401
@@ -155,10 +156,13 @@ class Method:
                            f"method {self.name!r}: template {key!r}", MethodConfigError)
         apply_options(self, "method", options, MethodConfigError, also=BASE_OPTIONS)
 
-    @classmethod
-    def options(cls) -> dict[str, Any]:
-        """Method-specific options and their defaults."""
-        return {}
+    class Options(BaseOptions):
+        """Method-specific options (a subclass declares ``name: type = option(default, ...)``);
+        those every method takes are :data:`BASE_OPTIONS`, the constructor's own arguments."""
+
+    # Method-specific options and their defaults, from ``Options`` (a plugin may instead override
+    # this classmethod with a dict of defaults: see s2d.options, the shim).
+    options = options_from_model()
 
     # -- helpers for run() ------------------------------------------------------------------------
     def template(self, stage: str) -> str:

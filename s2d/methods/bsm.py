@@ -21,6 +21,7 @@ import re
 
 from s2d.hookspecs import hookimpl
 from s2d.methods.base import Method, MethodConfigError, flatten, start
+from s2d.options import option
 from s2d.stages import Step
 
 CRITERION = re.compile(r"^\s*(?:\d+\s*[.):]|[-*\u2022])\s*\**\s*([A-Za-z][^:\n*]{1,60}?)\s*\**\s*[:\-\u2013]\s*(.*)$")
@@ -160,10 +161,9 @@ class BranchSolveMerge(Method):
     max_new_tokens = {"branch": 512, "solve": 512, "merge": 1024}
     MERGES = ("llm", "average")
 
-    @classmethod
-    def options(cls):
-        # merge: "llm" (a model call writes the verdict) or "average" (the verdict from the mean scores).
-        return {"max_criteria": 5, "merge": "llm"}
+    class Options(Method.Options):
+        max_criteria: int = option(5, help="criteria the branch stage may list")
+        merge: str = option("llm", help='"llm" (a model call writes the verdict) or "average" (from the mean scores)')
 
     def __init__(self, task, **options):
         super().__init__(task, **options)

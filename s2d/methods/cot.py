@@ -14,6 +14,7 @@ import random
 
 from s2d.hookspecs import hookimpl
 from s2d.methods.base import Chain, Method, MethodConfigError, flatten, start
+from s2d.options import option
 
 
 class ChainOfThought(Method):
@@ -41,14 +42,15 @@ class ChainOfThought(Method):
     }
     max_new_tokens = {"reason": 1024}
 
-    @classmethod
-    def options(cls):
-        # shots: worked train examples before the question. shot_seed: which ones. shots_resample:
-        # sample j of every input sees its own exemplar set (drawn with seed shot_seed + j), so the
-        # samples differ by their prompts and can stay greedy; sample 0 sees the shots_resample=false
-        # set. shot_pool: draw from the first N train documents only (None: the whole split), so a
-        # larger train split does not change the prompts.
-        return {"shots": 0, "shot_seed": 0, "shots_resample": False, "shot_pool": None}
+    class Options(Method.Options):
+        shots: int = option(0, help="worked train examples before the question")
+        shot_seed: int = option(0, help="which ones")
+        shots_resample: bool = option(False, help=(
+            "sample j of every input sees its own exemplar set (drawn with seed shot_seed + j), so the "
+            "samples differ by their prompts and can stay greedy; sample 0 sees the shots_resample=false set"))
+        shot_pool: int | None = option(None, help=(
+            "draw from the first N train documents only (null: the whole split), so a larger train "
+            "split does not change the prompts"))
 
     def __init__(self, task, **options):
         super().__init__(task, **options)

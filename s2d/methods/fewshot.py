@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from s2d.hookspecs import hookimpl
 from s2d.methods.cot import ChainOfThought
+from s2d.options import option
 
 
 class FewShot(ChainOfThought):
@@ -21,9 +22,8 @@ class FewShot(ChainOfThought):
     wordings = {}
     max_new_tokens = {"answer": None}  # the task's budget, as system1's
 
-    @classmethod
-    def options(cls):
-        return {**super().options(), "shots": 8}
+    class Options(ChainOfThought.Options):
+        shots: int = option(8, help="worked train examples (answers only) before the question")
 
     def example_maker(self, task):
         def example(doc: dict) -> tuple[str, str] | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from s2d.hookspecs import hookimpl
 from s2d.methods.base import Method, flatten, start
+from s2d.options import option
 
 ANSWER_FORMAT = "End with the answer in the form \"Final answer: <answer>\"."
 
@@ -107,10 +108,9 @@ class RaR2(Method):
     }
     max_new_tokens = {"rephrase": 512, "respond": 1024}
 
-    @classmethod
-    def options(cls):
+    class Options(Method.Options):
         # The paper sampled 8 per stage for coin flip: n=8 rephrasings x respond_n answers each.
-        return {"respond_n": 1}
+        respond_n: int = option(1, help="answers per rephrasing (n rephrasings x respond_n samples)")
 
     def rephrasing(self, text: str) -> str:
         """The rephrased question step 2 sees: the text stripped; with the original repository's

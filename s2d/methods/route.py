@@ -17,11 +17,13 @@ import json
 import math
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from s2d.config import RunConfig
 from s2d.hookspecs import hookimpl
 from s2d.methods.base import Chain, Method, MethodConfigError, flatten, start
-from s2d.plugins import get_plugins
+from s2d.options import option
+from s2d.plugins import build
 from s2d.store import RunFolder
 
 CONFIDENCES = ("logprob", "agreement")
@@ -56,10 +58,17 @@ class Route(Method):
     template_fields = {"direct": ("input",), "check": ("input",)}
     max_new_tokens = {"direct": None, "check": None}  # None: the task's budget, as for System 1
 
-    @classmethod
-    def options(cls):
-        return {"from_run": None, "round": None, "adapter": None, "fallback": None, "fallback_options": None,
-                "threshold": None, "confidence": "logprob", "samples": 4, "agreement_temperature": 0.7}
+    class Options(Method.Options):
+        from_run: str | None = option(None, help="a `s2d distill` run folder: its adapter and System 2 row")
+        round: int | None = option(None, help="the run's round (null: the last)")
+        adapter: str | None = option(None, help="the distilled adapter (instead of from_run)")
+        fallback: str | None = option(None, help="the System 2 method (instead of from_run)")
+        fallback_options: dict | None = option(None, help="the fallback's options (null: the run's)")
+        # Any: a number checked below, infinities included (`s2d route` asks for both answers with inf)
+        threshold: Any = option(None, help="keep the direct answer when its confidence reaches it (a number)")
+        confidence: str = option("logprob", help="logprob or agreement")
+        samples: int = option(4, help="agreement: samples checked against the direct answer")
+        agreement_temperature: float = option(0.7, help="agreement: the samples' temperature")
 
     def __init__(self, task, **options):
         super().__init__(task, **options)
@@ -80,7 +89,7 @@ class Route(Method):
         if fallback == self.name:
             raise MethodConfigError("route: the fallback cannot be route itself")
         options = from_run.get("fallback_options", {}) if self.fallback_options is None else self.fallback_options
-        self.system2 = get_plugins().get("methods", fallback).obj(task, **options)
+        self.system2 = build("methods", fallback, options, task)
         if self.stage_options:  # route decodes as its rule says; a per-stage setting would go unused
             raise MethodConfigError("route: stage_options are not used (direct is greedy, check samples at "
                                     "agreement_temperature); set the fallback's in fallback_options")

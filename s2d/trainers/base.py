@@ -18,10 +18,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from s2d.errors import InputError, TrainerError
+from s2d.errors import InputError, TrainerConfigError, TrainerError
 from s2d.files import portable_path, read_jsonl, write_json
 from s2d.locks import SUFFIX, hold
-from s2d.options import apply_options
+from s2d.options import Options as BaseOptions
+from s2d.options import apply_options, option, options_from_model
+from s2d.options import defaults as option_defaults_of
+from s2d.options import ranges as option_ranges_of
 from s2d.store import TRAINING_CONFIG, training_config
 
 
@@ -140,16 +143,20 @@ class Trainer:
     adopt_checkpoints: bool = False  # s2d distill: unrecorded checkpoints in its own run folder are its own
 
     def __init__(self, **options: Any):
-        apply_options(self, "trainer", options, TrainerError, ranges=self.option_ranges())
+        apply_options(self, "trainer", options, TrainerConfigError)
 
-    @classmethod
-    def options(cls) -> dict[str, Any]:
-        return {}
+    class Options(BaseOptions):
+        """The trainer's options (a subclass declares ``name: type = option(default, ...)``; the
+        built-ins extend :class:`CommonOptions`)."""
+
+    # The options and their defaults, from ``Options`` (or a plugin's own dict: the shim).
+    options = options_from_model()
 
     @classmethod
     def option_ranges(cls) -> dict[str, dict]:
-        """Each option's range (see :func:`s2d.options.check_range`), checked with its type when the
-        trainer is built, before any model loads; a name the trainer does not declare is skipped."""
+        """The ranges of a trainer that declares ``options()`` as a dict (the shim), checked with
+        its types when the trainer is built, before any model loads; a name it does not declare is
+        skipped. A trainer with ``Options`` declares its ranges there."""
         return COMMON_RANGES
 
     def settings(self) -> dict:
@@ -309,23 +316,32 @@ def claim_output(out: Path, run: dict, *, overwrite: bool = False, adopt: bool =
     write_json(record, run)
 
 
-COMMON_OPTIONS = {
-    "epochs": 3, "batch_size": 8, "grad_accum": 1, "max_length": 512, "scheduler": "cosine",
-    "warmup_ratio": 0.05, "weight_decay": 0.0, "save_steps": 20, "dtype": "float32",
-}
-
 # transformers' schedulers that need no extra arguments (reduce_lr_on_plateau needs an evaluation
 # loop, cosine_with_min_lr a min_lr); listed, not imported, so the check loads no library.
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt")
 
-# The ranges of COMMON_OPTIONS: epochs 0 would save an untrained adapter as the "distilled" model.
-COMMON_RANGES = {
-    "epochs": {"ge": 1}, "batch_size": {"ge": 1}, "grad_accum": {"ge": 1}, "max_length": {"ge": 1},
-    "learning_rate": {"gt": 0}, "weight_decay": {"ge": 0}, "save_steps": {"ge": 1},
-    "warmup_ratio": {"ge": 0, "lt": 1},  # 1 or more: transformers would read it as a number of steps
-    "scheduler": {"choices": SCHEDULERS}, "dtype": {"choices": ("float32", "bfloat16", "float16")},
-}
+
+class CommonOptions(BaseOptions):
+    """The options of the shared training loop (every built-in trainer extends these). Ranges:
+    epochs 0 would save an untrained adapter as the "distilled" model."""
+
+    epochs: int = option(3, ge=1, help="passes over the curated set")
+    batch_size: int = option(8, ge=1, help="examples per optimizer step, all processes together")
+    grad_accum: int = option(1, ge=1, help="micro-batches per step (batch_size / grad_accum per device)")
+    max_length: int = option(512, ge=1, help="tokens of prompt and completion; the prompt's start is cut")
+    scheduler: str = option("cosine", choices=SCHEDULERS, help="transformers' learning-rate schedule")
+    # 1 or more: transformers would read it as a number of steps
+    warmup_ratio: float = option(0.05, ge=0, lt=1, help="share of the steps warming the rate up")
+    weight_decay: float = option(0.0, ge=0, help="AdamW's weight decay")
+    save_steps: int = option(20, ge=1, help="steps between checkpoints (a killed run resumes from the last)")
+    dtype: str = option("float32", choices=("float32", "bfloat16", "float16"), help="the weights' dtype in training")
+
+
+# The dict spellings, for trainers that declare ``options()`` as a dict: ``{**COMMON_OPTIONS, ...}``,
+# checked against COMMON_RANGES (Trainer.option_ranges) by the shim.
+COMMON_OPTIONS = option_defaults_of(CommonOptions)
+COMMON_RANGES = {**option_ranges_of(CommonOptions), "learning_rate": {"gt": 0}}
 
 
 def seed_everything(seed: int) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from s2d.hookspecs import hookimpl
-from s2d.trainers.base import COMMON_OPTIONS, Trainer, hf_train, load_records, prepare
+from s2d.options import option
+from s2d.trainers.base import CommonOptions, Trainer, hf_train, load_records, prepare
 
 
 class FullTrainer(Trainer):
@@ -13,9 +14,8 @@ class FullTrainer(Trainer):
 
     name = "full"
 
-    @classmethod
-    def options(cls):
-        return {**COMMON_OPTIONS, "learning_rate": 2e-5}
+    class Options(CommonOptions):
+        learning_rate: float = option(2e-5, gt=0, help="AdamW's peak learning rate")
 
     def train(self, model_path, data_path, out_dir, *, seed=0, progress=True):
         records = load_records(data_path)

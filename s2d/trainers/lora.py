@@ -7,10 +7,24 @@ from pathlib import Path
 
 from s2d.files import atomic_folder
 from s2d.hookspecs import hookimpl
-from s2d.trainers.base import COMMON_OPTIONS, COMMON_RANGES, Trainer, hf_train, load_model, load_records, prepare
+from s2d.options import option
+from s2d.options import ranges as option_ranges_of
+from s2d.trainers.base import CommonOptions, Trainer, hf_train, load_model, load_records, prepare
 
-LORA_RANGES = {"rank": {"ge": 1}, "alpha": {"gt": 0}, "dropout": {"ge": 0, "lt": 1},
-               "target_modules": {"min_length": 1}}
+TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class LoraOptions(CommonOptions):
+    """LoRA's options over the common ones."""
+
+    rank: int = option(16, ge=1, help="the adapter's rank")
+    alpha: int = option(32, gt=0, help="LoRA's scaling numerator (the update is scaled by alpha / rank)")
+    dropout: float = option(0.05, ge=0, lt=1, help="dropout on the adapter's input")
+    target_modules: list = option(TARGET_MODULES, min_length=1, help="the modules that get an adapter")
+
+
+# The ranges of LoRA's own options, for trainers declaring a dict over them (the shim).
+LORA_RANGES = {k: v for k, v in option_ranges_of(LoraOptions).items() if k in ("rank", "alpha", "dropout", "target_modules")}
 
 
 class LoraTrainer(Trainer):
@@ -18,15 +32,9 @@ class LoraTrainer(Trainer):
 
     name = "lora"
 
-    @classmethod
-    def options(cls):
+    class Options(LoraOptions):
         # Defaults measured to move the embedded 135M model within a few epochs on a few hundred records.
-        return {**COMMON_OPTIONS, "learning_rate": 2e-4, "rank": 16, "alpha": 32, "dropout": 0.05,
-                "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
-
-    @classmethod
-    def option_ranges(cls):
-        return {**COMMON_RANGES, **LORA_RANGES}
+        learning_rate: float = option(2e-4, gt=0, help="AdamW's peak learning rate")
 
     def train(self, model_path, data_path, out_dir, *, seed=0, progress=True):
         records = load_records(data_path)

@@ -19,10 +19,11 @@ import re
 from pathlib import Path
 
 from s2d.hookspecs import hookimpl
-from s2d.trainers.base import (COMMON_OPTIONS, COMMON_RANGES, Trainer, TrainerError, check_out_dir, device_batch,
+from s2d.options import option
+from s2d.trainers.base import (SCHEDULERS, Trainer, TrainerError, check_out_dir, device_batch,
                                encode, hf_train, load_model, load_records, seed_everything)
 from s2d.trainers.full import model_folder_saver
-from s2d.trainers.lora import LORA_RANGES, LoraTrainer, with_lora
+from s2d.trainers.lora import LoraOptions, with_lora
 
 ANSWER_LINE = re.compile(r"^\s*(?:\**\s*)?final answer\b", flags=re.I)
 
@@ -88,17 +89,16 @@ class StepwiseTrainer(Trainer):
 
     name = "stepwise"
 
-    @classmethod
-    def options(cls):
-        lora = LoraTrainer.options()
-        return {**COMMON_OPTIONS, "epochs": None, "learning_rate": None, "scheduler": "constant_with_warmup",
-                "tokens_per_removal": 8, "removals_per_epoch": 1, "answer_only_epochs": 1, "smoothing": 4.0,
-                "reset_optimizer": True, "variant": "lora",
-                **{k: lora[k] for k in ("rank", "alpha", "dropout", "target_modules")}}
-
-    @classmethod
-    def option_ranges(cls):
-        return {**COMMON_RANGES, **LORA_RANGES}
+    class Options(LoraOptions):
+        epochs: int | None = option(None, ge=1, help="null: sized to the data")
+        learning_rate: float | None = option(None, gt=0, help="null: lora's 2e-4, full's 2e-5")
+        scheduler: str = option("constant_with_warmup", choices=SCHEDULERS, help="transformers' learning-rate schedule")
+        tokens_per_removal: int = option(8, help="reasoning tokens removed per stage")
+        removals_per_epoch: int = option(1, help="stages per epoch")
+        answer_only_epochs: int = option(1, help="epochs on the answer alone at the end")
+        smoothing: float = option(4.0, help="removal smoothing (0: off)")
+        reset_optimizer: bool = option(True, help="a fresh optimizer state at each stage")
+        variant: str = option("lora", help="lora (an adapter) or full (every weight)")
 
     def __init__(self, **options):
         super().__init__(**options)
