@@ -41,7 +41,7 @@ from s2d.locks import SUFFIX, hold
 from s2d.methods.base import cap_hits, cap_shares
 from s2d.models import resolve_model
 from s2d.plugins import build, get_plugins
-from s2d.store import RunFolder, headline_metric, load_record, metrics_of, training_config
+from s2d.store import RunFolder, headline_metric, load_record, metrics_of, pct, training_config
 from s2d.traces import (build_curator, build_method, generate_traces, load_traces, make_runner, open_cache,
                         resolved_method_options)
 from s2d.trainers import launch
@@ -423,8 +423,7 @@ def format_summary(summary: dict) -> str:
     for rnd in rounds:
         at = f"{rnd['round']:<7}" if lead else ""
         for r in rnd["rows"]:
-            score = f"{100 * r['score']:.1f}%" if isinstance(r["score"], (int, float)) else "-"
-            lines.append(f"{at}{r['condition']:<22} {score:>8} {r['mean_tokens']:>13.1f} {r['n']:>6}")
+            lines.append(f"{at}{r['condition']:<22} {pct(r['score']):>8} {r['mean_tokens']:>13.1f} {r['n']:>6}")
     for rnd in rounds:
         at = f"round {rnd['round']} " if lead else ""
         cut = [(r["condition"], r["cap_hit_share"]) for r in rnd["rows"] if r.get("cap_hit_share") is not None]

@@ -17,7 +17,7 @@ from s2d.distill import DistillRun
 from s2d.errors import ConfigError, S2DError
 from s2d.files import atomic_write
 from s2d.models import DEFAULT_MODEL
-from s2d.store import safe_name
+from s2d.store import pct, safe_name
 from s2d.sweep import base_ref, flat, read_plan, variants
 
 # The paper's tables are plans (experiments/plans/table1.yaml ...): their runs, and in their `paper`
@@ -175,7 +175,7 @@ def render_table(table: str, scale: str, summaries: list, where: str | None = No
             cur = curation_of.get((key, task))
             acc = (cur or {}).get("target_accuracy")
             cells += [f"{cur.get('kept_inputs')}/{cur.get('inputs')}" if cur else "-",
-                      f"{100 * acc:.1f}%" if isinstance(acc, (int, float)) else "-",
+                      pct(acc),
                       f"{100 * row['cap_hit_share']:.1f}%" if row and row.get("cap_hit_share") is not None else "-"]
             values = tuple(paper.get(task, ())) + (None,) * (len(metrics) + 1)
             cells += [f"{v}%" if v is not None else "-" for v in values[: len(metrics)]]

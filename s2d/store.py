@@ -198,6 +198,12 @@ class RunFolder:
             yaml.safe_dump(self.settings, f, sort_keys=False, default_flow_style=False)
 
 
+
+def pct(x) -> str:
+    """A share as a report cell: ``0.455`` -> ``45.5%``; anything not a number (None, a bool) -> ``-``.
+    One spelling for the summary, the paper tables and the sweep report."""
+    return f"{100 * x:.1f}%" if isinstance(x, (int, float)) and not isinstance(x, bool) else "-"
+
 # -- eval records -----------------------------------------------------------------------------------
 def check_record(path: Path, identity: dict, overwrite: bool = False) -> None:
     """Refuse to replace a record made with other settings (unless ``overwrite``); a rerun of the

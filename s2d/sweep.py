@@ -36,7 +36,7 @@ from s2d.files import atomic_write, repo_root, write_json
 from s2d.lmeval.run import evaluate
 from s2d.locks import hold
 from s2d.plugins import get_plugins
-from s2d.store import RunFolder, safe_name, what_is_made
+from s2d.store import RunFolder, pct, safe_name, what_is_made
 
 PLAN_KEYS = ("description", "base", "bases", "scale", "runs_dir", "export", "runs", "grid", "columns", "paper")
 # A run's keys that are not settings: what it is, its base, a note for the report, and (the paper's
@@ -353,10 +353,6 @@ def run_eval(run: DistillRun, export: Path | None = None) -> dict:
 
 
 # -- the report -------------------------------------------------------------------------------------
-def pct(x) -> str:
-    return f"{100 * x:.1f}%" if isinstance(x, (int, float)) and not isinstance(x, bool) else "-"
-
-
 def tokens(x) -> str:
     return f"{x:.1f}" if isinstance(x, (int, float)) else "-"
 
