@@ -7,7 +7,7 @@
    curated records (same batch size, epochs, learning rate, max length) and reports examples/s of
    each and their ratio `lora_over_trl`.
 
-    S2D_DATA_DIR=... python benchmarks/distill.py [--config results/configs/default.yaml] [--skip-run]
+    S2D_DATA_DIR=... python benchmarks/distill.py [--config experiments/configs/default.yaml] [--skip-run]
         [--model qwen2.5-coder-1.5b] [--export results/distill/default]
 
 Run it alone on the machine. Writes results/benchmarks/distill.{md,json} (distill-MODEL.* for
@@ -94,7 +94,7 @@ def s2d_examples_per_s(model_path: str, data: str, settings: dict, out: str) -> 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="results/configs/default.yaml")
+    ap.add_argument("--config", default="experiments/configs/default.yaml")
     ap.add_argument("--backend", default=None)
     ap.add_argument("--data", default=None, help="Curated JSONL for the trainer comparison [default: the run's].")
     ap.add_argument("--skip-run", action="store_true", help="Only the trainer comparison (needs --data).")

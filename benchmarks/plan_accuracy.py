@@ -7,7 +7,7 @@ measured seconds and their ratio. Not against results/distill/default/summary.js
 measured on another machine, and a throughput table describes only the machine it was measured on.
 About 20 minutes on 2 cores; run it alone on the machine.
 
-    S2D_DATA_DIR=... python benchmarks/plan_accuracy.py [--config results/configs/default.yaml]
+    S2D_DATA_DIR=... python benchmarks/plan_accuracy.py [--config experiments/configs/default.yaml]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def s2d(*args: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(REPO / "results" / "configs" / "default.yaml"))
+    parser.add_argument("--config", default=str(REPO / "experiments" / "configs" / "default.yaml"))
     parser.add_argument("--export", default=None, help="also keep the measured run's export here (its scores are "
                                                         "one more run of the config from an empty cache)")
     args = parser.parse_args()

@@ -107,7 +107,7 @@ FINITE_NON_NEGATIVE = _FiniteNonNegative()
 FLAGS: dict[str, tuple[tuple[str, ...], dict]] = {
     "config": (("--config", "config_path"), dict(
         type=click.Path(exists=True, dir_okay=False), default=None,
-        help="Run config (YAML/JSON; results/configs/README.md lists the settings).")),
+        help="Run config (YAML/JSON; experiments/configs/README.md lists the settings).")),
     "scale": (("--scale",), dict(default=None, help="Apply the config's `scale: {NAME: overrides}` (e.g. paper).")),
     "set": (("--set", "set_items"), dict(
         multiple=True, metavar="KEY=VALUE",
@@ -506,20 +506,24 @@ def plan(ctx, config_path, scale, set_items, model, backend, dtype, throughput_p
 @click.option("--scale", type=click.Choice(["small", "paper"]), default="small", show_default=True,
               help="small: sized for a 2-core CPU and the embedded model; paper: the paper's sizes (GPU).")
 @flag("set", help="A setting over every run of the table (e.g. eval_limit=50); named in the run folders.")
-@click.option("--configs-dir", default="results/configs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--configs-dir", default="experiments/configs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--runs-dir", default="runs/reproduce", show_default=True, type=click.Path(file_okay=False))
 @click.option("--out-dir", "out_dir", default="results/reproduce", show_default=True, type=click.Path(file_okay=False))
+@click.option("--only", multiple=True, metavar="RUN",
+              help="Run only these run folders (repeatable or comma-separated); the table takes the "
+                   "other runs' rows from their finished folders or exports.")
 @flag("backend", help=None)
 @flag("model", help="[default: smollm2-135m] Another model gets its own run folders and table file.")
 @flag("progress")
 @click.pass_context
-def reproduce(ctx, table, scale, set_items, configs_dir, runs_dir, out_dir, backend, model, progress):
+def reproduce(ctx, table, scale, set_items, configs_dir, runs_dir, out_dir, only, backend, model, progress):
     """Run a paper table's configs (reusing finished runs) and write it beside the paper's numbers."""
     _plugins(ctx)
     try:
         path = run_table(table, scale=scale, configs_dir=configs_dir, runs_dir=runs_dir, out_dir=out_dir,
                          backend=backend, progress=progress, echo=_echo_err, model=model,
-                         settings=parse_set(set_items))
+                         settings=parse_set(set_items),
+                         only=[name.strip() for item in only for name in item.split(",") if name.strip()])
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(path.read_text())

@@ -323,13 +323,16 @@ def layer_over(settings: dict, layer: dict, keep_none: bool = False) -> dict:
     flag not given; with ``keep_none``, as in ``--set train_limit=null``, it sets null); mapping
     settings merge one level deep (``--set method_options.shots=4`` keeps the other method options);
     a new ``method`` drops the previous method's options, which belong to it (``--method system1``
-    over a rar2 config), unless the layer gives new ones; a new ``curator`` drops the curator's."""
+    over a rar2 config), unless the layer gives new ones; a new ``curator`` drops the curator's and
+    a new ``trainer`` the trainer's (LoRA's epochs and rank are not stepwise's)."""
     out = dict(settings)
     if layer.get("method") is not None and layer["method"] != out.get("method"):
         for own in OWN_BY_METHOD:
             out[own] = {}
     if layer.get("curator") is not None and layer["curator"] != out.get("curator"):
         out["curator_options"] = {}  # USC's options mean nothing to `none`
+    if layer.get("trainer") is not None and layer["trainer"] != out.get("trainer"):
+        out["trainer_options"] = {}
     for key, value in layer.items():
         if value is None and not keep_none:
             continue

@@ -1,14 +1,15 @@
 """`s2d reproduce TABLE`: run a paper table's distillation configs (finished stages are reused) and
 write the table in the paper's layout, the paper's numbers beside ours.
 
-Configs are YAML files under ``results/configs/`` (see its README); ``--scale paper`` applies each
+Configs are YAML files under ``experiments/configs/`` (see its README); ``--scale paper`` applies each
 config's ``scale.paper`` overrides (the paper's data sizes and sample counts) for GPU users.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Callable
 
@@ -83,18 +84,21 @@ def run_name(config: str, overrides: dict) -> str:
 def config_path(configs_dir: str | Path, name: str) -> Path:
     path = Path(configs_dir) / f"{name}.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: config missing (the repository's results/configs holds them)")
+        raise FileNotFoundError(f"{path}: config missing (the repository's experiments/configs holds them)")
     return path
 
 
-def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "results/configs",
+def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "experiments/configs",
               runs_dir: str | Path = "runs/reproduce", out_dir: str | Path = "results/reproduce",
               backend: str | None = None, progress: bool = True, echo: Callable[[str], None] = print,
-              model: str | None = None, settings: dict | None = None) -> Path:
+              model: str | None = None, settings: dict | None = None, only: Iterable[str] = ()) -> Path:
     """Run (or reuse) a table's runs and write it. Another ``model`` than the default gets its own
     run folders, exports and table file (``<table>_<scale>_<model>.md``): nothing of the default
     model's is replaced. ``settings`` (parsed ``--set`` items) go over every run, named in its
-    folder (``+eval_limit=50``) so a run of other settings never lands in the default's folder."""
+    folder (``+eval_limit=50``) so a run of other settings never lands in the default's folder.
+    ``only`` (run folder names): run just these; the table takes the others' rows from their
+    finished run folders or, failing that, their exports under ``out_dir`` (a table whose runs were
+    made on different machines or sessions), and says which rows it lacks."""
     import yaml
 
     if table not in PAPER:
@@ -118,12 +122,27 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "re
         except S2DError as exc:
             raise type(exc)(f"run {folder}: {exc}") from None
         runs.append((folder, cfg, run, rows))
-    summaries = []
+    only = set(only)
+    unknown = only - {folder for folder, *_ in runs}
+    if unknown:
+        raise ConfigError(f"--only {', '.join(sorted(unknown))}: not a run of {table}; its runs: "
+                          f"{', '.join(folder for folder, *_ in runs)}")
+    summaries, missing = [], []
     for folder, cfg, run, rows in runs:
+        export = Path(out_dir) / where / folder
+        if only and folder not in only:
+            summary = finished_summary(run.dir, export)
+            if summary is None:
+                missing.append(folder)
+            else:
+                summaries.append((cfg, summary, rows))
+            continue
         echo(f"== {folder} ({scale}{f', {model}' if other else ''})")
         # The records, curated set and config, exported under the run's own lock.
-        summary = run.run(export=Path(out_dir) / where / folder)
+        summary = run.run(export=export)
         summaries.append((cfg, summary, rows))
+    if missing:
+        echo(f"not run and no finished summary, so their rows stay empty: {', '.join(missing)}")
     # The settings name the table file as they name the run folders: one of other settings never
     # replaces the plain table.
     items = sorted(flat(settings or {}).items())
@@ -133,14 +152,24 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "re
                         *(f"--set {k}={v}" for k, v in items)])
     with atomic_write(path) as f:
         f.write(render_table(table, scale, summaries, where=str(where), model=model or DEFAULT_MODEL,
-                             command=command))
+                             command=command, missing=missing))
     return path
 
 
+def finished_summary(run_dir: Path, export: Path) -> dict | None:
+    """A run's summary from its finished run folder, else from its export; None when neither has one."""
+    for folder in (run_dir, export):
+        path = folder / "summary.json"
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+    return None
+
+
 def render_table(table: str, scale: str, summaries: list, where: str | None = None,
-                 model: str = "smollm2-135m", command: str | None = None) -> str:
+                 model: str = "smollm2-135m", command: str | None = None, missing: Iterable[str] = ()) -> str:
     """`summaries`: (config, distill summary, {row key: condition}) per run; `command`: what made
-    it (default: the plain `s2d reproduce` line for this table, scale and model)."""
+    it (default: the plain `s2d reproduce` line for this table, scale and model); `missing`: run
+    folders with no summary yet, listed so an empty row is never read as a result."""
     command = command or (f"s2d reproduce {table} --scale {scale}"
                           + ("" if model == "smollm2-135m" else f" --model {model}"))
     spec = PAPER[table]
@@ -191,4 +220,5 @@ def render_table(table: str, scale: str, summaries: list, where: str | None = No
                      f"`{cfg['trainer']}`, n={cfg['n']}; curated {cur.get('records')} records from "
                      f"{cur.get('kept_inputs')}/{cur.get('inputs')} inputs (dropped {cur.get('dropped_by_reason')}); "
                      f"run [{folder}]({folder}/summary.txt).{note}")
+    lines += [f"- {name}: **not run yet** (no finished run folder or export), so its rows are empty." for name in missing]
     return "\n".join(lines) + "\n"

@@ -11,20 +11,23 @@ A plan is data::
       paper-wording: {method_options.wording: paper}
       distill-system1: {method: system1, why: "the paper's baseline"}
       system2-only: {kind: eval}
+      routed: {kind: route, from: paper-wording}   # `s2d route` over another run of the plan
     grid:                            # the product of these values, over every run (or the base)
       n: [4, 8]
     columns: [system1, system2, distilled, kept, target_accuracy, tokens]
 
 Every run's settings are layered as every command layers them (:func:`s2d.config.RunConfig.build`,
-with its rule that a new method drops the old method's options): the command's defaults < the
-base < the run's overrides < the grid point < ``--model`` < ``--set``. The whole plan is checked
-(settings, plugin options, task data, run folders) before the first run starts.
+with its rule that a new method, curator or trainer drops the old one's options): the command's
+defaults < the base < the run's overrides < the grid point < ``--model`` < ``--set``. The whole plan is checked (settings, plugin options, task data, run folders) before the
+first run starts.
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -35,20 +38,30 @@ from s2d.errors import ConfigError, S2DError
 from s2d.files import atomic_write, repo_root, write_json
 from s2d.lmeval.run import evaluate
 from s2d.locks import hold
+from s2d.methods.route import CONFIDENCES
 from s2d.plugins import get_plugins
-from s2d.store import RunFolder, pct, safe_name, what_is_made
+from s2d.routing import route_run
+from s2d.store import RunFolder, headline_metric, load_record, metrics_of, pct, safe_name, what_is_made
 
 PLAN_KEYS = ("description", "base", "bases", "scale", "runs_dir", "export", "runs", "grid", "columns", "paper")
-# A run's keys that are not settings: what it is, its base, a note for the report, and (the paper's
-# tables) which of the paper's rows its conditions fill (s2d.reproduce reads them).
-RUN_KEYS = ("kind", "base", "why", "rows")
-KINDS = ("distill", "eval")
+# A run's keys that are not settings: what it is, its base, a note for the report, (the paper's
+# tables) which of the paper's rows its conditions fill (s2d.reproduce reads them), and for a route
+# run the run it routes and `s2d route`'s options.
+RUN_KEYS = ("kind", "base", "why", "rows", "from", "route")
+KINDS = ("distill", "eval", "route")
+# The summary kinds that finish a run of each kind: an eval run's rows are a distill run's first two.
+FINISHED_BY = {"distill": ("distill",), "eval": ("eval", "distill"), "route": ("route",)}
+# `s2d route`'s options a route run may set, with route_run's defaults (one source for both).
+ROUTE_OPTIONS = {k.rstrip("_"): p.default for k, p in inspect.signature(route_run).parameters.items()
+                 if k in ("confidence", "samples", "tune_split", "tolerance", "round_")}
 DEFAULT_COLUMNS = ("system1", "system2", "distilled", "kept", "target_accuracy", "tokens")
 # The report's columns beyond any run setting (`n`, `curator_options.threshold`) and any
 # CONDITION.METRIC (`system2.acc_biased`); docs/sweep.md says what each shows.
 COLUMNS = ("kind", "system1", "system2", "distilled", "system1_tokens", "system2_tokens", "distilled_tokens",
-           "tokens", "kept", "records", "target_accuracy", "cut", "error", "why")
+           "tokens", "kept", "records", "target_accuracy", "cut", "error", "why", "route", "route_tokens",
+           "route_threshold", "route_to_system2")
 CONDITIONS = ("system1", "system2", "distilled")
+ROW_CONDITIONS = (*CONDITIONS, "route")  # a route run's summary adds the routed row
 
 
 @dataclass
@@ -62,6 +75,8 @@ class Variant:
     overrides: dict = field(default_factory=dict)
     why: str = ""
     rows: dict = field(default_factory=dict)
+    source: str = ""  # a route run's `from`: the name of the plan's run it routes
+    route: dict = field(default_factory=dict)  # a route run's `s2d route` options
 
 
 @dataclass
@@ -69,6 +84,7 @@ class PlannedRun:
     variant: Variant
     config: RunConfig
     folder: Path
+    source: PlannedRun | None = None  # a route run's distill run
 
     @property
     def name(self) -> str:
@@ -155,8 +171,12 @@ def variants(raw: dict, path: str | Path) -> list[Variant]:
         own = {k: spec.pop(k) for k in RUN_KEYS[1:] if k in spec}
         if not isinstance(own.get("rows") or {}, dict):
             raise ConfigError(f"{where}: rows must be a mapping")
+        if kind == "route":
+            check_route(own, spec, where)
+        elif "from" in own or "route" in own:
+            raise ConfigError(f"{where}: from and route belong to a route run (kind: route)")
         named.append(Variant(str(name), kind, own.get("base"), nest(spec, where), str(own.get("why") or ""),
-                             own.get("rows") or {}))
+                             own.get("rows") or {}, str(own.get("from") or ""), own.get("route") or {}))
     grid = raw.get("grid") or {}
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
@@ -165,15 +185,33 @@ def variants(raw: dict, path: str | Path) -> list[Variant]:
     out, seen = [], set()
     for v in named or [Variant("")]:
         for point in points:
-            name = "+".join([v.name] * bool(v.name) + [f"{k}={_value_name(x)}" for k, x in point.items()])
+            at = "".join(f"+{k}={_value_name(x)}" for k, x in point.items())
+            name = (v.name + at).lstrip("+")
             layer = nest(point, f"{path}: grid")
             overrides = {k: {**v.overrides[k], **x} if isinstance(x, dict) and isinstance(v.overrides.get(k), dict)
                          else x for k, x in layer.items()}
             if name in seen:
                 raise ConfigError(f"{path}: two runs are named {name!r}")
             seen.add(name)
-            out.append(Variant(name, v.kind, v.base, {**v.overrides, **overrides}, v.why, v.rows))
+            # A route run at a grid point routes its run at the same point (whose settings it takes).
+            out.append(Variant(name, v.kind, v.base, {**v.overrides, **overrides}, v.why, v.rows,
+                               v.source and v.source + at, v.route))
     return out
+
+
+def check_route(own: dict, settings: dict, where: str) -> None:
+    """A route run names the plan's run it routes and `s2d route`'s options; its settings are that
+    run's, so it sets none of its own."""
+    if not isinstance(own.get("from"), str) or not own["from"]:
+        raise ConfigError(f"{where}: a route run names the run it routes (from: NAME)")
+    if settings or "base" in own:
+        raise ConfigError(f"{where}: a route run takes its settings from its run ({own['from']}); "
+                          f"it sets none ({', '.join(sorted(settings) or ['base'])})")
+    options = own.get("route") or {}
+    if not isinstance(options, dict) or set(options) - set(ROUTE_OPTIONS):
+        raise ConfigError(f"{where}: route must be a mapping of {', '.join(ROUTE_OPTIONS)}")
+    if options.get("confidence", "logprob") not in CONFIDENCES:
+        raise ConfigError(f"{where}: route confidence must be one of {', '.join(CONFIDENCES)}")
 
 
 def find_file(ref: str, plan_path: str | Path) -> Path:
@@ -199,10 +237,12 @@ def base_config(raw: dict, variant: Variant, path: str | Path) -> dict:
     if ref is None:
         return {}
     if isinstance(ref, dict):
-        return apply_scale(ref, raw.get("scale"))
-    if not isinstance(ref, str):
+        base = apply_scale(ref, raw.get("scale"))
+    elif isinstance(ref, str):
+        base = apply_scale(load_config(str(find_file(ref, path))), raw.get("scale"))
+    else:
         raise ConfigError("base must be a config path, a name in bases or a mapping")
-    return apply_scale(load_config(str(find_file(ref, path))), raw.get("scale"))
+    return base
 
 
 def load_plan(path: str | Path, *, runs_dir: str | Path | None = None, model: str | None = None,
@@ -215,24 +255,39 @@ def load_plan(path: str | Path, *, runs_dir: str | Path | None = None, model: st
     shown = {**flat(set_layer or {}), **({"model": Path(model).name} if model else {})}
     suffix = "".join(f"+{k}={v}" for k, v in sorted(shown.items()))
     folder_of = Path(runs_dir or raw.get("runs_dir") or Path("runs") / "sweep" / safe_name(Path(path).stem))
-    runs = []
+    runs: list[PlannedRun] = []
     for variant in variants(raw, path):
+        folder = folder_of / safe_name(variant.name + suffix)
+        if variant.kind == "route":
+            source = routed_run(runs, variant, path)
+            runs.append(PlannedRun(variant, source.config, folder, source))
+            continue
         try:
             cfg = RunConfig.build(COMMAND_DEFAULTS.get(variant.kind, {}), base_config(raw, variant, path),
                                   variant.overrides, SetItems(extra))
         except ConfigError as exc:
             raise ConfigError(f"{path}: run {variant.name}: {exc}") from None
-        runs.append(PlannedRun(variant, cfg, folder_of / safe_name(variant.name + suffix)))
+        runs.append(PlannedRun(variant, cfg, folder))
     columns = [str(c) for c in raw.get("columns") or DEFAULT_COLUMNS]
     for column in columns:
         check_column(column, path)
     return Plan(Path(path), raw, runs, folder_of, columns, suffix)
 
 
+def routed_run(earlier: list[PlannedRun], variant: Variant, path) -> PlannedRun:
+    """The distill run a route run routes: a run of the plan listed before it (it runs first)."""
+    distill = [r for r in earlier if r.variant.kind == "distill"]
+    source = next((r for r in distill if r.name == variant.source), None)
+    if source is None:
+        raise ConfigError(f"{path}: run {variant.name}: from {variant.source!r}: not a distill run listed "
+                          f"before it; distill runs: {', '.join(r.name for r in distill)}")
+    return source
+
+
 def check_column(column: str, path) -> None:
     top, dot, sub = column.partition(".")
     if column in COLUMNS or (top in DEFAULTS and (not dot or isinstance(DEFAULTS[top], dict))) or \
-            (top in CONDITIONS and sub):
+            (top in ROW_CONDITIONS and sub):
         return
     raise ConfigError(f"{path}: unknown column {column!r}; columns: {', '.join(COLUMNS)}, a setting "
                       f"(n, curator_options.threshold) or CONDITION.METRIC (system2.acc_biased)")
@@ -252,7 +307,8 @@ def select(plan: Plan, only=()) -> list[PlannedRun]:
 def state(run: PlannedRun) -> str:
     """new, partial, finished, or ``other settings (KEYS)`` when the folder holds another run. An
     eval run's folder is finished by an eval or a distill run (its rows are a distill run's first
-    two); a distill run's only by a distill run (one over an eval run's folder reuses its rows)."""
+    two); a distill run's only by a distill run (one over an eval run's folder reuses its rows); a
+    route run's by a route run with its options (other options route again)."""
     saved = RunFolder(run.folder, run.config.settings).saved()
     if saved is None:
         return "new"
@@ -263,8 +319,16 @@ def state(run: PlannedRun) -> str:
     summary = run.folder / "summary.json"
     if not summary.is_file():
         return "partial"
-    kind = json.loads(summary.read_text(encoding="utf-8")).get("kind", "distill")
-    return "finished" if run.variant.kind == "eval" or kind == "distill" else "partial"
+    saved = json.loads(summary.read_text(encoding="utf-8"))
+    done = saved.get("kind", "distill") in FINISHED_BY[run.variant.kind]
+    if run.variant.kind == "route":
+        done = done and saved.get("route_options") == route_options(run)
+    return "finished" if done else "partial"
+
+
+def route_options(run: PlannedRun) -> dict:
+    """A route run's `s2d route` options: the plan's over route_run's defaults."""
+    return {**ROUTE_OPTIONS, **run.variant.route}
 
 
 def check_plan(plan: Plan, runs: list[PlannedRun] | None = None) -> None:
@@ -293,6 +357,8 @@ def describe(plan: Plan) -> str:
         own = {k: v for k, v in run.config.settings.items() if v != DEFAULTS.get(k)}
         lines += [f"- {run.name} ({run.variant.kind}, {state(run)}) -> {run.folder}",
                   f"  {json.dumps(own, ensure_ascii=False)}"]
+        if run.source is not None:
+            lines.append(f"  routes {run.source.name} ({json.dumps(route_options(run))})")
         if run.variant.why:
             lines.append(f"  why: {run.variant.why}")
     return "\n".join(lines)
@@ -309,7 +375,7 @@ def run_plan(plan: Plan, runs: list[PlannedRun], *, progress: bool = True, echo:
         if state(run) == "finished":
             echo(f"== {run.name}: finished, reusing {run.folder}")
             if export is not None and not (export / "summary.json").is_file():
-                export_run(run.folder, export)
+                export_folder(run.folder, export)
             continue
         echo(f"== {run.name} ({run.variant.kind}) -> {run.folder}")
         distill = DistillRun(run.config, run.folder, progress=progress, echo=echo, cache=cache,
@@ -317,6 +383,8 @@ def run_plan(plan: Plan, runs: list[PlannedRun], *, progress: bool = True, echo:
         try:
             if run.variant.kind == "eval":
                 run_eval(distill, export)
+            elif run.variant.kind == "route":
+                run_route(run, export, progress=progress, echo=echo, cache=cache)
             else:
                 distill.run(export=export)
         except S2DError as exc:
@@ -352,6 +420,56 @@ def run_eval(run: DistillRun, export: Path | None = None) -> dict:
     return summary
 
 
+def run_route(run: PlannedRun, export: Path | None = None, *, progress: bool = True,
+              echo: Callable[[str], None] = print, cache=True) -> dict:
+    """A ``route`` run: `s2d route` over its finished distill run, written in its own folder (the
+    routing files, the route's eval record) with a summary the report reads as any run's: the
+    routed run's rows, the route row and the chosen threshold."""
+    source = run.source
+    if state(source) != "finished":
+        raise ConfigError(f"its run {source.name} has not finished ({state(source)}); run it first")
+    folder, options = RunFolder(run.folder, run.config.settings), route_options(run)
+    with hold(folder.lock(), f"the run folder {run.folder}"):
+        claim(folder)
+        result = route_run(source.folder, out_dir=run.folder, confidence=options["confidence"],
+                           samples=options["samples"], tune_split=options["tune_split"],
+                           tolerance=options["tolerance"], round_=options["round"], cache=cache,
+                           progress=progress, echo=echo)
+        routed = json.loads((source.folder / "summary.json").read_text(encoding="utf-8"))
+        summary = route_summary(run, result, routed, options)
+        write_json(folder.summary(), summary)
+        if export is not None:
+            export_folder(run.folder, export)
+    return summary
+
+
+def route_summary(run: PlannedRun, result: dict, routed: dict, options: dict) -> dict:
+    """A route run's summary: System 1 and System 2 of the routed run's first round (the base
+    weights route falls back to), the routed round's distilled row, and the route's lm-eval row."""
+    rounds = routed.get("rounds") or [routed]
+    rnd = rounds[-1] if options["round"] is None else rounds[options["round"] - 1]
+    e = result["through_lm_eval"]
+    record = load_record(run.folder / e["record"])
+    rows = [r for r in rounds[0]["rows"] if r["condition"] != "distilled"]
+    rows += [r for r in rnd["rows"] if r["condition"] == "distilled"]
+    metrics = metrics_of(record)
+    rows.append({"condition": "route", "metric": headline_metric(metrics), "score": e["score"],
+                 "mean_tokens": e["mean_tokens"], "n": record["s2d"]["n_examples"], "metrics": metrics})
+    return {"run": run.folder.name, "kind": "route", "from": run.source.folder.name, "settings": run.config.settings,
+            "route_options": options, "rows": rows, "error": None, "curation": rnd.get("curation"),
+            "route": {k: result[k] for k in ("chosen", "test_at_chosen", "through_lm_eval")}}
+
+
+def export_folder(folder: Path, dest: Path) -> Path:
+    """A finished run's export (:func:`export_run`: config, summary, curated set, eval records) and,
+    for a route run, its routing files (table, curve data, plot)."""
+    export_run(folder, dest)
+    for name in ("routing.json", "routing.md", "routing.png"):
+        if (folder / name).is_file():
+            shutil.copy2(folder / name, dest / name)
+    return dest
+
+
 # -- the report -------------------------------------------------------------------------------------
 def tokens(x) -> str:
     return f"{x:.1f}" if isinstance(x, (int, float)) else "-"
@@ -368,17 +486,18 @@ def cells(run: PlannedRun, summary: dict | None, columns: list[str]) -> list[str
     rnd = _last_round(summary) if summary else {}
     by = {("system2" if r["condition"].startswith("system2") else r["condition"]): r for r in rnd.get("rows") or []}
     cur = rnd.get("curation") or {}
+    route = (summary or {}).get("route") or {}
 
     def cell(column: str) -> str:
         top, dot, sub = column.partition(".")
-        if top in CONDITIONS and sub:
+        if top in ROW_CONDITIONS and sub:
             return pct((by.get(top) or {}).get("metrics", {}).get(sub))
         if top in DEFAULTS:  # a setting, the plan's resolved value
             value = run.config[top].get(sub) if dot else run.config[top]
             return "-" if value is None else _value_name(value)
         if not summary and column not in ("kind", "why"):
             return "-"
-        if column in CONDITIONS:
+        if column in ROW_CONDITIONS:
             return pct((by.get(column) or {}).get("score"))
         if column.endswith("_tokens"):
             return tokens((by.get(column[: -len("_tokens")]) or {}).get("mean_tokens"))
@@ -391,6 +510,8 @@ def cells(run: PlannedRun, summary: dict | None, columns: list[str]) -> list[str
             "cut": lambda: pct((by.get("system2") or {}).get("cap_hit_share")),
             "error": lambda: (summary.get("error") or "-").replace("|", "/"),
             "why": lambda: run.variant.why.replace("|", "/") or "-",
+            "route_threshold": lambda: f"{route['chosen']['threshold']:.4g}" if route else "-",
+            "route_to_system2": lambda: pct(route["test_at_chosen"]["to_system2"]) if route else "-",
         }[column]()
 
     return [run.name] + [cell(c) for c in columns]

@@ -1,33 +1,57 @@
-"""scripts/beyond_paper.py's report: the probe's choice and the stepwise-against-answer-only lines
-come from the rows, whatever they hold."""
+"""experiments/plans/beyond_paper.yaml (what scripts/beyond_paper.py ran): per task an answer-only and
+a stepwise run on the same generation and curation, the stepwise trainer with its own options, the
+addition probe, and route runs over the answer-only runs. The stepwise trainer and routing are tested
+in tests/test_stepwise.py and tests/test_route.py, a route run of a sweep in tests/test_sweep.py."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from s2d.config import RunConfig, apply_scale
+from s2d.sweep import load_plan
+
+ROOT = Path(__file__).resolve().parent.parent
+PLAN = ROOT / "experiments" / "plans" / "beyond_paper.yaml"
+# Stepwise's own options: longer reasoning gets several removal steps per epoch, so its curriculum
+# fits in a few epochs on 2 cores; its epochs are its own (sized to the reasoning), not LoRA's.
+STEPWISE = {"last_letter": {}, "coin_flip": {"removals_per_epoch": 4}, "gsm8k": {"removals_per_epoch": 4}}
 
 
-def row(task, trainer, distilled, seconds, target=0.5, kept=10):
-    return {"task": task, "trainer": trainer, "kept": kept, "target_accuracy": target, "system1": 0.1,
-            "system1_tokens": 5.0, "system2": 0.4, "system2_tokens": 30.0, "distilled": distilled,
-            "distilled_tokens": 2.0, "train_seconds": seconds, "stepwise": None}
+@pytest.fixture(scope="module")
+def runs():
+    return {r.name: r for r in load_plan(PLAN).runs}
 
 
-def test_the_reading_compares_the_two_trainers_of_each_task_and_flags_wrong_targets(script):
-    b = script("beyond_paper")
-    rows = [row("a", "lora", 0.40, 100), row("a", "stepwise", 0.50, 300),
-            row("b", "lora", 0.20, 10, target=0.0, kept=4), row("b", "stepwise", 0.10, 10, target=0.0, kept=4),
-            row("c", "lora", 0.30, 10)]  # no stepwise run yet: no line
-    a, b_line = b.reading(rows)
-    assert a == "- a: stepwise beats answer-only (50.0% against 40.0%, +10.0 points) in 3.0x the training time."
-    assert "trails" in b_line and "-10.0 points" in b_line and "kept 4 inputs and none" in b_line
+def test_each_stepwise_run_is_its_answer_only_run_but_the_trainer(runs):
+    for task, options in STEPWISE.items():
+        lora, step = runs[f"{task}-lora"].config.settings, runs[f"{task}-stepwise"].config.settings
+        assert (lora["trainer"], step["trainer"], step["trainer_options"]) == ("lora", "stepwise", options)
+        # The same generation and curation: the second run trains only (its samples come from the cache).
+        def untrained(settings):
+            return {k: v for k, v in settings.items() if k not in ("trainer", "trainer_options")}
+
+        assert untrained(lora) == untrained(step)
 
 
-def test_the_probe_picks_the_largest_gain_and_says_when_there_is_none(script):
-    b = script("beyond_paper")
-    rows = [{"digits": d, "system1": s1, "system1_tokens": 5.0, "system2-cot": s2, "system2-cot_tokens": 40.0}
-            for d, s1, s2 in ((2, 0.2, 0.0), (3, 0.0, 0.0))]  # an old probe: no `worked` key (columns)
-    probe = {"rows": rows, "digits": 3}
-    assert b.probe_gain(probe) == 0.0
-    text = b.render({"command": "x", "date": "d", "commit": "c", "probe": probe})
-    assert "Few-shot CoT beats System 1 at no digit count" in text and "| 2 | columns | 20.0 (5.0) |" in text
-    rows.append({"worked": "place_value", "digits": 2, "system1": 0.2, "system1_tokens": 5.0,
-                 "system2-cot": 0.5, "system2-cot_tokens": 40.0})
-    text = b.render({"command": "x", "date": "d", "commit": "c",
-                     "probe": {"rows": rows, "digits": 2, "worked": "place_value"}})
-    assert "use 2 digits with `place_value` steps, the largest CoT gain (+30.0 points)." in text
+@pytest.mark.parametrize("task, config", [("last_letter", "default"), ("coin_flip", "coin_flip_cot")])
+def test_the_answer_only_runs_are_the_committed_configs(runs, task, config):
+    raw = yaml.safe_load((ROOT / "experiments" / "configs" / f"{config}.yaml").read_text())
+    want = RunConfig.build({**apply_scale(raw, None), "description": ""}).settings
+    assert runs[f"{task}-lora"].config.settings == want
+
+
+def test_the_probe_asks_every_digit_count_in_both_styles(runs):
+    probe = [r for r in runs.values() if r.variant.kind == "eval"]
+    assert {(r.config["task_options"]["digits"], r.config["task_options"].get("worked", "columns")) for r in probe} \
+        == {(d, w) for d in (2, 3, 4) for w in ("columns", "place_value")}
+    for r in probe:
+        assert (r.config["task"], r.config["method"], r.config["eval_limit"]) == ("addition", "cot", 100)
+        assert r.config["method_options"] == {"shots": 4, "shot_pool": 200}
+
+
+def test_the_route_runs_route_the_answer_only_runs(runs):
+    routes = {name: r for name, r in runs.items() if r.variant.kind == "route"}
+    assert {r.source.name for r in routes.values()} == {"last_letter-lora", "coin_flip-lora"}
+    for r in routes.values():
+        assert r.config.settings == r.source.config.settings and r.variant.route == {}  # logprob confidence

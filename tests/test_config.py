@@ -166,7 +166,7 @@ def test_docs_use_only_the_one_spelling():
     old = re.compile(r"s2d [a-z-]+[^`\n|]*?(\s-o\s|\s-O\s|--task-option|--curator-option|--method-option|"
                      r"--trainer-option|--results-dir|\s--tasks\b)")
     files = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("plugins/*/README.md"),
-             ROOT / "results" / "configs" / "README.md"]
+             ROOT / "experiments" / "configs" / "README.md"]
     found = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in files for line in p.read_text().splitlines()
              if "lm_eval " not in line for m in old.finditer(line)]  # stock lm_eval keeps its --tasks
     assert not found, found

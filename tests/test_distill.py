@@ -149,7 +149,7 @@ def test_configs_are_valid_at_both_scales():
     from s2d.plugins import get_plugins
     from s2d.reproduce import PAPER, config_names
 
-    configs = Path(__file__).parent.parent / "results" / "configs"
+    configs = Path(__file__).parent.parent / "experiments" / "configs"
     extra = {"default", "last_letter_resample", "coin_flip_cot", "qwen_last_letter_cot", "qwen_coin_flip_cot",
              "qwen_coin_flip_cot_greedy"}
     # the default run; the search's best; its coin flip; the 1.5B model's best probe methods on two-name

@@ -207,6 +207,38 @@ def test_reproduce_a_table_for_another_model_keeps_the_defaults_files(memorize, 
     assert (tmp_path / "out" / "small" / "table1_coin_flip_rar2+method=system1").is_dir()
 
 
+def test_reproduce_only_runs_the_named_runs_and_takes_the_others_rows_from_their_exports(memorize, tmp_path):
+    """--only: a table whose runs were made in different sessions. The named runs run; the others'
+    rows come from their exports when their run folders are gone; a run with neither stays empty."""
+    import shutil
+
+    from s2d.errors import ConfigError
+    from s2d.reproduce import run_table
+
+    configs = table1_configs(tmp_path, trainer="memorize")
+    kw = dict(configs_dir=configs, runs_dir=tmp_path / "runs", out_dir=tmp_path / "out", progress=False,
+              backend="scripted")
+    said = []
+    whole = run_table("table1", echo=lambda m: None, **kw).read_text()
+    shutil.rmtree(tmp_path / "runs")  # another machine: only the exports are left
+    shutil.rmtree(tmp_path / "out" / "small" / "table1_coin_flip_rar2+method=system1")
+    (tmp_path / "out" / "table1_small.md").unlink()
+    part = run_table("table1", echo=said.append, only=["table1_coin_flip_rar2"], **kw).read_text()
+    ran = [m for m in said if m.startswith("== ")]
+    assert ran == ["== table1_coin_flip_rar2 (small)"], said
+    assert any("table1_coin_flip_rar2+method=system1" in m and "rows stay empty" in m for m in said)
+    assert not (tmp_path / "runs" / "small" / "table1_last_letter_rar2").exists()
+    row = lambda text, label: next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
+    for label in ("System 1", "System 2: 2-Step RaR", "Distill 2-Step RaR"):  # from exports and the rerun
+        assert row(part, label) == row(whole, label)
+    runs = lambda text: [line for line in text.splitlines() if line.startswith("- ")]
+    assert runs(part)[:4] == [r for r in runs(whole) if "small/table1_coin_flip_rar2+method=system1" not in r]
+    assert runs(part)[4] == ("- table1_coin_flip_rar2+method=system1: **not run yet** (no finished run folder "
+                             "or export), so its rows are empty.")
+    with pytest.raises(ConfigError, match="not a run of table1"):
+        run_table("table1", echo=lambda m: None, only=["table1_coin_flip"], **kw)
+
+
 def test_set_is_the_last_layer_and_merges_into_mappings():
     import yaml
     from click.testing import CliRunner
