@@ -25,8 +25,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -70,26 +71,39 @@ def claim(folder: RunFolder) -> None:
     folder.claim(resolved_method_options(settings["method"], RunConfig(settings).generation_options()), DEFAULTS)
 
 
-def check_plugins(cfg: RunConfig) -> None:
+def check_plugins(cfg: RunConfig, *, run: bool = False, devices: bool = False) -> None:
     """Build the plugins the settings name, with their options, as a command would: an unknown
     plugin, or an option unknown, mistyped or out of range (task, method and its templates,
-    curator, trainer) is a ConfigError. Loads no model. The method and curator are built on a
-    task, so they are checked where the settings name one (`s2d config show`)."""
+    curator, trainer) is a ConfigError. Loads no model. Alone (`s2d config show`) it reads no data:
+    the method and curator are built on each task the settings name, and a plugin that reads the
+    task's data when built (cot's shots) has had its options checked by then. ``run`` (as a run
+    starts, :meth:`DistillRun.check`): the run's task with its split's documents, the launch
+    settings (train_processes, accelerate_config), the backend's engine_options and the model
+    reference too; ``devices``: also refuse engine_options this machine cannot run."""
     s = cfg.settings
+    data = nullcontext if run else partial(suppress, TaskDataError)  # config show needs no data
     try:  # plugins raise ValueError or TypeError for bad options, LookupError for unknown names
-        build("trainers", s["trainer"], s["trainer_options"])
-        if s["backend"] is not None:
-            get_plugins().get("backends", s["backend"])
-        for name in cfg.tasks():
+        for name in [s["task"]] if run else cfg.tasks():
             task = build_task(name, strict=True, **s["task_options"])
+            if run:
+                task.docs(s["split"])
             check_task_options(_task_class(name), cfg.eval_task_options())
-            # A plugin that reads the task's data when built (cot's shots) has had its options
-            # checked by then; the data itself is the command's to find (config show needs none).
-            for options in (cfg.generation_options(), cfg.eval_method_options()):
-                with suppress(TaskDataError):
+            for options in (cfg.generation_options(), cfg.eval_method_options()):  # System 2's train, eval
+                with data():
                     build_method(s["method"], task, **options)
-            with suppress(TaskDataError):
+            with data():
                 build_curator(s["curator"], task, **s["curator_options"])
+        trainer = build("trainers", s["trainer"], s["trainer_options"])
+        if not run:
+            if s["backend"] is not None:
+                get_plugins().get("backends", s["backend"])
+            return
+        launch.check(s, trainer)  # train_processes, accelerate_config
+        backend = get_plugins().get("backends", s["backend"] or default_backend_name()).obj
+        if s["engine_options"] and hasattr(backend, "check_engine_options"):
+            backend.check_engine_options(s["engine_options"], devices=devices)
+        if s["backend"] != "scripted":  # round 1's teacher: a missing package says so now
+            resolve_model(s["model"])
     except (ValueError, TypeError, LookupError) as exc:
         if isinstance(exc, ConfigError):
             raise
@@ -168,28 +182,13 @@ class DistillRun:
 
     # -- all of it ---------------------------------------------------------------------------------
     def check(self, devices: bool = False) -> None:
-        """Build the task, method, curator and trainer from the settings, so a bad plugin option is
-        an error before any model loads and before the run folder is claimed. ``devices``: also
-        refuse engine_options this machine cannot run (more GPUs than CUDA sees), as `run` does;
-        `s2d plan` checks without, so a paper-scale config is planned on any machine."""
-        c = self.config
+        """Build the task, method, curator and trainer from the settings (:func:`check_plugins` as a
+        run starts), so a bad plugin option is an error before any model loads and before the run
+        folder is claimed. ``devices``: also refuse engine_options this machine cannot run (more GPUs
+        than CUDA sees), as `run` does; `s2d plan` checks without, so a paper-scale config is
+        planned on any machine."""
         self.n_rounds()
-        try:  # plugins raise ValueError (or TypeError) for bad options: here that is a settings error
-            task = self.task()
-            task.docs(c["split"])
-            check_task_options(_task_class(c["task"]), c.eval_task_options())
-            build_method(c["method"], task, **c.generation_options())
-            build_method(c["method"], task, **self.round(1).conditions()[1][2])  # the System 2 row's options
-            build_curator(c["curator"], task, **c["curator_options"])
-            trainer = build("trainers", c["trainer"], c["trainer_options"])
-            launch.check(c.settings, trainer)  # train_processes, accelerate_config
-            backend = get_plugins().get("backends", c["backend"] or default_backend_name()).obj
-            if c["engine_options"] and hasattr(backend, "check_engine_options"):
-                backend.check_engine_options(c["engine_options"], devices=devices)
-            if c["backend"] != "scripted":  # round 1's teacher: a missing package says so now
-                resolve_model(c["model"])
-        except (ValueError, TypeError, LookupError) as exc:  # LookupError: an unknown plugin name
-            raise ConfigError(str(exc)) from None
+        check_plugins(self.config, run=True, devices=devices)
 
     def run(self, export: str | Path | None = None) -> dict:
         """Every stage of every round, then the summary and (given ``export``) the export, all under

@@ -151,9 +151,8 @@ def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None, fold
         if given is None:
             continue
         source = Path(given).expanduser().resolve()
-        relation = ("is" if target == source else
-                    "is inside" if (is_folder or source.is_dir()) and source in target.parents else
-                    "contains" if folder and target in source.parents and source not in held else None)
+        relation = path_relation(target, source, inside=is_folder or source.is_dir(),
+                                 contains=folder and source not in held)
         if relation:
             raise InputError(f"{flag} {out} {relation} {what + ' ' if what else ''}{given}, also an input; write "
                              f"the output elsewhere")
@@ -161,6 +160,20 @@ def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None, fold
         raise InputError(f"{flag} {out}: is a folder; give a file path")
     check_writable(target if folder else target.parent, f"{flag} {out}")
     return target
+
+
+def path_relation(out: Path, source: Path, *, inside: bool = True, contains: bool = True) -> str | None:
+    """How an output path stands to an input path (both resolved): ``"is"`` the same path, ``"is
+    inside"`` it (with ``inside``: the input is a folder), ``"contains"`` it (with ``contains``: the
+    output is a folder that would be replaced), else None. The one test of :func:`check_output`
+    and of the trainers' output folder against the model (:func:`s2d.trainers.base.check_out_dir`)."""
+    if out == source:
+        return "is"
+    if inside and source in out.parents:
+        return "is inside"
+    if contains and out in source.parents:
+        return "contains"
+    return None
 
 
 def check_writable(path: str | os.PathLike, what: str) -> None:

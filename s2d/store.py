@@ -91,6 +91,15 @@ def what_is_made(settings: dict) -> dict:
     return out
 
 
+def in_round(name: str):
+    """A :class:`RunFolder` method ``(r=1) -> Path``: ``name`` in round r's folder."""
+    def path(self, r: int = 1) -> Path:
+        return self.round_dir(r) / name
+
+    path.__doc__ = f"Round r's ``{name}``."
+    return path
+
+
 class RunFolder:
     """A run's folder: where each round's files live, which stages are done, and the refusal to
     mix two runs (config.json holds the settings it was made with). No engine, no stage logic."""
@@ -102,23 +111,13 @@ class RunFolder:
         """Round 1 lives in the folder itself, round r > 1 in ``round<r>/``."""
         return self.path if r == 1 else self.path / f"round{r}"
 
-    def traces(self, r: int = 1) -> Path:
-        return self.round_dir(r) / "traces.jsonl"
-
-    def curated(self, r: int = 1) -> Path:
-        return self.round_dir(r) / "sft.jsonl"
-
-    def curation_summary(self, r: int = 1) -> Path:
-        return self.round_dir(r) / "sft.summary.json"
-
-    def adapter(self, r: int = 1) -> Path:
-        return self.round_dir(r) / "adapter"
-
-    def merged(self, r: int = 1) -> Path:
-        return self.round_dir(r) / "merged"
-
-    def eval_dir(self, r: int = 1) -> Path:
-        return self.round_dir(r) / "eval"
+    # Round r's files: ``folder.traces(r)`` (round 1 by default).
+    traces = in_round("traces.jsonl")
+    curated = in_round("sft.jsonl")
+    curation_summary = in_round("sft.summary.json")
+    adapter = in_round("adapter")
+    merged = in_round("merged")
+    eval_dir = in_round("eval")
 
     def summary(self) -> Path:
         return self.path / "summary.json"

@@ -94,7 +94,7 @@ def test_an_unknown_target_is_refused(tiny_data):
     from s2d.config import ConfigError
 
     for curator in ("majority", "none", "perturb"):
-        with pytest.raises(ConfigError, match="target must be"):
+        with pytest.raises(ConfigError, match="option 'target' must be one of answer, response, got 'reasoning'"):
             build_curator(curator, task("last_letter", size=4), target="reasoning")
 
 

@@ -24,6 +24,7 @@ from s2d.options import Options as BaseOptions
 from s2d.options import apply_options, options_from_model
 
 # The help of the ``target`` option the built-in curators share.
+TARGETS = ("answer", "response")  # what a curated record trains on: the answer-only form or the final-stage text
 TARGET_HELP = ('"answer" (the task\'s answer-only form) or "response" (the final-stage text of the first '
                'sample that gave the kept answer)')
 
@@ -74,10 +75,6 @@ class Curator:
                 return text.strip()
             raise ValueError(f"curator {self.name!r}: no sample gave the kept answer {answer!r}")
         return self.task.target(answer)
-
-    def check_target(self) -> None:
-        if getattr(self, "target", "answer") not in ("answer", "response"):
-            raise ConfigError(f"curator {self.name!r}: target must be 'answer' or 'response', got {self.target!r}")
 
 
 def vote(answers: list[str | None]) -> tuple[Counter, str | None, int, bool]:

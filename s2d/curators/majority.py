@@ -6,7 +6,7 @@ parseable answer."""
 from __future__ import annotations
 
 from s2d.errors import ConfigError
-from s2d.curators.base import TARGET_HELP, Curator, Decision, vote
+from s2d.curators.base import TARGET_HELP, TARGETS, Curator, Decision, vote
 from s2d.hookspecs import hookimpl
 from s2d.options import option
 
@@ -21,7 +21,7 @@ class MajorityVote(Curator):
                                              "(0.5 = strict majority, 0 = plurality)"))
         margin: int = option(0, help=("the top answer must also lead the runner-up by at least this many "
                                       "votes (0: off; with threshold 0 it is the only rule)"))
-        target: str = option("answer", help=TARGET_HELP)
+        target: str = option("answer", choices=TARGETS, help=TARGET_HELP)
 
     def __init__(self, task, **options):
         super().__init__(task, **options)
@@ -30,7 +30,6 @@ class MajorityVote(Curator):
         if not 0 <= self.threshold < 1:  # a share is at most 1: a threshold of 1 or more keeps nothing
             raise ConfigError(f"majority: threshold must be in [0, 1) (0.5: strict majority, 0: plurality), "
                               f"got {self.threshold!r}")
-        self.check_target()
 
     def curate(self, traces, runner=None):
         out = []

@@ -3,7 +3,7 @@ the task's answer-only form, or its raw response when no answer can be parsed.""
 
 from __future__ import annotations
 
-from s2d.curators.base import Curator, Decision
+from s2d.curators.base import TARGETS, Curator, Decision
 from s2d.hookspecs import hookimpl
 from s2d.options import option
 
@@ -14,12 +14,9 @@ class NoCuration(Curator):
     name = "none"
 
     class Options(Curator.Options):
-        target: str = option("answer", help=('"answer" (the task\'s answer-only form; the raw response when '
-                                             'none parses) or "response" (the first sample\'s final-stage text)'))
-
-    def __init__(self, task, **options):
-        super().__init__(task, **options)
-        self.check_target()
+        target: str = option("answer", choices=TARGETS,
+                             help=('"answer" (the task\'s answer-only form; the raw response when none parses) '
+                                   'or "response" (the first sample\'s final-stage text)'))
 
     def curate(self, traces, runner=None):
         out = []

@@ -4,7 +4,7 @@ original and the perturbed input give the same answer. Needs traces made with ``
 
 from __future__ import annotations
 
-from s2d.curators.base import TARGET_HELP, Curator, Decision, chosen_response, vote
+from s2d.curators.base import TARGET_HELP, TARGETS, Curator, Decision, chosen_response, vote
 from s2d.errors import InputError
 from s2d.hookspecs import hookimpl
 from s2d.options import option
@@ -17,11 +17,7 @@ class PerturbationConsistency(Curator):
 
     class Options(Curator.Options):
         both_orders: bool = option(True, help="train on the perturbed input too (with its own answer)")
-        target: str = option("answer", help=TARGET_HELP)
-
-    def __init__(self, task, **options):
-        super().__init__(task, **options)
-        self.check_target()
+        target: str = option("answer", choices=TARGETS, help=TARGET_HELP)
 
     def curate(self, traces, runner=None):
         out = []

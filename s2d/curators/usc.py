@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 
 from s2d.errors import ConfigError
-from s2d.curators.base import Curator, Decision
+from s2d.curators.base import TARGETS, Curator, Decision
 from s2d.hookspecs import hookimpl
 from s2d.options import check_template, option
 from s2d.stages import Chain
@@ -112,8 +112,9 @@ class UniversalSelfConsistency(Curator):
         template: str | None = option(None, help="the prompt (null: the wording's)")
         wording: str = option("s2d", help="s2d or the paper's")
         max_new_tokens: int = option(256, help="the model's budget for its choice")
-        target: str = option("answer", help=('"answer" (USC\'s own final answer, the "FINAL:" label removed) or '
-                                             '"response" (the final-stage text of the sample that agrees with it)'))
+        target: str = option("answer", choices=TARGETS,
+                             help=('"answer" (USC\'s own final answer, the "FINAL:" label removed) or '
+                                   '"response" (the final-stage text of the sample that agrees with it)'))
 
     def __init__(self, task, **options):
         super().__init__(task, **options)
@@ -123,7 +124,6 @@ class UniversalSelfConsistency(Curator):
             self.template = WORDINGS[self.wording]
         # Checked now: a stray brace would otherwise fail in curate, after the whole generation.
         check_template(self.template, FIELDS, "curator 'usc': option 'template'", ConfigError)
-        self.check_target()
         if not 1 <= int(self.max_responses) or not 1 <= int(self.max_chars) or not 1 <= int(self.max_new_tokens):
             raise ConfigError("curator 'usc': max_responses, max_chars and max_new_tokens must be positive integers")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from s2d.errors import InputError, TrainerConfigError, TrainerError
-from s2d.files import portable_path, read_jsonl, write_json
+from s2d.files import path_relation, portable_path, read_jsonl, write_json
 from s2d.locks import SUFFIX, hold
 from s2d.options import Options as BaseOptions
 from s2d.options import apply_options, option, options_from_model
@@ -167,6 +167,36 @@ class Trainer:
         raise NotImplementedError
 
 
+class FineTuner(Trainer):
+    """A trainer that fine-tunes on the curated records as they are (`lora`, `full`): :func:`prepare`,
+    then :func:`hf_train` on what :meth:`adapt` makes of the model, saved as it says."""
+
+    def train(self, model_path, data_path, out_dir, *, seed=0, progress=True):
+        records = load_records(data_path)
+        out = Path(out_dir)
+        model, tokenizer, data = prepare(self, model_path, records, out, seed=seed)  # seeded before adapt
+        model, save = self.adapt(model, tokenizer, out)
+        hf_train(self, model, tokenizer, records, out, seed=seed, progress=progress, data_path=data_path,
+                 model_path=model_path, data=data, save=save)
+        return out
+
+    def adapt(self, model, tokenizer, out: Path):
+        """(the model that trains, how it is saved): here every weight, saved as a model folder."""
+        return model, saver(out, tokenizer)
+
+
+def saver(out: Path, tokenizer=None):
+    """``save(model, state_dict=None)`` for :func:`train_loop`: the trained model's safetensors (a
+    PEFT model's: its adapter) into ``out``, with ``tokenizer`` where given (a whole model's folder).
+    ``state_dict``: the weights gathered from FSDP or ZeRO-3 shards."""
+    def save(m, state_dict=None):
+        m.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out)
+
+    return save
+
+
 def hf_train(trainer: Trainer, model, tokenizer, records: list[dict], out: Path, **kwargs) -> dict:
     """:func:`train_loop` holding ``out``'s lock (in the first process of a launch): a second
     training into the folder, such as one started while a killed run's workers still train,
@@ -278,11 +308,19 @@ def device_batch(trainer: Trainer) -> int:
     """Each process's batch. ``batch_size`` is the batch of one (micro-)step over all processes, so
     a run means the same on one process or N (the same steps, the same examples in each; under DDP
     the gradient is the same mean up to rounding): each of N processes takes ``batch_size / N``."""
-    batch, world = int(trainer.batch_size), world_size()
-    if batch % world:
-        raise TrainerError(f"trainer_options.batch_size={batch} is the batch of all {world} training processes "
-                           f"together and must be a multiple of {world} (e.g. {batch + world - batch % world})")
-    return batch // world
+    return share_batch(int(trainer.batch_size), world_size())
+
+
+def share_batch(batch: int, processes: int, *, error: type[Exception] = TrainerError, why: str = "") -> int:
+    """``batch`` (``batch_size``, the batch of all processes together) dealt out to ``processes``:
+    each one's share, or ``error`` where it does not divide. ``why``: what set the number of
+    processes, said in the message. The one check of the training processes' batch: in each
+    process (:func:`device_batch`) and before a launch (:func:`s2d.trainers.launch.check`)."""
+    if batch % processes:
+        raise error(f"trainer_options.batch_size={batch} is the batch of all {processes} training processes "
+                    f"together and must be a multiple of {processes} "
+                    f"(e.g. {batch + processes - batch % processes}{'; ' + why if why else ''})")
+    return batch // processes
 
 
 RUN_NAME = "s2d_run.json"
@@ -327,8 +365,8 @@ class CommonOptions(BaseOptions):
     epochs 0 would save an untrained adapter as the "distilled" model."""
 
     epochs: int = option(3, ge=1, help="passes over the curated set")
-    batch_size: int = option(8, ge=1, help="examples per optimizer step, all processes together")
-    grad_accum: int = option(1, ge=1, help="micro-batches per step (batch_size / grad_accum per device)")
+    batch_size: int = option(8, ge=1, help="examples per micro-step, all processes together (each of N takes batch_size / N)")
+    grad_accum: int = option(1, ge=1, help="micro-steps per optimizer step: one step sees batch_size x grad_accum examples")
     max_length: int = option(512, ge=1, help="tokens of prompt and completion; the prompt's start is cut")
     scheduler: str = option("cosine", choices=SCHEDULERS, help="transformers' learning-rate schedule")
     # 1 or more: transformers would read it as a number of steps
@@ -366,9 +404,7 @@ def check_out_dir(model_path: str, out_dir: str | os.PathLike) -> None:
     model = Path(model_path).expanduser()
     if not model.exists():  # a hub id: no folder to write into
         return
-    model, out = model.resolve(), Path(out_dir).expanduser().resolve()
-    relation = "is" if out == model else "is inside" if out.is_relative_to(model) else \
-        "contains" if model.is_relative_to(out) else None
+    relation = path_relation(Path(out_dir).expanduser().resolve(), model.resolve())
     if relation:
         raise TrainerError(f"--out-dir {out_dir} {relation} the model folder {model_path}: training would write "
                            f"into the base model; choose another --out-dir")

@@ -25,6 +25,7 @@ from s2d.config import read_mapping
 from s2d.errors import ConfigError, TrainerError
 from s2d.plugins import get_plugins
 from s2d.store import training_config
+from s2d.trainers.base import share_batch
 
 LOG_NAME = "train.log"
 
@@ -67,11 +68,9 @@ def check(settings: dict, trainer=None) -> None:
             raise ConfigError(f"accelerate_config {path}: num_machines {machines!r}: s2d distill launches training "
                               f"on this machine only; for several machines run each round's `s2d train` under "
                               f"accelerate launch on every machine yourself (docs/scale.md)")
-    n = processes(settings)
     batch = getattr(trainer, "batch_size", None)
-    if isinstance(batch, int) and not isinstance(batch, bool) and batch % n:
-        raise ConfigError(f"trainer_options.batch_size={batch} is the batch of all {n} training processes together "
-                          f"and must be a multiple of {n} (train_processes / accelerate_config)")
+    if isinstance(batch, int) and not isinstance(batch, bool):
+        share_batch(batch, processes(settings), error=ConfigError, why="train_processes / accelerate_config")
 
 
 def command(settings: dict, data: str | os.PathLike, out_dir: str | os.PathLike, *,

@@ -9,7 +9,7 @@ from s2d.files import atomic_folder
 from s2d.hookspecs import hookimpl
 from s2d.options import option
 from s2d.options import ranges as option_ranges_of
-from s2d.trainers.base import CommonOptions, Trainer, hf_train, load_model, load_records, prepare
+from s2d.trainers.base import CommonOptions, FineTuner, load_model, saver
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -27,7 +27,7 @@ class LoraOptions(CommonOptions):
 LORA_RANGES = {k: v for k, v in option_ranges_of(LoraOptions).items() if k in ("rank", "alpha", "dropout", "target_modules")}
 
 
-class LoraTrainer(Trainer):
+class LoraTrainer(FineTuner):
     """LoRA fine-tuning with PEFT (loss on the answer only); writes an adapter folder."""
 
     name = "lora"
@@ -36,14 +36,9 @@ class LoraTrainer(Trainer):
         # Defaults measured to move the embedded 135M model within a few epochs on a few hundred records.
         learning_rate: float = option(2e-4, gt=0, help="AdamW's peak learning rate")
 
-    def train(self, model_path, data_path, out_dir, *, seed=0, progress=True):
-        records = load_records(data_path)
-        out = Path(out_dir)
-        model, tokenizer, data = prepare(self, model_path, records, out, seed=seed)  # seeded before with_lora
-        hf_train(self, with_lora(model, self), tokenizer, records, out, seed=seed, progress=progress,
-                 data_path=data_path, model_path=model_path, data=data,
-                 save=lambda m, state_dict=None: m.save_pretrained(out, safe_serialization=True, state_dict=state_dict))
-        return out
+    def adapt(self, model, tokenizer, out: Path):
+        """The model wrapped in an adapter (after the seeding: its A matrices are drawn now), saved alone."""
+        return with_lora(model, self), saver(out)
 
 
 def with_lora(model, trainer):

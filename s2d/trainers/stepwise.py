@@ -21,8 +21,7 @@ from pathlib import Path
 from s2d.hookspecs import hookimpl
 from s2d.options import option
 from s2d.trainers.base import (SCHEDULERS, Trainer, TrainerError, check_out_dir, device_batch,
-                               encode, hf_train, load_model, load_records, seed_everything)
-from s2d.trainers.full import model_folder_saver
+                               encode, hf_train, load_model, load_records, saver, seed_everything)
 from s2d.trainers.lora import LoraOptions, with_lora
 
 ANSWER_LINE = re.compile(r"^\s*(?:\**\s*)?final answer\b", flags=re.I)
@@ -151,13 +150,8 @@ class StepwiseTrainer(Trainer):
         # Deng et al. reset the optimizer when more is removed: at each new removal step, not
         # between stages of one step (the answer-only epochs).
         resets = [b for b, (step, _), (prev, _) in zip(boundaries[1:], stages[1:], stages) if step != prev]
-        if self.variant == "lora":
-            model = with_lora(model, self)
-
-            def save(m, state_dict=None):
-                m.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
-        else:
-            save = model_folder_saver(out, tokenizer)
+        # `lora`'s adapter folder, or `full`'s model folder (FineTuner.adapt)
+        model, save = (with_lora(model, self), saver(out)) if self.variant == "lora" else (model, saver(out, tokenizer))
 
         callbacks = (reset_callback(resets),) if self.reset_optimizer else ()
         hf_train(self, model, tokenizer, records, out, seed=seed, progress=progress, data_path=data_path,
