@@ -199,9 +199,9 @@ class RunFolder:
 
 
 def pct(x) -> str:
-    """A share as a report cell: ``0.455`` -> ``45.5%``; anything not a number (None, a bool) -> ``-``.
-    One spelling for the summary, the paper tables and the sweep report."""
-    return f"{100 * x:.1f}%" if isinstance(x, (int, float)) and not isinstance(x, bool) else "-"
+    """A share as a report cell: ``0.455`` -> ``45.5%``; anything not a number (None, a bool, NaN)
+    -> ``-``. One spelling for the summary, the paper tables, the sweep report and the rescore table."""
+    return f"{100 * x:.1f}%" if isinstance(x, (int, float)) and not isinstance(x, bool) and x == x else "-"
 
 # -- eval records -----------------------------------------------------------------------------------
 def check_record(path: Path, identity: dict, overwrite: bool = False) -> None:

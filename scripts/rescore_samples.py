@@ -106,11 +106,9 @@ def write(row: dict) -> dict:
     return before
 
 
-def pct(value) -> str:
-    return "-" if value is None or value != value else f"{100 * value:.1f}%"
-
-
 def main() -> None:
+    from s2d.store import pct
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folders", nargs="+", type=Path)
     ap.add_argument("--write", action="store_true", help="Store today's scores in the records that changed.")
