@@ -512,18 +512,22 @@ def plan(ctx, config_path, scale, set_items, model, backend, dtype, throughput_p
 @click.option("--only", multiple=True, metavar="RUN",
               help="Run only these run folders (repeatable or comma-separated); the table takes the "
                    "other runs' rows from their finished folders or exports.")
+@click.option("--report-only", is_flag=True,
+              help="Run nothing: write the table from the finished run folders or exports.")
 @flag("backend", help=None)
 @flag("model", help="[default: smollm2-135m] Another model gets its own run folders and table file.")
 @flag("progress")
 @click.pass_context
-def reproduce(ctx, table, scale, set_items, configs_dir, runs_dir, out_dir, only, backend, model, progress):
+def reproduce(ctx, table, scale, set_items, configs_dir, runs_dir, out_dir, only, report_only, backend, model,
+              progress):
     """Run a paper table's configs (reusing finished runs) and write it beside the paper's numbers."""
     _plugins(ctx)
     try:
         path = run_table(table, scale=scale, configs_dir=configs_dir, runs_dir=runs_dir, out_dir=out_dir,
                          backend=backend, progress=progress, echo=_echo_err, model=model,
                          settings=parse_set(set_items),
-                         only=[name.strip() for item in only for name in item.split(",") if name.strip()])
+                         only=[name.strip() for item in only for name in item.split(",") if name.strip()],
+                         report_only=report_only)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(path.read_text())

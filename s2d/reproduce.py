@@ -91,14 +91,16 @@ def config_path(configs_dir: str | Path, name: str) -> Path:
 def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "experiments/configs",
               runs_dir: str | Path = "runs/reproduce", out_dir: str | Path = "results/reproduce",
               backend: str | None = None, progress: bool = True, echo: Callable[[str], None] = print,
-              model: str | None = None, settings: dict | None = None, only: Iterable[str] = ()) -> Path:
+              model: str | None = None, settings: dict | None = None, only: Iterable[str] = (),
+              report_only: bool = False) -> Path:
     """Run (or reuse) a table's runs and write it. Another ``model`` than the default gets its own
     run folders, exports and table file (``<table>_<scale>_<model>.md``): nothing of the default
     model's is replaced. ``settings`` (parsed ``--set`` items) go over every run, named in its
     folder (``+eval_limit=50``) so a run of other settings never lands in the default's folder.
     ``only`` (run folder names): run just these; the table takes the others' rows from their
     finished run folders or, failing that, their exports under ``out_dir`` (a table whose runs were
-    made on different machines or sessions), and says which rows it lacks."""
+    made on different machines or sessions), and says which rows it lacks. ``report_only``: run
+    none, every row from its folder or export."""
     import yaml
 
     if table not in PAPER:
@@ -130,7 +132,7 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "ex
     summaries, missing = [], []
     for folder, cfg, run, rows in runs:
         export = Path(out_dir) / where / folder
-        if only and folder not in only:
+        if report_only or (only and folder not in only):
             summary, why = finished_summary(run.dir, export, cfg.settings)
             if summary is None:
                 missing.append(f"{folder}: {why}")

@@ -241,6 +241,8 @@ def test_reproduce_only_runs_the_named_runs_and_takes_the_others_rows_from_their
     export.write_text(json.dumps({**saved, "settings": {**saved["settings"], "n": 7}}))
     other = run_table("table1", echo=lambda m: None, only=["table1_coin_flip_rar2"], **kw).read_text()
     assert "- table1_last_letter_rar2+method=system1: **not run** (" in other and "has other settings (n)" in other
+    report = run_table("table1", echo=said.append, report_only=True, **kw).read_text()  # runs nothing
+    assert report == other and said.count("== table1_coin_flip_rar2 (small)") == 1
     export.write_text("{")
     with pytest.raises(InputError, match="summary.json: not a readable summary"):
         run_table("table1", echo=lambda m: None, only=["table1_coin_flip_rar2"], **kw)
