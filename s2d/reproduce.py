@@ -18,7 +18,7 @@ from s2d.distill import DistillRun
 from s2d.errors import ConfigError, InputError, S2DError
 from s2d.files import atomic_write
 from s2d.models import DEFAULT_MODEL
-from s2d.store import pct, safe_name, what_is_made
+from s2d.store import changed_settings, pct, safe_name
 from s2d.sweep import base_ref, flat, read_plan, variants
 
 # The paper's tables are plans (experiments/plans/table1.yaml ...): their runs, and in their `paper`
@@ -170,8 +170,7 @@ def finished_summary(run_dir: Path, export: Path, settings: dict) -> tuple[dict 
             summary = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise InputError(f"{path}: not a readable summary ({exc})") from None
-        old, now = what_is_made({**DEFAULTS, **summary.get("settings", {})}), what_is_made(settings)
-        changed = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
+        changed = changed_settings(summary.get("settings", {}), settings, DEFAULTS)
         if summary.get("kind", "distill") != "distill":
             why = f"{path} is a {summary['kind']} run's"
         elif changed:

@@ -91,6 +91,13 @@ def what_is_made(settings: dict) -> dict:
     return out
 
 
+def changed_settings(saved: dict, settings: dict, defaults: dict) -> list[str]:
+    """The settings that make ``settings``' run another run than the one ``saved`` (as a run folder
+    or summary keeps them; settings added since take their ``defaults``) made, sorted."""
+    old, now = what_is_made({**defaults, **saved}), what_is_made(settings)
+    return sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
+
+
 def in_round(name: str):
     """A :class:`RunFolder` method ``(r=1) -> Path``: ``name`` in round r's folder."""
     def path(self, r: int = 1) -> Path:
@@ -176,9 +183,7 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / "config.json"
         if old is not None:
-            saved = what_is_made({**defaults, **old.get("settings", {})})
-            current = what_is_made(self.settings)
-            changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+            changed = changed_settings(old.get("settings", {}), self.settings, defaults)
             # A method default changed under the same method and options (a changed method or option
             # changes the resolved options too; naming both would only be noise).
             if ("method_resolved" in old and old["method_resolved"] != resolved

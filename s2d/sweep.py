@@ -41,7 +41,7 @@ from s2d.locks import hold
 from s2d.methods.route import CONFIDENCES
 from s2d.plugins import get_plugins
 from s2d.routing import route_run
-from s2d.store import RunFolder, headline_metric, load_record, metrics_of, pct, safe_name, what_is_made
+from s2d.store import RunFolder, changed_settings, headline_metric, load_record, metrics_of, pct, safe_name
 
 PLAN_KEYS = ("description", "base", "bases", "scale", "runs_dir", "export", "runs", "grid", "columns", "paper")
 # A run's keys that are not settings: what it is, its base, a note for the report, (the paper's
@@ -312,8 +312,7 @@ def state(run: PlannedRun) -> str:
     saved = RunFolder(run.folder, run.config.settings).saved()
     if saved is None:
         return "new"
-    old, now = what_is_made({**DEFAULTS, **saved["settings"]}), what_is_made(run.config.settings)
-    changed = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
+    changed = changed_settings(saved["settings"], run.config.settings, DEFAULTS)
     if changed:
         return f"other settings ({', '.join(changed)})"
     summary = run.folder / "summary.json"
