@@ -522,14 +522,10 @@ def reproduce(ctx, table, scale, set_items, configs_dir, runs_dir, out_dir, only
               progress):
     """Run a paper table's configs (reusing finished runs) and write it beside the paper's numbers."""
     _plugins(ctx)
-    try:
-        path = run_table(table, scale=scale, configs_dir=configs_dir, runs_dir=runs_dir, out_dir=out_dir,
-                         backend=backend, progress=progress, echo=_echo_err, model=model,
-                         settings=parse_set(set_items),
-                         only=[name.strip() for item in only for name in item.split(",") if name.strip()],
-                         report_only=report_only)
-    except FileNotFoundError as exc:
-        raise click.ClickException(str(exc)) from None
+    path = run_table(table, scale=scale, configs_dir=configs_dir, runs_dir=runs_dir, out_dir=out_dir,
+                     backend=backend, progress=progress, echo=_echo_err, model=model, settings=parse_set(set_items),
+                     only=[name.strip() for item in only for name in item.split(",") if name.strip()],
+                     report_only=report_only)
     click.echo(path.read_text())
     click.echo(f"-> {path}", err=True)
 

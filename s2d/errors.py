@@ -28,6 +28,10 @@ class ConfigError(S2DError, ValueError):
     """A bad setting, config file or ``--set`` item (named in the message)."""
 
 
+class RunsFailed(S2DError, RuntimeError):
+    """Runs of a plan failed (each message said); the others ran and the report was written."""
+
+
 class PluginError(S2DError, RuntimeError):
     """A plugin could not be loaded (raised only under S2D_STRICT_PLUGINS=1)."""
 

@@ -23,74 +23,45 @@ hookspec = pluggy.HookspecMarker("s2d")
 hookimpl = pluggy.HookimplMarker("s2d")
 
 
-@hookspec
-def register_methods(register):
-    """Register System 2 (or System 1) methods: programs of prompting stages.
+def _register_hook(what: str, example: str, comment: str, param: str = "(``name`` plus docstring)"):
+    """A ``register_*`` hookspec with its docstring (what it registers, its argument, an example):
+    one template for the five specs, which `help()` and the docs test read in full."""
 
-    :param register: call ``register(MethodClass)`` for each method. The class needs a ``name``
-        and a docstring; it is instantiated only when a run uses it.
+    def spec(fn):
+        fn.__doc__ = (f"Register {what}\n\n"
+                      f"    :param register: call ``register(Class)`` for each one {param}.\n\n"
+                      f"    Example::\n\n"
+                      f"        @s2d.hookimpl\n"
+                      f"        def {fn.__name__}(register):\n"
+                      f"            register({example})   # {comment}\n")
+        return hookspec(fn)
 
-    Example::
-
-        @s2d.hookimpl
-        def register_methods(register):
-            register(StepBack)   # class StepBack: name = "step-back"; '''Ask for the principle first.'''
-    """
-
-
-@hookspec
-def register_curators(register):
-    """Register curators: unsupervised filters turning N System 2 samples into training targets.
-
-    :param register: call ``register(CuratorClass)`` for each curator (``name`` plus docstring).
-
-    Example::
-
-        @s2d.hookimpl
-        def register_curators(register):
-            register(MajorityVote)   # name = "majority"
-    """
+    return spec
 
 
-@hookspec
-def register_tasks(register):
-    """Register tasks: unlabeled train inputs, labeled evaluation splits and lm-eval task files.
-
-    :param register: call ``register(TaskClass)`` for each task (``name`` plus docstring).
-
-    Example::
-
-        @s2d.hookimpl
-        def register_tasks(register):
-            register(LastLetter)     # name = "last_letter"
-    """
+@_register_hook("methods: System 2 (or System 1) programs of prompting stages.",
+                "StepBack", "name = \"step-back\"; docstring: \"Ask for the principle first.\"",
+                "(it needs a ``name`` and a docstring; it is instantiated only when a run uses it)")
+def register_methods(register): ...
 
 
-@hookspec
-def register_trainers(register):
-    """Register trainers: turn curated prompt-completion JSONL into an adapter or model folder.
-
-    :param register: call ``register(TrainerClass)`` for each trainer (``name`` plus docstring).
-
-    Example::
-
-        @s2d.hookimpl
-        def register_trainers(register):
-            register(LoraTrainer)    # name = "lora"
-    """
+@_register_hook("curators: unsupervised filters turning N System 2 samples into training targets.",
+                "MajorityVote", "name = \"majority\"")
+def register_curators(register): ...
 
 
-@hookspec
-def register_backends(register):
-    """Register generation backends implementing :class:`s2d.backends.base.Backend`.
+@_register_hook("tasks: unlabeled train inputs, labeled evaluation splits and lm-eval task files.",
+                "LastLetter", "name = \"last_letter\"")
+def register_tasks(register): ...
 
-    :param register: call ``register(BackendClass)`` for each backend. The class is instantiated
-        with ``(model_path, **options)`` when a run picks it; import heavy engines inside it, never
-        at module import time.
 
-    Example::
+@_register_hook("trainers: turn curated prompt-completion JSONL into an adapter or model folder.",
+                "LoraTrainer", "name = \"lora\"")
+def register_trainers(register): ...
 
-        @s2d.hookimpl
-        def register_backends(register):
-            register(MyServerBackend)   # name = "my-server"
-    """
+
+@_register_hook("generation backends implementing :class:`s2d.backends.base.Backend`.",
+                "MyServerBackend", "name = \"my-server\"",
+                "(instantiated with ``(model_path, **options)`` when a run picks it; import heavy "
+                "engines inside it, never at module import time)")
+def register_backends(register): ...

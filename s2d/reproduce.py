@@ -13,13 +13,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Callable
 
-from s2d.config import DEFAULTS, RunConfig, SetItems, apply_scale
-from s2d.distill import DistillRun
-from s2d.errors import ConfigError, InputError, S2DError
+from s2d.config import DEFAULTS
+from s2d.errors import ConfigError, InputError, RunsFailed
 from s2d.files import atomic_write
 from s2d.models import DEFAULT_MODEL
 from s2d.store import changed_settings, pct, safe_name
-from s2d.sweep import base_ref, flat, read_plan, variants
+from s2d.sweep import Plan, base_ref, check_plan, flat, load_plan, read_plan, run_plan, variants
 
 # The paper's tables are plans (experiments/plans/table1.yaml ...): their runs, and in their `paper`
 # block the paper's numbers (arXiv 2407.06023 v1, Llama-2-70B-chat, from shared/research/paper.md).
@@ -84,8 +83,32 @@ def run_name(config: str, overrides: dict) -> str:
 def config_path(configs_dir: str | Path, name: str) -> Path:
     path = Path(configs_dir) / f"{name}.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: config missing (the repository's experiments/configs holds them)")
+        raise InputError(f"{path}: config missing (the repository's experiments/configs holds them)")
     return path
+
+
+def table_plan(table: str, *, scale: str = "small", configs_dir: str | Path = "experiments/configs",
+               runs_dir: str | Path = "runs/reproduce", out_dir: str | Path = "results/reproduce",
+               backend: str | None = None, model: str | None = None, settings: dict | None = None) -> Plan:
+    """The table's plan as `s2d sweep` loads it, with reproduce's layout: the bases read from
+    ``configs_dir``, the ``scale`` applied, and each run's folder (and export under ``out_dir``) in
+    ``<scale>[/<model>]/`` named by its config and every override, the ``--set`` items sorted in."""
+    if table not in PAPER:
+        raise ValueError(f"unknown table {table!r}; tables: {', '.join(PAPER)}")
+    path = PLANS / f"{table}.yaml"
+    raw = read_plan(path)
+    other = model not in (None, DEFAULT_MODEL)
+    where = Path(scale) / safe_name(Path(model).name) if other else Path(scale)
+    bases = {name: str(config_path(configs_dir, Path(ref).stem)) for name, ref in (raw.get("bases") or {}).items()}
+    raw = {**raw, "bases": bases, "scale": scale, "export": str(Path(out_dir) / where)}
+    plan = load_plan(path, raw=raw, runs_dir=Path(runs_dir) / where, model=model, set_layer=settings,
+                     unnamed={"backend": backend} if backend else None)
+    for run in plan.runs:
+        stem = Path(base_ref(raw, run.variant)).stem
+        own = {k: v for k, v in (settings or {}).items()
+               if not (k == "method_options" and "method" in run.variant.overrides)}
+        run.folder = plan.runs_dir / safe_name(run_name(stem, {**run.variant.overrides, **flat(own)}))
+    return plan
 
 
 def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "experiments/configs",
@@ -93,68 +116,56 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "ex
               backend: str | None = None, progress: bool = True, echo: Callable[[str], None] = print,
               model: str | None = None, settings: dict | None = None, only: Iterable[str] = (),
               report_only: bool = False) -> Path:
-    """Run (or reuse) a table's runs and write it. Another ``model`` than the default gets its own
-    run folders, exports and table file (``<table>_<scale>_<model>.md``): nothing of the default
-    model's is replaced. ``settings`` (parsed ``--set`` items) go over every run, named in its
-    folder (``+eval_limit=50``) so a run of other settings never lands in the default's folder.
-    ``only`` (run folder names): run just these; the table takes the others' rows from their
-    finished run folders or, failing that, their exports under ``out_dir`` (a table whose runs were
-    made on different machines or sessions), and says which rows it lacks. ``report_only``: run
-    none, every row from its folder or export."""
-    import yaml
-
-    if table not in PAPER:
-        raise ValueError(f"unknown table {table!r}; tables: {', '.join(PAPER)}")
-    other = model not in (None, DEFAULT_MODEL)
-    where = Path(scale) / safe_name(Path(model).name) if other else Path(scale)
-    # Every run of the table is built and checked (settings, plugin options, ranges) before the
-    # first starts: a --set that only the fourth run cannot take must not cost three full runs.
-    runs = []
-    for name, overrides, rows in PAPER[table]["runs"]:
-        raw = yaml.safe_load(config_path(configs_dir, name).read_text()) or {}
-        # Method options are the table's System 2 method's: a baseline run of another method (Distill
-        # System 1) drops them with the method, as it drops the config's own.
-        own = {k: v for k, v in (settings or {}).items() if not (k == "method_options" and "method" in overrides)}
-        folder = safe_name(run_name(name, {**overrides, **flat(own)}))
-        try:
-            cfg = RunConfig.build(apply_scale(raw, scale), {"backend": backend, "model": model, **overrides},
-                                  SetItems(own))
-            run = DistillRun(cfg, Path(runs_dir) / where / folder, progress=progress, echo=echo)
-            run.check()
-        except S2DError as exc:
-            raise type(exc)(f"run {folder}: {exc}") from None
-        runs.append((folder, cfg, run, rows))
-    only = set(only)
-    unknown = only - {folder for folder, *_ in runs}
+    """Run (or reuse) a table's runs through `s2d sweep`'s runner and write the table. Another
+    ``model`` than the default gets its own run folders, exports and table file
+    (``<table>_<scale>_<model>.md``): nothing of the default model's is replaced. ``settings``
+    (parsed ``--set`` items) go over every run, named in its folder (``+eval_limit=50``) so a run of
+    other settings never lands in the default's folder. ``only`` (run folder names): run just these;
+    the table takes the others' rows from their finished run folders or, failing that, their exports
+    under ``out_dir`` (a table whose runs were made on different machines or sessions), and says
+    which rows it lacks. ``report_only``: run none, every row from its folder or export. A run that
+    fails leaves its rows empty, the others still run, and :class:`RunsFailed` follows the table."""
+    plan = table_plan(table, scale=scale, configs_dir=configs_dir, runs_dir=runs_dir, out_dir=out_dir,
+                      backend=backend, model=model, settings=settings)
+    unknown = set(only) - {run.folder.name for run in plan.runs}
     if unknown:
         raise ConfigError(f"--only {', '.join(sorted(unknown))}: not a run of {table}; its runs: "
-                          f"{', '.join(folder for folder, *_ in runs)}")
+                          f"{', '.join(run.folder.name for run in plan.runs)}")
+    failed: dict[str, str] = {}
+    if not report_only:
+        # Every run of the table is checked (settings, plugin options, task data, run folders) before
+        # the first starts: a --set that only the fourth run cannot take must not cost three full runs.
+        check_plan(plan)
+        chosen = [run for run in plan.runs if not only or run.folder.name in only]
+        for line in run_plan(plan, chosen, progress=progress, echo=echo):
+            name, _, why = line.partition(": ")
+            failed[name] = why
     summaries, missing = [], []
-    for folder, cfg, run, rows in runs:
-        export = Path(out_dir) / where / folder
-        if report_only or (only and folder not in only):
-            summary, why = finished_summary(run.dir, export, cfg.settings)
-            if summary is None:
-                missing.append(f"{folder}: {why}")
-            else:
-                summaries.append((cfg, summary, rows))
+    for run in plan.runs:
+        if run.name in failed:
+            missing.append(f"{run.folder.name}: failed: {failed[run.name]}")
             continue
-        echo(f"== {folder} ({scale}{f', {model}' if other else ''})")
-        # The records, curated set and config, exported under the run's own lock.
-        summary = run.run(export=export)
-        summaries.append((cfg, summary, rows))
+        summary, why = finished_summary(run.folder, plan.export_dir() / run.folder.name, run.config.settings)
+        if summary is None:
+            missing.append(f"{run.folder.name}: {why}")
+        else:
+            summaries.append((run.config, summary, run.variant.rows))
     if missing:
         echo(f"not run, so their rows stay empty: {'; '.join(missing)}")
     # The settings name the table file as they name the run folders: one of other settings never
     # replaces the plain table.
+    other = model not in (None, DEFAULT_MODEL)
     items = sorted(flat(settings or {}).items())
     stem = f"{table}_{scale}" + (f"_{Path(model).name}" if other else "") + "".join(f"+{k}={v}" for k, v in items)
     path = Path(out_dir) / f"{safe_name(stem)}.md"
     command = " ".join([f"s2d reproduce {table} --scale {scale}", *([f"--model {model}"] if other else []),
                         *(f"--set {k}={v}" for k, v in items)])
     with atomic_write(path) as f:
-        f.write(render_table(table, scale, summaries, where=str(where), model=model or DEFAULT_MODEL,
-                             command=command, missing=missing))
+        f.write(render_table(table, scale, summaries, where=str(plan.runs_dir.relative_to(runs_dir)),
+                             model=model or DEFAULT_MODEL, command=command, missing=missing))
+    if failed:
+        raise RunsFailed(f"{len(failed)} run(s) of {table} failed, their rows are empty in {path}: "
+                         + "; ".join(f"{name}: {why}" for name, why in failed.items()))
     return path
 
 

@@ -246,12 +246,16 @@ def base_config(raw: dict, variant: Variant, path: str | Path) -> dict:
 
 
 def load_plan(path: str | Path, *, runs_dir: str | Path | None = None, model: str | None = None,
-              set_layer: dict | None = None) -> Plan:
+              set_layer: dict | None = None, raw: dict | None = None, unnamed: dict | None = None) -> Plan:
     """Every run of the plan with its settings built and checked (an error names the plan and the
     run). ``set_layer`` (parsed ``--set`` items) and ``model`` go over every run and name its folder
-    (``+eval_limit=50``), so a run of other settings never lands in the plain run's folder."""
-    raw = read_plan(path)
-    extra = {**({"model": model} if model else {}), **(set_layer or {})}
+    (``+eval_limit=50``), so a run of other settings never lands in the plain run's folder; a run
+    that sets its own method drops the ``method_options`` of ``set_layer`` (they are the base
+    method's, as a new method drops the base's own). ``unnamed`` settings (a backend) go over every
+    run without naming it. ``raw``: the plan as already read from ``path`` (s2d reproduce points
+    its bases elsewhere)."""
+    raw = read_plan(path) if raw is None else raw
+    extra = {**({"model": model} if model else {}), **(unnamed or {}), **(set_layer or {})}
     shown = {**flat(set_layer or {}), **({"model": Path(model).name} if model else {})}
     suffix = "".join(f"+{k}={v}" for k, v in sorted(shown.items()))
     folder_of = Path(runs_dir or raw.get("runs_dir") or Path("runs") / "sweep" / safe_name(Path(path).stem))
@@ -262,9 +266,10 @@ def load_plan(path: str | Path, *, runs_dir: str | Path | None = None, model: st
             source = routed_run(runs, variant, path)
             runs.append(PlannedRun(variant, source.config, folder, source))
             continue
+        own = {k: v for k, v in extra.items() if not (k == "method_options" and "method" in variant.overrides)}
         try:
             cfg = RunConfig.build(COMMAND_DEFAULTS.get(variant.kind, {}), base_config(raw, variant, path),
-                                  variant.overrides, SetItems(extra))
+                                  variant.overrides, SetItems(own))
         except ConfigError as exc:
             raise ConfigError(f"{path}: run {variant.name}: {exc}") from None
         runs.append(PlannedRun(variant, cfg, folder))

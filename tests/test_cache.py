@@ -25,6 +25,9 @@ def rows(cache_dir) -> int:
     if not path.exists():
         return 0
     with sqlite3.connect(path, timeout=60) as db:
+        # The writer creates the file before its table: a reader between the two sees no table yet.
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='samples'").fetchone():
+            return 0
         return db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
 
 

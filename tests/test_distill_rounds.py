@@ -225,7 +225,7 @@ def test_reproduce_only_runs_the_named_runs_and_takes_the_others_rows_from_their
     (tmp_path / "out" / "table1_small.md").unlink()
     part = run_table("table1", echo=said.append, only=["table1_coin_flip_rar2"], **kw).read_text()
     ran = [m for m in said if m.startswith("== ")]
-    assert ran == ["== table1_coin_flip_rar2 (small)"], said
+    assert [m.split(" (")[0] for m in ran] == ["== table1_coin_flip_rar2"], said
     assert any("table1_coin_flip_rar2+method=system1" in m and "rows stay empty" in m for m in said)
     assert not (tmp_path / "runs" / "small" / "table1_last_letter_rar2").exists()
     row = lambda text, label: next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
@@ -242,7 +242,7 @@ def test_reproduce_only_runs_the_named_runs_and_takes_the_others_rows_from_their
     other = run_table("table1", echo=lambda m: None, only=["table1_coin_flip_rar2"], **kw).read_text()
     assert "- table1_last_letter_rar2+method=system1: **not run** (" in other and "has other settings (n)" in other
     report = run_table("table1", echo=said.append, report_only=True, **kw).read_text()  # runs nothing
-    assert report == other and said.count("== table1_coin_flip_rar2 (small)") == 1
+    assert report == other and len([m for m in said if m.startswith("== table1_coin_flip_rar2 (")]) == 1
     export.write_text("{")
     with pytest.raises(InputError, match="summary.json: not a readable summary"):
         run_table("table1", echo=lambda m: None, only=["table1_coin_flip_rar2"], **kw)

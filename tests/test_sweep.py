@@ -279,6 +279,19 @@ def test_a_run_naming_another_trainer_drops_the_bases_trainer_options(tmp_path):
     assert [r.config["trainer_options"] for r in plan.runs] == [{"epochs": 4}, {}, {"epochs": 2}, {"epochs": 2}]
 
 
+def test_set_method_options_go_to_the_runs_of_the_bases_method(tmp_path):
+    """`--set method_options.wording=paper` is the base method's option (rar2's): a run that names
+    its own method (the paper's System 1 baseline) drops it, as it drops the base's own."""
+    from s2d.sweep import load_plan
+
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({"base": {**BASE, "method": "rar2"},
+                                    "runs": {"a": {}, "b": {"method": "system1"}}}))
+    plan = load_plan(path, set_layer={"method_options": {"wording": "paper"}})
+    assert [r.config["method_options"] for r in plan.runs] == [{"wording": "paper"}, {}]
+    assert [r.folder.name for r in plan.runs] == ["a+method_options.wording=paper", "b+method_options.wording=paper"]
+
+
 # -- the committed plans ----------------------------------------------------------------------------
 def test_every_committed_plan_resolves():
     from s2d.sweep import load_plan
@@ -295,7 +308,7 @@ def test_the_paper_plans_are_reproduces_runs_and_numbers():
     """`s2d reproduce` reads its runs and the paper's numbers from the table plans, and a sweep of a
     table plan uses the run folders reproduce uses (same names, same settings)."""
     from s2d.config import RunConfig, apply_scale, load_config
-    from s2d.reproduce import PAPER, run_name
+    from s2d.reproduce import PAPER, run_name, table_plan
     from s2d.sweep import load_plan
 
     assert PAPER["table1"]["rows"]["distilled"] == ("Distill 2-Step RaR", {"last_letter": (98.0, 25.5),
@@ -308,6 +321,10 @@ def test_the_paper_plans_are_reproduces_runs_and_numbers():
             raw = load_config(str(ROOT / "experiments" / "configs" / f"{config}.yaml"))
             assert run.config.settings == RunConfig.build(apply_scale(raw, "small"), overrides).settings
             assert run.folder == Path("runs/reproduce/small") / run.name
+        # reproduce runs the same plan through the sweep's runner, in the same folders.
+        reproduced = table_plan(table)
+        assert [(r.folder, r.config.settings) for r in reproduced.runs] == \
+            [(Path("runs/reproduce/small") / r.name, r.config.settings) for r in plan.runs]
 
 
 # The committed results of each plan: its exports (distill runs exported by the scripts the plans
