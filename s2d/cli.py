@@ -19,7 +19,7 @@ from s2d.backends import default_backend_name, load_backend
 from s2d.config import RunConfig, parse_set, resolve, settings_help
 from s2d.distill import check_plugins, distill_settings, format_summary
 from s2d.envinfo import device, versions
-from s2d.errors import S2DError
+from s2d.errors import RunsFailed, S2DError
 from s2d.files import cache_dir, check_writable, default_cache_dir
 from s2d.lmeval.run import evaluate_settings
 from s2d.lmeval.tasks import tasks_path as lm_eval_tasks_path
@@ -522,12 +522,19 @@ def reproduce(ctx, table, scale, set_items, configs_dir, runs_dir, out_dir, only
               progress):
     """Run a paper table's configs (reusing finished runs) and write it beside the paper's numbers."""
     _plugins(ctx)
-    path = run_table(table, scale=scale, configs_dir=configs_dir, runs_dir=runs_dir, out_dir=out_dir,
-                     backend=backend, progress=progress, echo=_echo_err, model=model, settings=parse_set(set_items),
-                     only=[name.strip() for item in only for name in item.split(",") if name.strip()],
-                     report_only=report_only)
+    failed = None
+    try:
+        path = run_table(table, scale=scale, configs_dir=configs_dir, runs_dir=runs_dir, out_dir=out_dir,
+                         backend=backend, progress=progress, echo=_echo_err, model=model,
+                         settings=parse_set(set_items),
+                         only=[name.strip() for item in only for name in item.split(",") if name.strip()],
+                         report_only=report_only)
+    except RunsFailed as exc:  # the table is written: show it, then the failures
+        path, failed = exc.path, exc
     click.echo(path.read_text())
     click.echo(f"-> {path}", err=True)
+    if failed:
+        raise click.ClickException(str(failed))
 
 
 @cli.command(name="show-prompts")

@@ -29,7 +29,12 @@ class ConfigError(S2DError, ValueError):
 
 
 class RunsFailed(S2DError, RuntimeError):
-    """Runs of a plan failed (each message said); the others ran and the report was written."""
+    """Runs of a plan failed (each message said); the others ran and the report was written
+    (``path``, when given)."""
+
+    def __init__(self, message: str, path=None):
+        super().__init__(message)
+        self.path = path
 
 
 class PluginError(S2DError, RuntimeError):

@@ -99,15 +99,15 @@ def table_plan(table: str, *, scale: str = "small", configs_dir: str | Path = "e
     raw = read_plan(path)
     other = model not in (None, DEFAULT_MODEL)
     where = Path(scale) / safe_name(Path(model).name) if other else Path(scale)
-    bases = {name: str(config_path(configs_dir, Path(ref).stem)) for name, ref in (raw.get("bases") or {}).items()}
+    # Resolved: the plan's loader looks beside the plan first, and must read the file checked here.
+    bases = {name: str(config_path(configs_dir, Path(ref).stem).resolve())
+             for name, ref in (raw.get("bases") or {}).items()}
     raw = {**raw, "bases": bases, "scale": scale, "export": str(Path(out_dir) / where)}
     plan = load_plan(path, raw=raw, runs_dir=Path(runs_dir) / where, model=model, set_layer=settings,
                      unnamed={"backend": backend} if backend else None)
     for run in plan.runs:
         stem = Path(base_ref(raw, run.variant)).stem
-        own = {k: v for k, v in (settings or {}).items()
-               if not (k == "method_options" and "method" in run.variant.overrides)}
-        run.folder = plan.runs_dir / safe_name(run_name(stem, {**run.variant.overrides, **flat(own)}))
+        run.folder = plan.runs_dir / safe_name(run_name(stem, {**run.variant.overrides, **flat(run.set_items)}))
     return plan
 
 
@@ -123,27 +123,31 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "ex
     other settings never lands in the default's folder. ``only`` (run folder names): run just these;
     the table takes the others' rows from their finished run folders or, failing that, their exports
     under ``out_dir`` (a table whose runs were made on different machines or sessions), and says
-    which rows it lacks. ``report_only``: run none, every row from its folder or export. A run that
-    fails leaves its rows empty, the others still run, and :class:`RunsFailed` follows the table."""
+    which rows it lacks. ``report_only``: run none and check none, every row from its folder or
+    export. A run that fails with an s2d error leaves its rows empty, the others still run, and
+    :class:`RunsFailed` (its ``path`` the table's) follows the table."""
     plan = table_plan(table, scale=scale, configs_dir=configs_dir, runs_dir=runs_dir, out_dir=out_dir,
                       backend=backend, model=model, settings=settings)
     unknown = set(only) - {run.folder.name for run in plan.runs}
     if unknown:
         raise ConfigError(f"--only {', '.join(sorted(unknown))}: not a run of {table}; its runs: "
                           f"{', '.join(run.folder.name for run in plan.runs)}")
-    failed: dict[str, str] = {}
+    failed: dict[str, str] = {}  # run folder name -> why
     if not report_only:
-        # Every run of the table is checked (settings, plugin options, task data, run folders) before
-        # the first starts: a --set that only the fourth run cannot take must not cost three full runs.
-        check_plan(plan)
+        # Every run of the table is checked (settings, plugin options, task data) before the first
+        # starts: a --set that only the fourth run cannot take must not cost three full runs. The
+        # folders and exports only of the runs that run: the others' rows are read, whatever is there.
         chosen = [run for run in plan.runs if not only or run.folder.name in only]
+        check_plan(plan, [run for run in plan.runs if run not in chosen], folders=False)
+        check_plan(plan, chosen)
+        by_name = {run.name: run.folder.name for run in chosen}
         for line in run_plan(plan, chosen, progress=progress, echo=echo):
             name, _, why = line.partition(": ")
-            failed[name] = why
+            failed[by_name[name]] = why
     summaries, missing = [], []
     for run in plan.runs:
-        if run.name in failed:
-            missing.append(f"{run.folder.name}: failed: {failed[run.name]}")
+        if run.folder.name in failed:
+            missing.append(f"{run.folder.name}: failed: {failed[run.folder.name]}")
             continue
         summary, why = finished_summary(run.folder, plan.export_dir() / run.folder.name, run.config.settings)
         if summary is None:
@@ -165,7 +169,7 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "ex
                              model=model or DEFAULT_MODEL, command=command, missing=missing))
     if failed:
         raise RunsFailed(f"{len(failed)} run(s) of {table} failed, their rows are empty in {path}: "
-                         + "; ".join(f"{name}: {why}" for name, why in failed.items()))
+                         + "; ".join(f"{name}: {why}" for name, why in failed.items()), path=path)
     return path
 
 
@@ -246,6 +250,9 @@ def render_table(table: str, scale: str, summaries: list, where: str | None = No
                      f"`{cfg['trainer']}`, n={cfg['n']}; curated {cur.get('records')} records from "
                      f"{cur.get('kept_inputs')}/{cur.get('inputs')} inputs (dropped {cur.get('dropped_by_reason')}); "
                      f"run [{folder}]({folder}/summary.txt).{note}")
-    lines += [f"- {name.split(': ', 1)[0]}: **not run** ({name.split(': ', 1)[1]}), so its rows are empty."
-              for name in missing]
+    for item in missing:
+        name, why = item.split(": ", 1)
+        failed, _, error = why.partition("failed: ")
+        lines.append(f"- {name}: **failed** ({error}), so its rows are empty." if error and not failed else
+                     f"- {name}: **not run** ({why}), so its rows are empty.")
     return "\n".join(lines) + "\n"

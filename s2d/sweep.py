@@ -85,6 +85,7 @@ class PlannedRun:
     config: RunConfig
     folder: Path
     source: PlannedRun | None = None  # a route run's distill run
+    set_items: dict = field(default_factory=dict)  # the --set items this run took (they name its folder)
 
     @property
     def name(self) -> str:
@@ -250,29 +251,34 @@ def load_plan(path: str | Path, *, runs_dir: str | Path | None = None, model: st
     """Every run of the plan with its settings built and checked (an error names the plan and the
     run). ``set_layer`` (parsed ``--set`` items) and ``model`` go over every run and name its folder
     (``+eval_limit=50``), so a run of other settings never lands in the plain run's folder; a run
-    that sets its own method drops the ``method_options`` of ``set_layer`` (they are the base
-    method's, as a new method drops the base's own). ``unnamed`` settings (a backend) go over every
-    run without naming it. ``raw``: the plan as already read from ``path`` (s2d reproduce points
-    its bases elsewhere)."""
+    whose method is not its base's drops the ``method_options`` of ``set_layer`` (they are the
+    base method's, as a new method drops the base's own), and its folder does not name them.
+    ``unnamed`` settings (a backend) go over every run without naming it. ``raw``: the plan as
+    already read from ``path`` (s2d reproduce points its bases elsewhere)."""
     raw = read_plan(path) if raw is None else raw
-    extra = {**({"model": model} if model else {}), **(unnamed or {}), **(set_layer or {})}
-    shown = {**flat(set_layer or {}), **({"model": Path(model).name} if model else {})}
-    suffix = "".join(f"+{k}={v}" for k, v in sorted(shown.items()))
+    named = {**({"model": Path(model).name} if model else {})}
+    suffix = "".join(f"+{k}={v}" for k, v in sorted({**flat(set_layer or {}), **named}.items()))
     folder_of = Path(runs_dir or raw.get("runs_dir") or Path("runs") / "sweep" / safe_name(Path(path).stem))
     runs: list[PlannedRun] = []
     for variant in variants(raw, path):
-        folder = folder_of / safe_name(variant.name + suffix)
         if variant.kind == "route":
             source = routed_run(runs, variant, path)
-            runs.append(PlannedRun(variant, source.config, folder, source))
+            own_suffix = "".join(f"+{k}={v}" for k, v in sorted({**flat(source.set_items), **named}.items()))
+            runs.append(PlannedRun(variant, source.config, folder_of / safe_name(variant.name + own_suffix),
+                                   source, source.set_items))
             continue
-        own = {k: v for k, v in extra.items() if not (k == "method_options" and "method" in variant.overrides)}
+        base = base_config(raw, variant, path)
+        default_method = COMMAND_DEFAULTS.get(variant.kind, {}).get("method", DEFAULTS["method"])
+        other_method = variant.overrides.get("method", base.get("method", default_method)) != \
+            base.get("method", default_method)
+        own = {k: v for k, v in (set_layer or {}).items() if not (k == "method_options" and other_method)}
         try:
-            cfg = RunConfig.build(COMMAND_DEFAULTS.get(variant.kind, {}), base_config(raw, variant, path),
-                                  variant.overrides, SetItems(own))
+            cfg = RunConfig.build(COMMAND_DEFAULTS.get(variant.kind, {}), base, variant.overrides,
+                                  SetItems({**({"model": model} if model else {}), **(unnamed or {}), **own}))
         except ConfigError as exc:
             raise ConfigError(f"{path}: run {variant.name}: {exc}") from None
-        runs.append(PlannedRun(variant, cfg, folder))
+        own_suffix = "".join(f"+{k}={v}" for k, v in sorted({**flat(own), **named}.items()))
+        runs.append(PlannedRun(variant, cfg, folder_of / safe_name(variant.name + own_suffix), set_items=own))
     columns = [str(c) for c in raw.get("columns") or DEFAULT_COLUMNS]
     for column in columns:
         check_column(column, path)
@@ -335,9 +341,10 @@ def route_options(run: PlannedRun) -> dict:
     return {**ROUTE_OPTIONS, **run.variant.route}
 
 
-def check_plan(plan: Plan, runs: list[PlannedRun] | None = None) -> None:
+def check_plan(plan: Plan, runs: list[PlannedRun] | None = None, folders: bool = True) -> None:
     """Check each run as `s2d distill` checks its settings (plugin names, their options, the task's
-    data, the trainer's launch) and its run folder, before any run starts; loads no model."""
+    data, the trainer's launch) and, unless not ``folders``, its run folder and export, before any
+    run starts; loads no model."""
     plugins = get_plugins()
     for run in plan.runs if runs is None else runs:
         try:
@@ -345,6 +352,8 @@ def check_plan(plan: Plan, runs: list[PlannedRun] | None = None) -> None:
                               ("trainers", "trainer")):
                 plugins.get(kind, run.config[key])
             DistillRun(run.config, run.folder, progress=False, echo=lambda m: None, cache=False).check()
+            if not folders:
+                continue
             now = state(run)
             if now.startswith("other"):
                 raise ConfigError(f"run folder {run.folder} holds a run with {now}; use --runs-dir or delete it")
@@ -378,8 +387,8 @@ def run_plan(plan: Plan, runs: list[PlannedRun], *, progress: bool = True, echo:
         export = plan.export_dir() / run.folder.name if plan.export_dir() is not None else None
         if state(run) == "finished":
             echo(f"== {run.name}: finished, reusing {run.folder}")
-            if export is not None and not (export / "summary.json").is_file():
-                export_folder(run.folder, export)
+            if export is not None and not same_file(export / "summary.json", run.folder / "summary.json"):
+                export_folder(run.folder, export)  # missing, or an export of an earlier run
             continue
         echo(f"== {run.name} ({run.variant.kind}) -> {run.folder}")
         distill = DistillRun(run.config, run.folder, progress=progress, echo=echo, cache=cache,
@@ -462,6 +471,10 @@ def route_summary(run: PlannedRun, result: dict, routed: dict, options: dict) ->
     return {"run": run.folder.name, "kind": "route", "from": run.source.folder.name, "settings": run.config.settings,
             "route_options": options, "rows": rows, "error": None, "curation": rnd.get("curation"),
             "route": {k: result[k] for k in ("chosen", "test_at_chosen", "through_lm_eval")}}
+
+
+def same_file(a: Path, b: Path) -> bool:
+    return a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()
 
 
 def export_folder(folder: Path, dest: Path) -> Path:

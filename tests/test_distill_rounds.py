@@ -250,6 +250,30 @@ def test_reproduce_only_runs_the_named_runs_and_takes_the_others_rows_from_their
         run_table("table1", echo=lambda m: None, only=["table1_coin_flip"], **kw)
 
 
+def test_a_failed_run_leaves_its_rows_empty_and_the_others_run(memorize, tmp_path, monkeypatch):
+    """reproduce runs through the sweep's runner: a run that fails with an s2d error is said in the
+    table and in RunsFailed (raised after the table is written); the table's other runs still run."""
+    from s2d.distill import DistillRun
+    from s2d.errors import RunsFailed, TrainerError
+    from s2d.reproduce import run_table
+
+    real = DistillRun.run
+
+    def run(self, *args, **kwargs):
+        if self.dir.name == "table1_last_letter_rar2+method=system1":
+            raise TrainerError("the trainer ran out of memory")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(DistillRun, "run", run)
+    kw = dict(configs_dir=table1_configs(tmp_path, trainer="memorize"), runs_dir=tmp_path / "runs",
+              out_dir=tmp_path / "out", progress=False, echo=lambda m: None, backend="scripted")
+    with pytest.raises(RunsFailed, match="table1_last_letter_rar2\\+method=system1: the trainer ran out") as err:
+        run_table("table1", **kw)
+    text = err.value.path.read_text()
+    assert "- table1_last_letter_rar2+method=system1: **failed** (the trainer ran out of memory)" in text
+    assert (tmp_path / "runs" / "small" / "table1_coin_flip_rar2+method=system1" / "summary.json").is_file()
+
+
 def test_set_is_the_last_layer_and_merges_into_mappings():
     import yaml
     from click.testing import CliRunner

@@ -286,10 +286,11 @@ def test_set_method_options_go_to_the_runs_of_the_bases_method(tmp_path):
 
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump({"base": {**BASE, "method": "rar2"},
-                                    "runs": {"a": {}, "b": {"method": "system1"}}}))
-    plan = load_plan(path, set_layer={"method_options": {"wording": "paper"}})
-    assert [r.config["method_options"] for r in plan.runs] == [{"wording": "paper"}, {}]
-    assert [r.folder.name for r in plan.runs] == ["a+method_options.wording=paper", "b+method_options.wording=paper"]
+                                    "runs": {"a": {}, "b": {"method": "system1"}, "c": {"method": "rar2"}}}))
+    plan = load_plan(path, set_layer={"method_options": {"wording": "paper"}, "eval_limit": 1})
+    assert [r.config["method_options"] for r in plan.runs] == [{"wording": "paper"}, {}, {"wording": "paper"}]
+    assert [r.folder.name for r in plan.runs] == ["a+eval_limit=1+method_options.wording=paper", "b+eval_limit=1",
+                                                  "c+eval_limit=1+method_options.wording=paper"]
 
 
 # -- the committed plans ----------------------------------------------------------------------------
