@@ -18,7 +18,7 @@ from s2d.errors import ConfigError, InputError, RunsFailed
 from s2d.files import atomic_write
 from s2d.models import DEFAULT_MODEL
 from s2d.store import changed_settings, pct, safe_name
-from s2d.sweep import Plan, base_ref, check_plan, flat, load_plan, read_plan, run_plan, variants
+from s2d.sweep import Plan, base_ref, check_plan, flat, folder_suffix, load_plan, read_plan, run_plan, variants
 
 # The paper's tables are plans (experiments/plans/table1.yaml ...): their runs, and in their `paper`
 # block the paper's numbers (arXiv 2407.06023 v1, Llama-2-70B-chat, from shared/research/paper.md).
@@ -77,7 +77,7 @@ def config_names() -> set[str]:
 
 def run_name(config: str, overrides: dict) -> str:
     """Run folder name: the config's, plus its overrides (`table1_last_letter_rar2+method=system1`)."""
-    return config + "".join(f"+{k}={v}" for k, v in sorted(flat(overrides).items()))
+    return config + folder_suffix(overrides)
 
 
 def config_path(configs_dir: str | Path, name: str) -> Path:

@@ -119,6 +119,11 @@ def flat(settings: dict) -> dict:
             for sub, sv in (v.items() if isinstance(v, dict) else [(None, v)])}
 
 
+def folder_suffix(settings: dict) -> str:
+    """``{"eval_limit": 50, "method": "system1"}`` -> ``+eval_limit=50+method=system1`` (sorted, flat)."""
+    return "".join(f"+{k}={v}" for k, v in sorted(flat(settings).items()))
+
+
 def nest(layer: dict, where: str) -> dict:
     """A plan's settings with dotted keys (``method_options.wording: paper``) as a settings layer
     (``{"method_options": {"wording": "paper"}}``); a mapping setting may be given either way."""
@@ -256,29 +261,28 @@ def load_plan(path: str | Path, *, runs_dir: str | Path | None = None, model: st
     ``unnamed`` settings (a backend) go over every run without naming it. ``raw``: the plan as
     already read from ``path`` (s2d reproduce points its bases elsewhere)."""
     raw = read_plan(path) if raw is None else raw
-    named = {**({"model": Path(model).name} if model else {})}
-    suffix = "".join(f"+{k}={v}" for k, v in sorted({**flat(set_layer or {}), **named}.items()))
+    named = {"model": Path(model).name} if model else {}
+    suffix = folder_suffix({**(set_layer or {}), **named})
     folder_of = Path(runs_dir or raw.get("runs_dir") or Path("runs") / "sweep" / safe_name(Path(path).stem))
     runs: list[PlannedRun] = []
     for variant in variants(raw, path):
         if variant.kind == "route":
             source = routed_run(runs, variant, path)
-            own_suffix = "".join(f"+{k}={v}" for k, v in sorted({**flat(source.set_items), **named}.items()))
-            runs.append(PlannedRun(variant, source.config, folder_of / safe_name(variant.name + own_suffix),
+            runs.append(PlannedRun(variant, source.config,
+                                   folder_of / safe_name(variant.name + folder_suffix({**source.set_items, **named})),
                                    source, source.set_items))
             continue
         base = base_config(raw, variant, path)
-        default_method = COMMAND_DEFAULTS.get(variant.kind, {}).get("method", DEFAULTS["method"])
-        other_method = variant.overrides.get("method", base.get("method", default_method)) != \
-            base.get("method", default_method)
+        base_method = base.get("method", COMMAND_DEFAULTS.get(variant.kind, {}).get("method", DEFAULTS["method"]))
+        other_method = variant.overrides.get("method", base_method) != base_method
         own = {k: v for k, v in (set_layer or {}).items() if not (k == "method_options" and other_method)}
         try:
             cfg = RunConfig.build(COMMAND_DEFAULTS.get(variant.kind, {}), base, variant.overrides,
                                   SetItems({**({"model": model} if model else {}), **(unnamed or {}), **own}))
         except ConfigError as exc:
             raise ConfigError(f"{path}: run {variant.name}: {exc}") from None
-        own_suffix = "".join(f"+{k}={v}" for k, v in sorted({**flat(own), **named}.items()))
-        runs.append(PlannedRun(variant, cfg, folder_of / safe_name(variant.name + own_suffix), set_items=own))
+        runs.append(PlannedRun(variant, cfg, folder_of / safe_name(variant.name + folder_suffix({**own, **named})),
+                               set_items=own))
     columns = [str(c) for c in raw.get("columns") or DEFAULT_COLUMNS]
     for column in columns:
         check_column(column, path)
