@@ -728,7 +728,7 @@ def sweep(ctx, plan_path, only, dry_run, report_only, runs_dir, model, set_items
     _plugins(ctx)
     plan = load_plan(plan_path, runs_dir=runs_dir, model=model, set_layer=parse_set(set_items))
     runs = select(plan, only)
-    failed = []
+    failed = {}
     if not report_only:
         check_plan(plan)
     if dry_run:
@@ -741,7 +741,8 @@ def sweep(ctx, plan_path, only, dry_run, report_only, runs_dir, model, set_items
     click.echo(text, nl=False)
     click.echo(f"-> {path}", err=True)
     if failed:
-        raise click.ClickException(f"{len(failed)} run(s) failed: " + "; ".join(failed))
+        raise click.ClickException(f"{len(failed)} run(s) failed: "
+                                   + "; ".join(f"{name}: {why}" for name, why in failed.items()))
 
 
 def main():

@@ -141,21 +141,19 @@ def run_table(table: str, *, scale: str = "small", configs_dir: str | Path = "ex
         check_plan(plan, [run for run in plan.runs if run not in chosen], folders=False)
         check_plan(plan, chosen)
         by_name = {run.name: run.folder.name for run in chosen}
-        for line in run_plan(plan, chosen, progress=progress, echo=echo):
-            name, _, why = line.partition(": ")
-            failed[by_name[name]] = why
-    summaries, missing = [], []
+        failed = {by_name[name]: why for name, why in run_plan(plan, chosen, progress=progress, echo=echo).items()}
+    summaries, missing = [], []  # missing: (run folder name, "failed" | "not run", why)
     for run in plan.runs:
         if run.folder.name in failed:
-            missing.append(f"{run.folder.name}: failed: {failed[run.folder.name]}")
+            missing.append((run.folder.name, "failed", failed[run.folder.name]))
             continue
         summary, why = finished_summary(run.folder, plan.export_dir() / run.folder.name, run.config.settings)
         if summary is None:
-            missing.append(f"{run.folder.name}: {why}")
+            missing.append((run.folder.name, "not run", why))
         else:
             summaries.append((run.config, summary, run.variant.rows))
     if missing:
-        echo(f"not run, so their rows stay empty: {'; '.join(missing)}")
+        echo("their rows stay empty: " + "; ".join(f"{name}: {status} ({why})" for name, status, why in missing))
     # The settings name the table file as they name the run folders: one of other settings never
     # replaces the plain table.
     other = model not in (None, DEFAULT_MODEL)
@@ -196,10 +194,12 @@ def finished_summary(run_dir: Path, export: Path, settings: dict) -> tuple[dict 
 
 
 def render_table(table: str, scale: str, summaries: list, where: str | None = None,
-                 model: str = "smollm2-135m", command: str | None = None, missing: Iterable[str] = ()) -> str:
+                 model: str = "smollm2-135m", command: str | None = None,
+                 missing: Iterable[tuple[str, str, str]] = ()) -> str:
     """`summaries`: (config, distill summary, {row key: condition}) per run; `command`: what made
-    it (default: the plain `s2d reproduce` line for this table, scale and model); `missing`: run
-    folders with no summary yet, listed so an empty row is never read as a result."""
+    it (default: the plain `s2d reproduce` line for this table, scale and model); `missing`: (run
+    folder, "failed" or "not run", why) for runs with no summary, listed so an empty row is never
+    read as a result."""
     command = command or (f"s2d reproduce {table} --scale {scale}"
                           + ("" if model == "smollm2-135m" else f" --model {model}"))
     spec = PAPER[table]
@@ -250,9 +250,6 @@ def render_table(table: str, scale: str, summaries: list, where: str | None = No
                      f"`{cfg['trainer']}`, n={cfg['n']}; curated {cur.get('records')} records from "
                      f"{cur.get('kept_inputs')}/{cur.get('inputs')} inputs (dropped {cur.get('dropped_by_reason')}); "
                      f"run [{folder}]({folder}/summary.txt).{note}")
-    for item in missing:
-        name, why = item.split(": ", 1)
-        failed, _, error = why.partition("failed: ")
-        lines.append(f"- {name}: **failed** ({error}), so its rows are empty." if error and not failed else
-                     f"- {name}: **not run** ({why}), so its rows are empty.")
+    for name, status, why in missing:
+        lines.append(f"- {name}: **{status}** ({why}), so its rows are empty.")
     return "\n".join(lines) + "\n"

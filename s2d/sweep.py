@@ -383,10 +383,10 @@ def describe(plan: Plan) -> str:
 
 # -- running ----------------------------------------------------------------------------------------
 def run_plan(plan: Plan, runs: list[PlannedRun], *, progress: bool = True, echo: Callable[[str], None] = print,
-             cache=True, backend_options: dict | None = None) -> list[str]:
+             cache=True, backend_options: dict | None = None) -> dict[str, str]:
     """Run each of ``runs`` in order, reusing finished ones; a failed run (an s2d error) is reported
-    and the others still run. Returns one line per failure."""
-    failed = []
+    and the others still run. Returns the failures: run name -> the error."""
+    failed: dict[str, str] = {}
     for run in runs:
         export = plan.export_dir() / run.folder.name if plan.export_dir() is not None else None
         if state(run) == "finished":
@@ -406,7 +406,7 @@ def run_plan(plan: Plan, runs: list[PlannedRun], *, progress: bool = True, echo:
                 distill.run(export=export)
         except S2DError as exc:
             echo(f"== {run.name} failed: {exc}")
-            failed.append(f"{run.name}: {exc}")
+            failed[run.name] = str(exc)
     return failed
 
 
