@@ -9,7 +9,9 @@ use them, never here, so `s2d --help` stays fast."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -251,6 +253,15 @@ def cli(ctx, plugins_dir, verbose):
     Plugins add methods, curators, tasks, trainers and backends: see `s2d plugins`.
     """
     quiet_libraries(verbose)
+    if threading.current_thread() is threading.main_thread():  # CliRunner may run us elsewhere
+        signal.signal(signal.SIGTERM, _terminate)
+
+
+def _terminate(signum, frame):
+    """SIGTERM (`kill`, `timeout`, a scheduler's job end) stops s2d as Ctrl-C does: the `finally`
+    blocks run and close the vLLM engine. Without this its EngineCore and worker processes, which
+    do not watch their parent, outlive s2d and keep its memory and cores, slowing the resumed run."""
+    raise SystemExit(128 + signum)
 
 
 @cli.command()
