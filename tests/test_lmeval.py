@@ -79,6 +79,16 @@ def test_eval_command_reports_unknown_task_and_missing_data(tmp_path, monkeypatc
     assert r.exit_code == 1 and "S2D_DATA_DIR" in r.output
 
 
+def test_eval_command_reports_a_task_size_the_data_cannot_give_before_any_model_loads(tiny_data, tmp_path):
+    # The tiny names list gives 20 two-name test examples; the default asks for 200. An hf backend
+    # of a model folder that does not exist proves no model was loaded before the error.
+    r = CliRunner().invoke(cli, ["eval", "--backend", "hf", "--model", str(tmp_path / "no-model"), "--task",
+                                 "last_letter", "--out-dir", str(tmp_path / "out"), "--no-progress"])
+    assert r.exit_code == 1, r.output
+    assert "task 'last_letter': its test documents cannot be built: last_letter: size=200 is too large" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "out").exists()
+
+
 def test_wheel_ships_the_task_files(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(tmp_path), str(ROOT)], check=True)

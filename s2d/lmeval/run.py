@@ -14,7 +14,7 @@ from typing import Any, Callable
 from s2d.backends import model_path_for
 from s2d.config import RunConfig
 from s2d.envinfo import git_commit, quiet_git_hash, versions
-from s2d.errors import ConfigError
+from s2d.errors import ConfigError, InputError, S2DError
 from s2d.files import check_output, local_path, portable_path, write_json, write_jsonl
 from s2d.lmeval.model import lm_class
 from s2d.lmeval.tasks import build_task, check_task_plugin, lm_eval_name, lm_eval_spec, tasks_path
@@ -96,7 +96,9 @@ def evaluate_settings(cfg: RunConfig, open_engine: Callable[[], Any], *, adapter
         check_task_plugin(name)
     options, m_options = cfg.eval_task_options(), cfg.eval_method_options()
     for name in names:  # the method's options checked against each task (built once) before any model loads
-        build_method(cfg["method"], build_task(name, strict=True, **options), **m_options)  # subset* is lm-eval's
+        task = build_task(name, strict=True, **options)  # subset* is lm-eval's
+        build_method(cfg["method"], task, **m_options)
+        check_test_docs(task, name)
     loads = model_path_for(cfg["backend"], cfg["model"])
     planned = planned_records(results_dir=results_dir, model_ref=cfg["model"], model_path=loads, tasks=names,
                               method=cfg["method"], adapter=adapter, limit=cfg["eval_limit"], label=label,
@@ -116,6 +118,17 @@ def evaluate_settings(cfg: RunConfig, open_engine: Callable[[], Any], *, adapter
                             limit=cfg["eval_limit"], seed=cfg["seed"], log_samples=log_samples,
                             results_dir=results_dir, label=label, task_options=options or None, progress=progress,
                             method_options=m_options or None, cache=cache, overwrite=overwrite, warn=warn)
+
+
+def check_test_docs(task, name: str) -> None:
+    """The test split builds from the data (files there, sizes possible), checked before any model
+    loads: lm-eval builds it only after, where a task's ValueError ended s2d in a traceback."""
+    try:
+        task.docs("test")
+    except S2DError:
+        raise
+    except (ValueError, OSError, KeyError) as exc:
+        raise InputError(f"task {name!r}: its test documents cannot be built: {exc}") from None
 
 
 def task_manager(metadata: dict | None = None):
