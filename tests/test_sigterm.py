@@ -50,8 +50,8 @@ def name(pid: int) -> str:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc")
 def test_sigterm_stops_s2d_and_its_vllm_engine(model_path, tiny_data, tmp_path):
     cmd = [sys.executable, "-m", "s2d.cli", "eval", "--model", "smollm2-135m", "--backend", "vllm",
-           "--task", "last_letter", "--method", "cot", "--set", "task_options.size=20", "--set", "method_options.n=32", "--no-cache", "--no-progress",
-           "--out-dir", str(tmp_path / "out")]
+           "--task", "last_letter", "--method", "cot", "--set", "task_options.size=20",
+           "--set", "method_options.n=32", "--no-cache", "--no-progress", "--out-dir", str(tmp_path / "out")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # its own group, so the cleanup below cannot hit pytest
     engine: list[int] = []
