@@ -45,7 +45,25 @@ def paper_spec(table: str) -> dict:
         spec["metrics"] = tuple(paper["metrics"])
     spec["rows"] = {key: (row["label"], {task: tuple(cells) for task, cells in row.items() if task != "label"})
                     for key, row in paper["rows"].items()}
+    if paper.get("breakdown"):
+        spec["breakdown"] = _breakdown(paper["breakdown"], spec["rows"], path)
     return spec
+
+
+def _breakdown(raw, rows: dict, path: Path) -> dict:
+    """A plan's `paper.breakdown`: one metric per group (`agreement_writing` ...) in a second table
+    (the paper's Table 6: agreement per MT-bench category), its cells per row key of the table."""
+    where = f"{path}: paper.breakdown"
+    if not isinstance(raw, dict) or not {"title", "metric", "columns", "rows"} <= set(raw):
+        raise ConfigError(f"{where}: needs title, metric, columns and rows")
+    columns = list(raw["columns"])
+    for key, cells in raw["rows"].items():
+        if key not in rows:
+            raise ConfigError(f"{where}: row {key!r} is not one of the table's rows ({', '.join(rows)})")
+        if len(cells) != len(columns):
+            raise ConfigError(f"{where}: row {key!r} has {len(cells)} cells for {len(columns)} columns")
+    return {"title": raw["title"], "metric": raw["metric"], "columns": columns, "rows": dict(raw["rows"]),
+            "labels": dict(raw.get("labels") or {})}
 
 
 class _Paper(Mapping):
@@ -252,4 +270,25 @@ def render_table(table: str, scale: str, summaries: list, where: str | None = No
                      f"run [{folder}]({folder}/summary.txt).{note}")
     for name, status, why in missing:
         lines.append(f"- {name}: **{status}** ({why}), so its rows are empty.")
-    return "\n".join(lines) + "\n"
+    if spec.get("breakdown"):
+        lines += [""] + _breakdown_lines(spec, cells_of, tasks)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _breakdown_lines(spec: dict, cells_of: dict, tasks: list[str]) -> list[str]:
+    """The second table: per row, ours then the paper's cell for each group (`-` where either has none)."""
+    bd = spec["breakdown"]
+    lines = [f"## {bd['title']}", "", "Each cell: ours (paper).", "",
+             "| row | " + " | ".join(bd["columns"]) + " |", "|" + "---|" * (len(bd["columns"]) + 1)]
+    for key, (label, _) in spec["rows"].items():
+        found = [cells_of[(key, task)] for task in tasks if (key, task) in cells_of]
+        paper = bd["rows"].get(key)
+        if not found and paper is None:
+            continue
+        cells = [label + (f" (the paper's row: {bd['labels'][key]})" if key in bd["labels"] else "")]
+        for i, column in enumerate(bd["columns"]):
+            value = found[0]["metrics"].get(f"{bd['metric']}_{column}") if found else None
+            ours = f"{100 * value:.1f}%" if isinstance(value, float) and value == value else "-"
+            cells.append(f"{ours} ({paper[i]}%)" if paper is not None and paper[i] is not None else f"{ours} (-)")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]

@@ -210,6 +210,28 @@ def test_reproduce_renders_ours_beside_the_paper():
     assert "| Distill 2-Step RaR, no self-consistency filter | - | - | - | - | - | 87.5% | - |" in text
 
 
+def test_reproduce_renders_table3s_categories_beside_the_papers_table6():
+    """Table 3's plan carries the paper's Table 6: agreement per MT-bench category, ours (paper)."""
+    from s2d.config import RunConfig
+    from s2d.reproduce import PAPER, render_table
+
+    assert PAPER["table3"]["breakdown"]["columns"][:2] == ["writing", "reasoning"]
+    cfg = RunConfig.build({"task": "mt_bench_judge", "method": "bsm"})
+    metrics = {"agreement": 0.5, "inconsistent": 0.3, "agreement_writing": 0.25, "agreement_stem": float("nan")}
+    rows = [{"condition": "system1", "metrics": metrics, "mean_tokens": 4.0}]
+    text = render_table("table3", "small", [(cfg, {"rows": rows, "run": "runs/x"}, {"system1": "system1"})])
+    assert "| System 1 | 25.0% (48.98%) | - (54.89%) |" in text and text.rstrip().endswith("| - (79.59%) |")
+    assert "| Distill BSM (the paper's row: Distill System 2, label only) | - (70.77%) |" in text
+    from pathlib import Path
+
+    from s2d.errors import ConfigError
+    from s2d.reproduce import _breakdown
+
+    bad = {"title": "t", "metric": "agreement", "columns": ["writing", "math"], "rows": {"system1": [1.0]}}
+    with pytest.raises(ConfigError, match=r"t3.yaml: paper.breakdown: row 'system1' has 1 cells for 2 columns"):
+        _breakdown(bad, PAPER["table3"]["rows"], Path("t3.yaml"))
+
+
 @pytest.mark.slow
 def test_second_round_samples_come_from_the_first_rounds_merged_weights(tiny_data, tmp_path, model_path):
     """Two rounds on the real model (hf engine): round 2's teacher is round 1's merged student, the
