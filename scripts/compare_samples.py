@@ -10,8 +10,11 @@ the two parsed answers are the same, the exact McNemar test on the documents whe
 right (a two-sided binomial test of the discordant pairs: a score difference of a few documents is
 often no difference at all), and each record's most frequent answers (a student that learnt a
 prior, such as "yes" to every coin flip, shows here). A document is right when its metric is above
-0, so `--metric` must be one where higher is better (exact_match, acc). Both records must be of
-the same task, task options and limit; documents are paired by their id.
+0, so `--metric` must be one where higher is better (exact_match, acc). The judge's `agreement`
+is per document [hits, votes] (the share of its human votes the verdict matches): documents are
+then compared by share, and the test is the exact sign test on those whose shares differ (McNemar's
+test is its 0/1 case). Both records must be of the same task, task options and limit; documents are
+paired by their id.
 """
 
 from __future__ import annotations
@@ -75,14 +78,34 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
+def value(metric) -> float | None:
+    """A document's score: a number, or ``[hits, votes]`` (the judge's agreement: the share of the
+    document's human votes its verdict matches) as hits / votes; None where it has none."""
+    if isinstance(metric, bool) or metric is None:
+        return None if metric is None else float(metric)
+    if isinstance(metric, (int, float)):
+        return float(metric)
+    if isinstance(metric, (list, tuple)) and len(metric) == 2 and all(isinstance(x, (int, float)) for x in metric):
+        return metric[0] / metric[1] if metric[1] else None
+    raise SystemExit(f"a per-document metric must be a number or [hits, votes], got {metric!r}")
+
+
 def compare(a: dict, b: dict, metric: str = "exact_match") -> dict:
-    """Counts over the documents both sample sets hold (a document without ``metric`` is skipped)."""
-    both = [k for k in a if k in b and metric in (a[k].get("metrics") or {}) and metric in (b[k].get("metrics") or {})]
-    right = collections.Counter((a[k]["metrics"][metric] > 0, b[k]["metrics"][metric] > 0) for k in both)
-    only_a, only_b = right[(True, False)], right[(False, True)]
+    """Counts over the documents both sample sets hold (a document without ``metric`` is skipped).
+    "only_a": documents where a scores higher than b (with 0/1 scores: a right, b wrong), so the test
+    on only_a against only_b is McNemar's, and for shares of votes the exact sign test."""
+    scores = {k: (value((a[k].get("metrics") or {}).get(metric)), value((b[k].get("metrics") or {}).get(metric)))
+              for k in a if k in b}
+    both = [k for k, (x, y) in scores.items() if x is not None and y is not None]
+    right = collections.Counter((scores[k][0] > scores[k][1]) - (scores[k][0] < scores[k][1]) for k in both)
+    only_a, only_b = right[1], right[-1]
     return {
         "documents": len(both), "unpaired_a": len(a) - len(both), "unpaired_b": len(b) - len(both),
-        "both_right": right[(True, True)], "only_a": only_a, "only_b": only_b, "neither": right[(False, False)],
+        "both_right": sum(scores[k][0] == scores[k][1] > 0 for k in both), "only_a": only_a, "only_b": only_b,
+        "neither": sum(scores[k][0] == scores[k][1] == 0 for k in both),
+        "shares": any(0 < x < 1 for k in both for x in scores[k]),
+        "score_a": sum(scores[k][0] for k in both) / max(len(both), 1),
+        "score_b": sum(scores[k][1] for k in both) / max(len(both), 1),
         "same_answer": sum(a[k].get("answer") == b[k].get("answer") for k in both),
         "mcnemar_p": mcnemar_exact(only_a, only_b),
         "answers_a": collections.Counter(str(a[k].get("answer")) for k in both).most_common(3),
@@ -105,10 +128,13 @@ def report(c: dict, name_a: str, name_b: str, metric: str) -> str:
              f"| | {name_b} right | {name_b} wrong |", "|---|---|---|",
              f"| {name_a} right | {share('both_right')} | {share('only_a')} |",
              f"| {name_a} wrong | {share('only_b')} | {share('neither')} |", "",
-             f"- {name_a} {(c['both_right'] + c['only_a']) / max(n, 1):.1%}, "
-             f"{name_b} {(c['both_right'] + c['only_b']) / max(n, 1):.1%}; the same parsed answer on {share('same_answer')}",
-             f"- exact McNemar test on the {c['only_a'] + c['only_b']} documents where one is right: "
-             f"p = {c['mcnemar_p']:.3g}",
+             f"- {name_a} {c['score_a']:.1%}, {name_b} {c['score_b']:.1%} (the mean per document); the same parsed "
+             f"answer on {share('same_answer')}",
+             (f"- scores are shares of a document's votes: \"right\" above means the higher score, \"both right\" "
+              f"equal and above 0; exact sign test on the {c['only_a'] + c['only_b']} documents whose scores differ: "
+              f"p = {c['mcnemar_p']:.3g}") if c["shares"] else
+             (f"- exact McNemar test on the {c['only_a'] + c['only_b']} documents where one is right: "
+              f"p = {c['mcnemar_p']:.3g}"),
              f"- most frequent answers: {name_a} {top(c['answers_a'])}; {name_b} {top(c['answers_b'])}"]
     return "\n".join(lines)
 

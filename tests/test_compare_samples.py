@@ -103,3 +103,22 @@ def test_records_of_other_task_options_or_limits_are_refused_naming_both(script,
     assert mod.main([str(one), str(old)]) == 0
     with pytest.raises(SystemExit, match="words_per_example"):
         mod.main([str(two), str(old)])
+
+
+def test_the_judges_agreement_pairs_documents_by_their_share_of_votes(script, capsys):
+    """The judge's per-document agreement is [hits, votes]: compared by share, tested by the sign test
+    (McNemar's with 0/1 scores), on the committed Table 3 records of the 1.5B model."""
+    mod = script("compare_samples")
+    judge = ROOT / "results/reproduce/small/qwen2.5-coder-1.5b/table3_mt_bench_bsm/eval/qwen2.5-coder-1.5b/mt_bench_judge"
+    a, b = mod.read_samples(judge / "system1.json"), mod.read_samples(judge / "system2-bsm.json")
+    hits, votes = map(sum, zip(*(row["metrics"]["agreement"] for row in a.values())))
+    record = json.loads((judge / "system1.json").read_text())["lm_eval"]["results"]["s2d_mt_bench_judge"]
+    assert hits / votes == pytest.approx(record["agreement,none"])  # the lists are what the record sums
+    c = mod.compare(a, b, "agreement")
+    assert c["documents"] == 200 and c["shares"] and c["only_a"] > c["only_b"]
+    assert c["only_a"] + c["only_b"] + c["both_right"] + c["neither"] <= 200
+    assert mod.value([1, 2]) == 0.5 and mod.value(None) is None and mod.value(True) == 1.0
+    with pytest.raises(SystemExit, match="a number or \\[hits, votes\\]"):
+        mod.value(["82-a-b", "tie"])  # the inconsistency metric is not a score
+    assert mod.main([str(judge / "system1.json"), str(judge / "system2-bsm.json"), "--metric", "agreement"]) == 0
+    assert "exact sign test on the" in capsys.readouterr().out
