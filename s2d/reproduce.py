@@ -56,6 +56,8 @@ def _breakdown(raw, rows: dict, path: Path) -> dict:
     where = f"{path}: paper.breakdown"
     if not isinstance(raw, dict) or not {"title", "metric", "columns", "rows"} <= set(raw):
         raise ConfigError(f"{where}: needs title, metric, columns and rows")
+    if not isinstance(raw["columns"], list) or not isinstance(raw["rows"], dict):
+        raise ConfigError(f"{where}: columns is a list of names, rows a mapping of row key -> cells")
     columns = list(raw["columns"])
     for key, cells in raw["rows"].items():
         if key not in rows:

@@ -230,6 +230,8 @@ def test_reproduce_renders_table3s_categories_beside_the_papers_table6():
     bad = {"title": "t", "metric": "agreement", "columns": ["writing", "math"], "rows": {"system1": [1.0]}}
     with pytest.raises(ConfigError, match=r"t3.yaml: paper.breakdown: row 'system1' has 1 cells for 2 columns"):
         _breakdown(bad, PAPER["table3"]["rows"], Path("t3.yaml"))
+    with pytest.raises(ConfigError, match=r"rows a mapping"):
+        _breakdown({**bad, "rows": [[1.0, 2.0]]}, PAPER["table3"]["rows"], Path("t3.yaml"))
 
 
 @pytest.mark.slow
