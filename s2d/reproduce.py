@@ -58,7 +58,7 @@ def _breakdown(raw, rows: dict, path: Path) -> dict:
         raise ConfigError(f"{where}: needs title, metric, columns and rows")
     if not isinstance(raw["columns"], list) or not isinstance(raw["rows"], dict):
         raise ConfigError(f"{where}: columns is a list of names, rows a mapping of row key -> cells")
-    columns = list(raw["columns"])
+    columns = raw["columns"]
     for key, cells in raw["rows"].items():
         if key not in rows:
             raise ConfigError(f"{where}: row {key!r} is not one of the table's rows ({', '.join(rows)})")
@@ -283,13 +283,13 @@ def _breakdown_lines(spec: dict, cells_of: dict, tasks: list[str]) -> list[str]:
     lines = [f"## {bd['title']}", "", "Each cell: ours (paper).", "",
              "| row | " + " | ".join(bd["columns"]) + " |", "|" + "---|" * (len(bd["columns"]) + 1)]
     for key, (label, _) in spec["rows"].items():
-        found = [cells_of[(key, task)] for task in tasks if (key, task) in cells_of]
+        found = next((cells_of[(key, task)] for task in tasks if (key, task) in cells_of), None)
         paper = bd["rows"].get(key)
-        if not found and paper is None:
+        if found is None and paper is None:
             continue
         cells = [label + (f" (the paper's row: {bd['labels'][key]})" if key in bd["labels"] else "")]
         for i, column in enumerate(bd["columns"]):
-            value = found[0]["metrics"].get(f"{bd['metric']}_{column}") if found else None
+            value = found["metrics"].get(f"{bd['metric']}_{column}") if found else None
             ours = f"{100 * value:.1f}%" if isinstance(value, float) and value == value else "-"
             cells.append(f"{ours} ({paper[i]}%)" if paper is not None and paper[i] is not None else f"{ours} (-)")
         lines.append("| " + " | ".join(cells) + " |")

@@ -81,9 +81,9 @@ def mcnemar_exact(b: int, c: int) -> float:
 def value(metric) -> float | None:
     """A document's score: a number, or ``[hits, votes]`` (the judge's agreement: the share of the
     document's human votes its verdict matches) as hits / votes; None where it has none."""
-    if isinstance(metric, bool) or metric is None:
-        return None if metric is None else float(metric)
-    if isinstance(metric, (int, float)):
+    if metric is None:
+        return None
+    if isinstance(metric, (int, float)):  # bool too
         return float(metric)
     if isinstance(metric, (list, tuple)) and len(metric) == 2 and all(isinstance(x, (int, float)) for x in metric):
         return metric[0] / metric[1] if metric[1] else None
