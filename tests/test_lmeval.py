@@ -98,6 +98,16 @@ def test_wheel_ships_the_task_files(tmp_path):
         assert f"s2d/lm_eval_tasks/s2d_{t}/s2d_{t}.yaml" in names and f"s2d/lm_eval_tasks/s2d_{t}/utils.py" in names
 
 
+def test_a_source_checkout_that_was_never_installed_finds_its_task_files():
+    # The package s2d.lm_eval_tasks exists only once installed (tasks/ mapped at install time); a
+    # checkout on PYTHONPATH (a lent GPU machine) takes the tasks/ folder beside s2d/.
+    code = ("import sys; sys.modules['s2d.lm_eval_tasks'] = None\n"
+            "from s2d.lmeval.tasks import tasks_path; print(tasks_path())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    folder = Path(out.stdout.strip())
+    assert folder == ROOT / "tasks" and all((folder / f"s2d_{t}" / f"s2d_{t}.yaml").is_file() for t in TASKS)
+
+
 @pytest.mark.slow
 def test_s2d_eval_and_stock_lm_eval_agree_on_the_embedded_model(tiny_data, tmp_path, model_path):
     """`s2d eval --backend hf` and `lm_eval --model hf --apply_chat_template` send the same prompts:

@@ -13,7 +13,6 @@ import os
 import shutil
 from pathlib import Path
 
-import s2d.lm_eval_tasks
 from s2d.errors import ConfigError
 from s2d.options import Option, check_range, signature_defaults, validate_options
 from s2d.plugins import build, get_plugins
@@ -22,6 +21,15 @@ from s2d.tasks.base import Task, subset
 
 def tasks_path() -> str:
     """The folder of s2d's lm-eval task files, for ``lm_eval --include_path``."""
+    try:
+        import s2d.lm_eval_tasks
+    except ModuleNotFoundError:
+        # A source checkout on PYTHONPATH, never installed (a lent GPU machine): the package is only
+        # the top-level tasks/ folder mapped at install time, so take that folder beside s2d/.
+        folder = Path(__file__).resolve().parents[2] / "tasks"
+        if not (folder / "__init__.py").is_file():
+            raise
+        return str(folder)
     return str(Path(s2d.lm_eval_tasks.__file__).parent)
 
 
