@@ -33,7 +33,7 @@ from typing import Callable
 
 from s2d.backends import default_backend_name, load_backend
 from s2d.config import DEFAULTS, RunConfig
-from s2d.curators.base import write_curated
+from s2d.curators.base import task_judge, write_curated
 from s2d.errors import ConfigError, TaskDataError
 from s2d.files import atomic_folder, check_output, portable_path, read_jsonl, write_json, write_jsonl
 from s2d.lmeval.run import evaluate, record_path
@@ -306,7 +306,7 @@ class Round:
             # An empty curated set is a result (the method's samples never agree), not a crash:
             # `run` still scores System 1 and System 2, then reports it (`nothing_curated`).
             return write_curated(out, traces, curator.curate(traces, runner), curator=c["curator"],
-                                 extra={"method": c["method"], "round": self.r,
+                                 judge=task_judge(self.run.task()), extra={"method": c["method"], "round": self.r,
                                         "traces": str(self.folder.traces(self.r).relative_to(self.folder.path))})
 
         return self._stage("curate", self.folder.curation_done(self.r), work)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from s2d.config import RunConfig
-from s2d.curators.base import write_curated
+from s2d.curators.base import task_judge, write_curated
 from s2d.errors import InputError
 from s2d.files import check_output, local_path, write_jsonl
 from s2d.lmeval.tasks import build_task
@@ -88,7 +88,7 @@ def curate_file(cfg: RunConfig, open_engine: Callable[[], Any], *, traces_path: 
     finally:
         if engine is not None:
             engine.close()
-    return write_curated(out_path, traces, decisions, curator=cfg["curator"],
+    return write_curated(out_path, traces, decisions, curator=cfg["curator"], judge=task_judge(task),
                          extra={"traces": str(traces_path), "method": traces[0].get("method")})
 
 

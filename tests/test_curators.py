@@ -176,3 +176,32 @@ def test_curator_option_ranges_and_errors_say_their_prefix_once(tmp_path):
                                        "--set", f"curator_options.{setting}"])
         assert res.exit_code != 0 and message in res.output and "Traceback" not in res.output, res.output
         assert res.output.count("curator 'majority'") <= 1 and "majority: majority" not in res.output, res.output
+
+
+def test_target_accuracy_uses_the_tasks_scorer_where_a_reference_is_no_single_string(tiny_data, tmp_path):
+    """TriviaQA's references are alias lists: target accuracy (analysis only) is the task's own
+    credit for each kept target on its train document, not a string compare that never judges."""
+    from click.testing import CliRunner
+
+    from s2d.cli import cli
+
+    t = task("triviaqa_bias", test_questions=2)
+    docs = {d["id"]: d for d in t.docs("train")}
+    plain = [d for d in docs.values() if d["template"] == "plain"]
+    right, wrong = plain[0], plain[1]
+    traces = [{"id": right["id"], "task": "triviaqa_bias", "method": "s2a", "split": "train",
+               "prompt": [{"role": "user", "content": right["prompt"]}],
+               "samples": [{"response": f"It is {right['answers'][0]}.", "answer": None}]},
+              {"id": wrong["id"], "task": "triviaqa_bias", "method": "s2a", "split": "train",
+               "prompt": [{"role": "user", "content": wrong["prompt"]}],
+               "samples": [{"response": f"It is not {wrong['answers'][0]}.", "answer": None}]},
+              {"id": "no-such-doc", "task": "triviaqa_bias", "method": "s2a", "split": "train",
+               "prompt": [{"role": "user", "content": "?"}], "samples": [{"response": "Rome", "answer": None}]}]
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in traces))
+    res = CliRunner().invoke(cli, ["curate", "--curator", "none", "--set", "task_options.test_questions=2",
+                                   "--traces", str(path), "--out", str(tmp_path / "sft.jsonl")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    # 3 kept; the unknown document is not judged; "It is not X" is not credited (a negated mention)
+    assert summary["kept_inputs"] == 3 and summary["target_accuracy"] == 0.5

@@ -301,3 +301,25 @@ def test_a_run_folder_made_under_other_method_defaults_is_refused(tmp_path, monk
     claim(RunFolder(tmp_path / "other", cfg.settings))  # a new folder records the new defaults
     assert json.loads((tmp_path / "other" / "config.json").read_text())["method_resolved"]["decoding"]["respond"][
         "max_new_tokens"] == 7
+
+
+def test_distills_curation_judges_triviaqa_targets_with_the_tasks_scorer(tiny_data, tmp_path):
+    """The run's curated summary has a target accuracy on TriviaQA (alias lists, no single string
+    reference): the task's own credit for each kept target on its train document."""
+    from s2d.distill import DistillRun, RunConfig
+    from s2d.plugins import get_plugins
+
+    cfg = RunConfig.build({"task": "triviaqa_bias", "task_options": {"test_questions": 2}, "backend": "scripted",
+                           "method": "system1", "curator": "none", "curator_options": {"target": "response"}, "n": 1})
+    task = get_plugins().get("tasks", "triviaqa_bias").obj(test_questions=2)
+    docs = task.docs("train")
+    reply = f"It is {docs[0]['answers'][0]}."  # right on one train question's four prompts, wrong elsewhere
+    run = DistillRun(cfg, tmp_path / "run", progress=False, echo=lambda m: None, cache=False,
+                     backend_options={"script": {"*": reply}})
+    rnd = run.round(1)
+    rnd.generate()
+    rnd.curate()
+    summary = json.loads((tmp_path / "run" / "sft.summary.json").read_text())
+    want = sum(task.correct(d, reply) for d in docs) / len(docs)
+    assert summary["kept_inputs"] == len(docs) == 16 and 0 < want < 1
+    assert summary["target_accuracy"] == want

@@ -52,3 +52,27 @@ def test_write_stores_todays_scores_and_what_it_replaced(script, tmp_path):
     assert {k: first[k] for k in true} == true and first["response"] == rows[0]["response"]
     saved = json.loads(record.read_text())
     assert [e["before"]["exact_match"] for e in saved["s2d"]["rescored"]] == [0.5] and "_path" not in saved
+
+
+def test_refresh_summaries_fills_a_missing_target_accuracy_from_the_kept_records(script, tiny_data, tmp_path):
+    """A TriviaQA curation made when target accuracy was a string compare (None for alias lists)
+    gets the task scorer's share of right targets, in summary.json and sft.summary.json alike."""
+    from s2d.plugins import get_plugins
+
+    mod = script("refresh_summaries")
+    task = get_plugins().get("tasks", "triviaqa_bias").obj(test_questions=2)
+    plain = [d for d in task.docs("train") if d["template"] == "plain"]
+    curation = {"curator": "usc", "kept_inputs": 2, "target_accuracy": None}
+    summary = {"run": "r", "settings": {"task": "triviaqa_bias", "task_options": {"test_questions": 2},
+                                        "split": "train"}, "rows": [], "error": None, "curation": dict(curation)}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "sft.summary.json").write_text(json.dumps(curation))
+    texts = [f"It is {plain[0]['answers'][0]}.", "I do not know."]
+    (tmp_path / "sft.jsonl").write_text("".join(
+        json.dumps({"prompt": [], "completion": [{"role": "assistant", "content": t}], "s2d": {"id": d["id"]}}) + "\n"
+        for d, t in zip(plain, texts)))
+    changes = mod.refresh(tmp_path / "summary.json")
+    assert changes == ["round 1 target accuracy: None -> 0.500 (2 judged)"]
+    assert json.loads((tmp_path / "summary.json").read_text())["curation"]["target_accuracy"] == 0.5
+    assert json.loads((tmp_path / "sft.summary.json").read_text())["target_accuracy"] == 0.5
+    assert mod.refresh(tmp_path / "summary.json") == []  # filled: nothing more to do

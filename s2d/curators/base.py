@@ -14,6 +14,7 @@ answer line), for trainers that learn from the reasoning (``stepwise``); answer-
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,9 +102,40 @@ def chosen_response(samples: list[dict], answer: str | None) -> str | None:
     return next((s["response"] for s in samples if answer is not None and s["answer"] == answer), None)
 
 
+def task_judge(task) -> Callable[[dict, str], bool | None]:
+    """``judge`` for :func:`write_curated`: whether ``task``'s own scorer credits a target (its first
+    metric above 0) on the trace's document, looked up by id in the trace's split (built once, on
+    first use). None where it cannot say: no such document, or a metric that is not a number (the
+    judge's unlabeled train pairs). Analysis only: what a curator kept is decided before this runs."""
+    docs: dict[str, dict] = {}
+    built: set[str] = set()
+
+    def judge(trace: dict, target: str) -> bool | None:
+        split = trace.get("split") or "train"
+        if split not in built:
+            built.add(split)
+            try:
+                docs.update({f"{split}:{d['id']}": d for d in task.docs(split)})
+            except (ValueError, OSError, KeyError):  # no such split or data: no column, not a failed curation
+                pass
+        doc = docs.get(f"{split}:{trace['id']}")
+        if doc is None:
+            return None
+        try:
+            value = next(iter(task.score(doc, target).values()), None)
+        except (KeyError, TypeError, ValueError):
+            return None
+        return value > 0 if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    return judge
+
+
 def write_curated(out: str | Path, traces: list[dict], decisions: list[Decision], *, curator: str,
-                  extra: dict | None = None) -> dict:
-    """Write OUT (kept, TRL prompt-completion), OUT.dropped.jsonl and OUT.summary.json; return the summary."""
+                  extra: dict | None = None, judge: Callable[[dict, str], bool | None] | None = None) -> dict:
+    """Write OUT (kept, TRL prompt-completion), OUT.dropped.jsonl and OUT.summary.json; return the summary.
+    Target accuracy (analysis only) compares a kept answer with the trace's string reference; where a
+    trace has none, ``judge(trace, target)`` (the task's own scorer on the input's first target, None
+    when it cannot say) decides: TriviaQA's references are lists of aliases, credited by mention."""
     out = Path(out)
     by_id = {t["id"]: t for t in traces}
     if len(by_id) < len(traces):  # load_traces refuses these; a caller's own list may not have been checked
@@ -134,6 +166,11 @@ def write_curated(out: str | Path, traces: list[dict], decisions: list[Decision]
             if isinstance(ref, str) and d.answer is not None:  # analysis only: curators never saw it
                 judged += 1
                 correct += str(d.answer).strip().lower() == ref.strip().lower()
+            elif ref is None and judge is not None and d.examples:
+                right = judge(t, d.examples[0][1])
+                if right is not None:
+                    judged += 1
+                    correct += bool(right)
         else:
             dropped.append({"prompt": t["prompt"], "s2d": provenance})
             reasons[d.reason] += 1
