@@ -8,6 +8,7 @@ stock ``lm_eval`` CLI load the same documents and score them the same way.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -21,16 +22,17 @@ from s2d.tasks.base import Task, subset
 
 def tasks_path() -> str:
     """The folder of s2d's lm-eval task files, for ``lm_eval --include_path``."""
-    try:
-        import s2d.lm_eval_tasks
-    except ModuleNotFoundError:
-        # A source checkout on PYTHONPATH, never installed (a lent GPU machine): the package is only
-        # the top-level tasks/ folder mapped at install time, so take that folder beside s2d/.
-        folder = Path(__file__).resolve().parents[2] / "tasks"
-        if not (folder / "__init__.py").is_file():
-            raise
-        return str(folder)
-    return str(Path(s2d.lm_eval_tasks.__file__).parent)
+    # find_spec, not an import: the folder is all lm-eval needs, and nothing of it runs here.
+    spec = importlib.util.find_spec("s2d.lm_eval_tasks")
+    if spec is not None and spec.origin:
+        return str(Path(spec.origin).parent)
+    # A source checkout on PYTHONPATH, never installed (a lent GPU machine): the package is only
+    # the top-level tasks/ folder mapped at install time, so take that folder beside s2d/.
+    folder = Path(__file__).resolve().parents[2] / "tasks"
+    if not (folder / "__init__.py").is_file():
+        raise ModuleNotFoundError("s2d.lm_eval_tasks: s2d's lm-eval task files are not installed "
+                                  f"and there is no {folder} beside the package")
+    return str(folder)
 
 
 def _task_class(name: str):
