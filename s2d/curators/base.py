@@ -107,18 +107,16 @@ def task_judge(task) -> Callable[[dict, str], bool | None]:
     metric above 0) on the trace's document, looked up by id in the trace's split (built once, on
     first use). None where it cannot say: no such document, or a metric that is not a number (the
     judge's unlabeled train pairs). Analysis only: what a curator kept is decided before this runs."""
-    docs: dict[str, dict] = {}
-    built: set[str] = set()
+    by_split: dict[str, dict[str, dict]] = {}  # split -> {document id: document}
 
     def judge(trace: dict, target: str) -> bool | None:
         split = trace.get("split") or "train"
-        if split not in built:
-            built.add(split)
+        if split not in by_split:
             try:
-                docs.update({f"{split}:{d['id']}": d for d in task.docs(split)})
+                by_split[split] = {str(d["id"]): d for d in task.docs(split)}
             except (ValueError, OSError, KeyError):  # no such split or data: no column, not a failed curation
-                pass
-        doc = docs.get(f"{split}:{trace['id']}")
+                by_split[split] = {}
+        doc = by_split[split].get(str(trace["id"]))
         if doc is None:
             return None
         try:
