@@ -17,7 +17,7 @@ from s2d.config import DEFAULTS
 from s2d.errors import ConfigError, InputError, RunsFailed
 from s2d.files import atomic_write
 from s2d.models import DEFAULT_MODEL
-from s2d.store import changed_settings, pct, safe_name
+from s2d.store import changed_settings, safe_name, target_accuracy_cell
 from s2d.sweep import Plan, base_ref, check_plan, flat, folder_suffix, load_plan, read_plan, run_plan, variants
 
 # The paper's tables are plans (experiments/plans/table1.yaml ...): their runs, and in their `paper`
@@ -252,9 +252,8 @@ def render_table(table: str, scale: str, summaries: list, where: str | None = No
                       for m in metrics]
             cells.append(f"{row['mean_tokens']:.1f}" if row else "-")
             cur = curation_of.get((key, task))
-            acc = (cur or {}).get("target_accuracy")
             cells += [f"{cur.get('kept_inputs')}/{cur.get('inputs')}" if cur else "-",
-                      pct(acc),
+                      target_accuracy_cell(cur),
                       f"{100 * row['cap_hit_share']:.1f}%" if row and row.get("cap_hit_share") is not None else "-"]
             values = tuple(paper.get(task, ())) + (None,) * (len(metrics) + 1)
             cells += [f"{v}%" if v is not None else "-" for v in values[: len(metrics)]]

@@ -208,6 +208,14 @@ def pct(x) -> str:
     -> ``-``. One spelling for the summary, the paper tables, the sweep report and the rescore table."""
     return f"{100 * x:.1f}%" if isinstance(x, (int, float)) and not isinstance(x, bool) and x == x else "-"
 
+
+def target_accuracy_cell(curation: dict | None) -> str:
+    """Target accuracy as a report cell, naming its denominator when some kept targets could not be
+    judged (no parsed answer): ``17.6% of 68`` rather than a share that reads as over all 200."""
+    cur = curation or {}
+    cell, judged, kept = pct(cur.get("target_accuracy")), cur.get("targets_judged"), cur.get("kept_inputs")
+    return f"{cell} of {judged}" if cell != "-" and isinstance(judged, int) and judged != kept else cell
+
 # -- eval records -----------------------------------------------------------------------------------
 def check_record(path: Path, identity: dict, overwrite: bool = False) -> None:
     """Refuse to replace a record made with other settings (unless ``overwrite``); a rerun of the

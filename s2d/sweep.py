@@ -41,7 +41,8 @@ from s2d.locks import hold
 from s2d.methods.route import CONFIDENCES
 from s2d.plugins import get_plugins
 from s2d.routing import route_run
-from s2d.store import RunFolder, changed_settings, headline_metric, load_record, metrics_of, pct, safe_name
+from s2d.store import (RunFolder, changed_settings, headline_metric, load_record, metrics_of, pct, safe_name,
+                      target_accuracy_cell)
 
 PLAN_KEYS = ("description", "base", "bases", "scale", "runs_dir", "export", "runs", "grid", "columns", "paper")
 # A run's keys that are not settings: what it is, its base, a note for the report, (the paper's
@@ -527,7 +528,7 @@ def cells(run: PlannedRun, summary: dict | None, columns: list[str]) -> list[str
             "tokens": lambda: " / ".join(tokens((by.get(c) or {}).get("mean_tokens")) for c in CONDITIONS),
             "kept": lambda: f"{cur['kept_inputs']}/{cur['inputs']}" if cur else "-",
             "records": lambda: str(cur.get("records", "-")),
-            "target_accuracy": lambda: pct(cur.get("target_accuracy")),
+            "target_accuracy": lambda: target_accuracy_cell(cur),
             "cut": lambda: pct((by.get("system2") or {}).get("cap_hit_share")),
             "error": lambda: (summary.get("error") or "-").replace("|", "/"),
             "why": lambda: run.variant.why.replace("|", "/") or "-",

@@ -76,14 +76,13 @@ def refresh_target_accuracy(summary: dict, folder: Path) -> list[str]:
             continue
         acc = sum(verdicts) / len(verdicts)
         changes.append(f"round {rnd.get('round', 1)} target accuracy: None -> {acc:.3f} ({len(verdicts)} judged)")
-        curation["target_accuracy"] = acc
+        filled = {"target_accuracy": acc, "targets_judged": len(verdicts)}
+        curation.update(filled)
         if rnd.get("round", 1) == 1 and summary.get("curation"):  # the top-level copy of round 1's
-            summary["curation"]["target_accuracy"] = acc
+            summary["curation"].update(filled)
         own = base / "sft.summary.json"
         if own.is_file():
-            on_disk = json.loads(own.read_text())
-            on_disk["target_accuracy"] = acc
-            write_json(own, on_disk)
+            write_json(own, {**json.loads(own.read_text()), **filled})
     return changes
 
 

@@ -99,7 +99,7 @@ def test_curate_cli_writes_trl_records_dropped_and_summary(tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
     assert (summary["kept_inputs"], summary["dropped"], summary["dropped_by_reason"]) == (2, 1, {"tie": 1})
-    assert summary["target_accuracy"] == 0.5
+    assert (summary["target_accuracy"], summary["targets_judged"]) == (0.5, 2)
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert rows[0]["prompt"] == [{"role": "user", "content": "Qa"}]
     assert rows[0]["completion"] == [{"role": "assistant", "content": "Final answer: 4"}]
@@ -204,4 +204,19 @@ def test_target_accuracy_uses_the_tasks_scorer_where_a_reference_is_no_single_st
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
     # 3 kept; the unknown document is not judged; "It is not X" is not credited (a negated mention)
-    assert summary["kept_inputs"] == 3 and summary["target_accuracy"] == 0.5
+    assert (summary["kept_inputs"], summary["target_accuracy"], summary["targets_judged"]) == (3, 0.5, 2)
+
+
+def test_target_accuracy_names_its_denominator_when_some_targets_could_not_be_judged(tmp_path):
+    """The unfiltered curator keeps every input, parsed or not: its target accuracy is over the
+    targets that parsed, and the report cell says so instead of reading as a share of all kept."""
+    from s2d.curators.base import write_curated
+    from s2d.store import target_accuracy_cell
+
+    traces = [trace("a", ["4"], reference="4"), trace("b", [None], ["no answer here"], reference="2"),
+              trace("c", ["3"], reference="9")]
+    summary = write_curated(tmp_path / "sft.jsonl", traces, list(decide("none", traces).values()), curator="none")
+    assert (summary["kept_inputs"], summary["targets_judged"], summary["target_accuracy"]) == (3, 2, 0.5)
+    assert target_accuracy_cell(summary) == "50.0% of 2"
+    assert target_accuracy_cell({**summary, "targets_judged": 3}) == "50.0%"
+    assert target_accuracy_cell({"kept_inputs": 0, "target_accuracy": None, "targets_judged": 0}) == "-"

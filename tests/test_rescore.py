@@ -73,6 +73,7 @@ def test_refresh_summaries_fills_a_missing_target_accuracy_from_the_kept_records
         for d, t in zip(plain, texts)))
     changes = mod.refresh(tmp_path / "summary.json")
     assert changes == ["round 1 target accuracy: None -> 0.500 (2 judged)"]
-    assert json.loads((tmp_path / "summary.json").read_text())["curation"]["target_accuracy"] == 0.5
-    assert json.loads((tmp_path / "sft.summary.json").read_text())["target_accuracy"] == 0.5
+    for written in (json.loads((tmp_path / "summary.json").read_text())["curation"],
+                    json.loads((tmp_path / "sft.summary.json").read_text())):
+        assert (written["target_accuracy"], written["targets_judged"]) == (0.5, 2)
     assert mod.refresh(tmp_path / "summary.json") == []  # filled: nothing more to do

@@ -175,8 +175,10 @@ def write_curated(out: str | Path, traces: list[dict], decisions: list[Decision]
     summary = {
         "curator": curator, "inputs": len(decisions), "kept_inputs": sum(d.kept for d in decisions),
         "records": len(kept), "dropped": sum(reasons.values()), "dropped_by_reason": dict(reasons.most_common()),
-        "target_accuracy": correct / judged if judged else None,
-        "target_accuracy_note": "against the split's reference answers, for analysis only; curation never reads them",
+        "target_accuracy": correct / judged if judged else None, "targets_judged": judged,
+        "target_accuracy_note": "against the split's reference answers, over the kept inputs whose target could be "
+                                "judged (targets_judged: an answer that parsed, or the task's scorer), for analysis "
+                                "only; curation never reads them",
         "out": out.name, **(extra or {}),  # beside this summary: no machine's absolute path in results
     }
     write_jsonl(out, kept)
