@@ -266,3 +266,21 @@ def test_new_records_hold_no_absolute_path(tiny_data, tmp_path):
                        results_dir=str(tmp_path / "run" / "eval"), task_options={"size": 4}, progress=False)
     text = path.read_text()
     assert '"/work/' not in text and '"/root/' not in text and "tasks/s2d_last_letter" in text
+
+
+def test_records_name_s2ds_task_files_by_their_place_in_s2d_wherever_it_is_installed(tiny_data, tmp_path,
+                                                                                     monkeypatch):
+    """A wheel (or an editable install that serves another checkout) keeps the task files outside
+    the repository: lm-eval's absolute config_source still becomes ``tasks/...``."""
+    import shutil
+
+    import s2d.lmeval.run as run
+    from s2d.lmeval.tasks import tasks_path
+
+    elsewhere = tmp_path / "site-packages" / "s2d" / "lm_eval_tasks"
+    shutil.copytree(tasks_path(), elsewhere)
+    monkeypatch.setattr(run, "tasks_path", lambda: str(elsewhere))
+    (path,) = run.evaluate(ScriptedBackend(script=last_letter_oracle), model_ref="scripted", tasks=["last_letter"],
+                           results_dir=str(tmp_path / "run" / "eval"), task_options={"size": 4}, progress=False)
+    text = path.read_text()
+    assert str(tmp_path) not in text and '"config_source": "tasks/s2d_last_letter/' in text

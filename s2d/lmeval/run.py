@@ -138,6 +138,17 @@ def task_manager(metadata: dict | None = None):
     return TaskManager(include_path=tasks_path(), include_defaults=False, metadata=metadata)
 
 
+
+def task_source(path: str, run_root: str | Path | None) -> str | None:
+    """Where a record says its task YAML came from: s2d's own task files as ``tasks/<task>/<file>``
+    wherever s2d is installed (a wheel, an editable install serving another checkout), others as
+    :func:`portable_path` gives them."""
+    try:
+        return "tasks/" + Path(path).resolve().relative_to(Path(tasks_path()).resolve()).as_posix()
+    except ValueError:
+        return portable_path(path, run_root)
+
+
 def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system1", adapter: str | None = None,
              limit: int | None = None, seed: int = 0, log_samples: bool = False, results_dir: str = "results/eval",
              label: str | None = None, task_options: dict | None = None, progress: bool = True,
@@ -203,7 +214,7 @@ def evaluate(backend, *, model_ref: str, tasks: list[str], method: str = "system
         for cfg in record["lm_eval"].get("configs", {}).values():  # lm-eval records its YAML's absolute path
             for holder in (cfg, cfg.get("metadata") if isinstance(cfg, dict) else None):
                 if isinstance(holder, dict) and isinstance(holder.get("config_source"), str):
-                    holder["config_source"] = portable_path(holder["config_source"], run_root)
+                    holder["config_source"] = task_source(holder["config_source"], run_root)
         write_json(out, json.loads(json.dumps(record, default=str)))
         if log_samples:
             samples = res.get("samples", {}).get(lm_task, [])
