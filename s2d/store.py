@@ -216,6 +216,7 @@ def target_accuracy_cell(curation: dict | None) -> str:
     cell, judged, kept = pct(cur.get("target_accuracy")), cur.get("targets_judged"), cur.get("kept_inputs")
     return f"{cell} of {judged}" if cell != "-" and isinstance(judged, int) and judged != kept else cell
 
+
 # -- eval records -----------------------------------------------------------------------------------
 def check_record(path: Path, identity: dict, overwrite: bool = False) -> None:
     """Refuse to replace a record made with other settings (unless ``overwrite``); a rerun of the

@@ -138,7 +138,6 @@ def task_manager(metadata: dict | None = None):
     return TaskManager(include_path=tasks_path(), include_defaults=False, metadata=metadata)
 
 
-
 def task_source(path: str, run_root: str | Path | None) -> str | None:
     """Where a record says its task YAML came from: s2d's own task files as ``tasks/<task>/<file>``
     wherever s2d is installed (a wheel, an editable install serving another checkout), others as
