@@ -197,6 +197,24 @@ def test_last_letter_reads_answers_with_an_aside(text, answer):
 
 
 @pytest.mark.parametrize("text,answer", [
+    ('The answer to the original question is: "ay"', "ay"),
+    ('The answer to the rephrased question is: "ea"', "ea"),
+    ('The answer to the original question "Take the last letters of the words in \'Olga Nataly\' and concatenate '
+     'them" is indeed "ay".', "ay"),
+    ('The words are "Lacey" and "Nora". The last letter of "Lacey" is "y", and the last letter of "Nora" is "a". '
+     'Finally, we concatenate these last letters to form the single word "ya".', "ya"),
+    ('When we combine them, we get the new word "aa".', "aa"),
+    ('The last letters of the words in "Lorna Lenny" spell "ay".', "ay"),
+    ('Concatenating these letters gives us "ea".  The rephrased question is "To solve this problem, let\'s break it '
+     'down into smaller steps and concatenate the last letters of each word."', "ea"),
+    ('So, the final result is "Joy is a word that has a special meaning in the context of language."', None)])
+def test_last_letter_reads_rar_original_wording_answers(text, answer):
+    """Step 2 of RaR's original wording answers "the original question" and quotes the rephrased one
+    (the 1.5B model's train samples in the Table 1 lever run, 2026-12-05): a quoted sentence is no answer."""
+    assert task("last_letter").extract(text) == answer
+
+
+@pytest.mark.parametrize("text,answer", [
     ("The coin is heads up.", "yes"), ("It is heads up.", "yes"), ("Heads up.", "yes"),
     ("Since the coin was initially heads up and flipped twice, it is heads up.", "yes"),
     ("A coin is heads up. Ann flips the coin.", None),

@@ -25,8 +25,8 @@ def names(task: str, data_dir=None) -> list[str]:
 
 # Where a response gives its answer: "Final answer:", "The answer is", "The answer to this question
 # is:", "the result is", "Answer:", what code "will output:", "La respuesta es".
-MARKER = re.compile(r"\bfinal\s+answer\b|\banswer(?:\s+to\s+(?:the|this|your)\s+(?:question|problem)"
-                    r"(?:\s*\"[^\"\n]*\")?)?\s*(?:is|would\s+be|will\s+be|:)|\bresult\s+is"
+MARKER = re.compile(r"\bfinal\s+answer\b|\banswer(?:\s+to\s+(?:the|this|your)\s+(?:(?:original|rephrased)\s+)?"
+                    r"(?:question|problem)(?:\s*\"[^\"\n]*\")?)?\s*(?:is(?:\s+indeed)?|would\s+be|will\s+be|:)|\bresult\s+is"
                     r"|\boutput\s*(?:is|will\s+be)?\s*:|\brespuesta(?:\s+final)?\s*(?:es|:)", flags=re.I)
 BOXED = re.compile(r"\\boxed\s*\{(?:\\text\s*\{)?([^{}]*)\}")
 # A quoted or bold answer after a concluding verb: 'gives "ey"', 'we get "er"', 'are "Ty"',
@@ -35,7 +35,8 @@ QUOTE = r"(?:\*\*|[\"'“”‘’`])"
 ITEM = QUOTE + r"+\s*[A-Za-z][A-Za-z ,+.-]*?\s*[.!]?" + QUOTE + r"+"
 QUOTED_LIST = ITEM + r"(?:\s*(?:,|\+|\band\b|,\s*and\b)\s*" + ITEM + r")*"
 CONCLUSION = re.compile(r"(?:\b(?:gives?|giving|get|gets|got|obtain(?:s|ed)?|becomes?|results?\s+in|yields?|forms?|"
-                        r"is|are|es|equals?|ends?\s+with)\s+(?:us\s+)?(?:the\s+(?:string|word|result|letters?)\s+)?"
+                        r"is|are|es|equals?|ends?\s+with|spells?)\s+(?:us\s+)?"
+                        r"(?:the\s+(?:(?:new|single|final|resulting)\s+)?(?:string|word|result|letters?)\s+)?"
                         r"|\s[-–—→]\s*|->\s*)(" + QUOTED_LIST + r")"
                         r"|=\s*" + QUOTE + r"*([A-Za-z]+)\b" + QUOTE + r"*", flags=re.I)
 STEP = re.compile(r"\blast\s+letter\s+(?:of|in)\s+(?:the\s+(?:word|name)\s+)?" + QUOTE + r"?[\w'-]+" + QUOTE
@@ -108,9 +109,11 @@ def extract_letters(text: str) -> str | None:
         return max(candidates)[1]
     concluded = [m for m in CONCLUSION.finditer(text) if not STEP.search(text[:m.start()])
                  and not re.match(r"\s*(?:,|\+)\s*" + QUOTE + r"+\s*[A-Za-z]*\s*$", text[m.end():])]  # a list cut short
-    if concluded:
-        last = concluded[-1]
-        return letters(re.sub(QUOTE, " ", last.group(1)) if last.group(1) else last.group(2))
+    # A quoted sentence ('The rephrased question is "To solve this, let's ..."') is no answer.
+    answers = [letters(re.sub(QUOTE, " ", m.group(1)) if m.group(1) else m.group(2)) for m in concluded]
+    answers = [a for a in answers if a and len(a.split()) <= 4]
+    if answers:
+        return answers[-1]
     bare = [m.group(1) for m in UNQUOTED.finditer(text) if m.group(1).lower() not in PROSE | NOT_ANSWERS]
     if bare:  # "Concatenating them gives rb." at the end of a line
         return letters(bare[-1])
