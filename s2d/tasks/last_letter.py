@@ -24,10 +24,11 @@ def names(task: str, data_dir=None) -> list[str]:
 
 
 # Where a response gives its answer: "Final answer:", "The answer is", "The answer to this question
-# is:", "the result is", "Answer:", what code "will output:", "La respuesta es".
+# is:", "The answer to the original question is" (RaR's step 2), "the result is", "Answer:", what
+# code "will output:", "La respuesta es".
 MARKER = re.compile(r"\bfinal\s+answer\b|\banswer(?:\s+to\s+(?:the|this|your)\s+(?:(?:original|rephrased)\s+)?"
-                    r"(?:question|problem)(?:\s*\"[^\"\n]*\")?)?\s*(?:is(?:\s+indeed)?|would\s+be|will\s+be|:)|\bresult\s+is"
-                    r"|\boutput\s*(?:is|will\s+be)?\s*:|\brespuesta(?:\s+final)?\s*(?:es|:)", flags=re.I)
+                    r"(?:question|problem)(?:\s*\"[^\"\n]*\")?)?\s*(?:is(?:\s+indeed)?|would\s+be|will\s+be|:)"
+                    r"|\bresult\s+is|\boutput\s*(?:is|will\s+be)?\s*:|\brespuesta(?:\s+final)?\s*(?:es|:)", flags=re.I)
 BOXED = re.compile(r"\\boxed\s*\{(?:\\text\s*\{)?([^{}]*)\}")
 # A quoted or bold answer after a concluding verb: 'gives "ey"', 'we get "er"', 'are "Ty"',
 # '= ya', 'ends with "ck"' ("The last letter of "Omar" is "r"" is a step, not a conclusion).
