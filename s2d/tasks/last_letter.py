@@ -46,6 +46,7 @@ STEP = re.compile(r"\blast\s+letter\s+(?:of|in)\s+(?:the\s+(?:word|name)\s+)?" +
 UNQUOTED = re.compile(r"\b(?:gives?|giving|get|gets|got|forms?|becomes?|results?\s+in|yields?)\s+(?:us\s+)?"
                       r"(?:the\s+(?:string|word|result|letters?)\s+)?([A-Za-z]{1,8})\s*[.!]?[ \t]*$", flags=re.I | re.M)
 NOT_ANSWERS = {"answer", "result", "string", "word", "letters", "letter", "them", "us", "me", "you", "one", "two"}
+MAX_WORDS = 4  # an answer longer than this is a sentence (marked, concluded or on the first line)
 # Words of a sentence, not of an answer ("Final answer: The last letters are ...", "Sounds like a
 # challenge."); alone, each but "final" and "answer" (a marker cut short) can be an answer.
 PROSE = {"a", "the", "this", "that", "these", "those", "it", "its", "we", "i", "you", "to", "in", "of", "for", "by",
@@ -86,7 +87,7 @@ def marked_letters(segment: str) -> str | None:
     if len(words) > 1 and PROSE.intersection(words) and "," in phrase:  # "ya, which is ..."
         phrase = phrase.split(",", 1)[0]
         words = phrase.lower().split()
-    if len(words) > 4 or words[0] in {"final", "answer"} or len(words) > 1 and PROSE.intersection(words):
+    if len(words) > MAX_WORDS or words[0] in {"final", "answer"} or len(words) > 1 and PROSE.intersection(words):
         return None
     return letters(phrase)
 
@@ -112,7 +113,7 @@ def extract_letters(text: str) -> str | None:
                  and not re.match(r"\s*(?:,|\+)\s*" + QUOTE + r"+\s*[A-Za-z]*\s*$", text[m.end():])]  # a list cut short
     # A quoted sentence ('The rephrased question is "To solve this, let's ..."') is no answer.
     answers = [letters(re.sub(QUOTE, " ", m.group(1)) if m.group(1) else m.group(2)) for m in concluded]
-    answers = [a for a in answers if a and len(a.split()) <= 4]
+    answers = [a for a in answers if a and len(a.split()) <= MAX_WORDS]
     if answers:
         return answers[-1]
     bare = [m.group(1) for m in UNQUOTED.finditer(text) if m.group(1).lower() not in PROSE | NOT_ANSWERS]
@@ -120,7 +121,7 @@ def extract_letters(text: str) -> str | None:
         return letters(bare[-1])
     first = next((line for line in text.splitlines() if line.strip()), "")
     word = r"[A-Za-z]+(?:-[A-Za-z]+)*"  # "DEN-E-S-E": a word spelled with hyphens
-    m = re.fullmatch(r"\s*[\"'*`“”‘’]*\s*(" + word + r"(?:(?:\s*,\s*|\s+)" + word + r"){0,3}"
+    m = re.fullmatch(r"\s*[\"'*`“”‘’]*\s*(" + word + r"(?:(?:\s*,\s*|\s+)" + word + f"){{0,{MAX_WORDS - 1}}}"
                      r"|[A-Za-z](?:\s*(?:[,+&.-]|\band\b|\s)\s*[A-Za-z])+)[\"'*`“”‘’]*\s*[.!]?\s*", first)
     if not m:
         return None
