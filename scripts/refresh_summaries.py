@@ -1,6 +1,7 @@
 """Bring the rows of exported `s2d distill` summaries (summary.json and summary.txt) up to date with
 their eval records, after `scripts/rescore_samples.py --write` changed a record's scores. Only the
-scores move: each row is read again from the record of its condition beside it, nothing is generated.
+scores move: each row is read again from the record of its condition beside it (or, for an eval
+run whose records live elsewhere, the repo-relative path its `records` names), nothing is generated.
 A curation without a target accuracy (made before the task's own scorer judged targets whose
 reference is no single string, as TriviaQA's alias lists) gets it from its kept records (sft.jsonl)
 and the task's train documents (the data through S2D_DATA_DIR).
@@ -14,7 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 
 def refresh(summary_path: Path) -> list[str]:
@@ -31,6 +33,9 @@ def refresh(summary_path: Path) -> list[str]:
         base = folder if rnd.get("round", 1) == 1 else folder / f"round{rnd['round']}"
         for row in rnd.get("rows", []):
             found = list((base / "eval").glob(f"*/*/{row['condition']}.json"))
+            named = (summary.get("records") or {}).get(row["condition"]) if base == folder else None
+            if not found and named and (ROOT / named).is_file():  # an eval run's record kept elsewhere
+                found = [ROOT / named]
             rec = load_record(found[0]) if len(found) == 1 else None
             if rec is None:
                 continue

@@ -223,6 +223,21 @@ def test_coin_flip_reads_one_sentence_answers_but_not_the_premise(text, answer):
     assert task("coin_flip").extract(text) == answer
 
 
+@pytest.mark.parametrize("text,answer", [
+    ("The answer to the original question is: Yes.", "yes"),
+    ('The answer to the rephrased question is "No". Therefore, the answer to the original question is also "No".',
+     "no"),
+    ('The answer to the original question "Is the coin still heads up?" is: No.', "no"),
+    ("So the answer to the original question is **No**.", "no"),
+    # The 135M model's System 1 (results/search, coin_flip system1+subset=300): read as no answer before.
+    ("Flipping a coin and determining whether it's heads or tails. The answer is indeed no, but let's break it "
+     "down.\n\nWhen you flip a coin, there are two possible outcomes.", "no")])
+def test_coin_flip_reads_rar_original_wording_answers(text, answer):
+    """Step 2 of RaR's original wording answers "the original question", as the last-letter lever's
+    samples do ("The answer to the original question is: ...")."""
+    assert task("coin_flip").extract(text) == answer
+
+
 @pytest.mark.parametrize("text,right", [
     ("It was not Roald Dahl \u2014 it was A.A. Milne.", True), ("Not Roald Dahl (it was A.A. Milne).", True),
     ("The answer is not A.A. Milne.", False), ("It was A.A. Milne, not Roald Dahl.", True)])

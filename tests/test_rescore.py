@@ -77,3 +77,18 @@ def test_refresh_summaries_fills_a_missing_target_accuracy_from_the_kept_records
                     json.loads((tmp_path / "sft.summary.json").read_text())):
         assert (written["target_accuracy"], written["targets_judged"]) == (0.5, 2)
     assert mod.refresh(tmp_path / "summary.json") == []  # filled: nothing more to do
+
+
+def test_refresh_summaries_reads_an_eval_runs_records_where_its_summary_names_them(script, tmp_path):
+    """An eval run exported without its records (results/search/runs) names them repo-relative in
+    `records`: a rescored record's score reaches its summary too."""
+    mod = script("refresh_summaries")
+    named = "results/eval/qwen2.5-coder-1.5b/coin_flip/system1+limit=100.json"
+    score = json.loads((ROOT / named).read_text())["lm_eval"]["results"]["s2d_coin_flip"]["exact_match,none"]
+    summary = {"run": "r", "settings": {"task": "coin_flip"}, "error": None, "curation": None,
+               "rows": [{"condition": "system1", "metric": "exact_match", "score": score + 0.25, "metrics": {}}],
+               "records": {"system1": named}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert mod.refresh(tmp_path / "summary.json") == [f"system1: {score + 0.25} -> {score}"]
+    assert json.loads((tmp_path / "summary.json").read_text())["rows"][0]["score"] == score
+    assert mod.refresh(tmp_path / "summary.json") == []

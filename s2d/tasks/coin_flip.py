@@ -20,9 +20,11 @@ STATE = re.compile(r"(?:(?P<neg>\bnot|n't|\bno longer|\bnever)\s+(?:be\s+)?" + A
                    r"|\bend(?:s|ed)?\s+up|\bshows?|\bfacing|\bflipped|\bturned|\blanded|\bleft|'s)\s+" + ADVERBS +
                    r"(?:(?P<neg2>not|no longer)\s+" + ADVERBS + r")?(?P<side>heads|tails)\b(?P<up>[- ]up\b)?",
                    flags=re.I)
-# Where a response gives its answer: "Final answer:", "The answer is", "Answer:", \boxed{}.
-MARKER = re.compile(r"\bfinal\s+answer\b|\banswer(?:\s+to\s+(?:the|this|your)\s+question(?:\s*\"[^\"\n]*\")?)?"
-                    r"\s*(?:is|would\s+be|:)|\\boxed\s*\{", flags=re.I)
+# Where a response gives its answer: "Final answer:", "The answer is", "Answer:", \boxed{}, and step 2
+# of RaR's original wording: "The answer to the original/rephrased question is (also/indeed)".
+MARKER = re.compile(r"\bfinal\s+answer\b|\banswer(?:\s+to\s+(?:the|this|your)\s+(?:(?:original|rephrased)\s+)?"
+                    r"question(?:\s*\"[^\"\n]*\")?)?\s*(?:is(?:\s+(?:also|indeed))?|would\s+be|will\s+be|:)"
+                    r"|\\boxed\s*\{", flags=re.I)
 WRAPPERS = re.compile(r"^(?:[\s:*\"'`$(){}\[\]]|\\[()\[\]]|\\boxed\s*\{|\\text(?:bf)?\s*\{|\bis\b|\bwould be\b)+", re.I)
 
 
